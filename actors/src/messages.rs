@@ -1,0 +1,191 @@
+//! Messages in and out of the pipeline.
+
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// An ASR transcript as voicerag received it. Several partials per utterance, then one final.
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    pub namespace: String,
+    pub conversation: String,
+    pub utterance: String,
+    pub speaker: String,
+    pub text: String,
+    pub is_final: bool,
+    /// When voicerag received it: deadlines count from here, never from a sender's clock.
+    pub received_at: Instant,
+}
+
+/// What the agent said, to remember.
+#[derive(Debug, Clone)]
+pub struct AgentReply {
+    pub namespace: String,
+    pub conversation: String,
+    pub utterance: String,
+    pub text: String,
+}
+
+/// A memory to store. `id` is the caller's, `<conversation>/<utterance>` for transcripts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub id: String,
+    pub namespace: String,
+    pub conversation: String,
+    pub speaker: String,
+    pub text: String,
+    /// Unix milliseconds, UTC.
+    pub ts_ms: i64,
+}
+
+/// Which lists a search uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    #[default]
+    Hybrid,
+    Vector,
+    Bm25,
+}
+
+impl SearchMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchMode::Hybrid => "hybrid",
+            SearchMode::Vector => "vector",
+            SearchMode::Bm25 => "bm25",
+        }
+    }
+}
+
+impl std::str::FromStr for SearchMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "hybrid" => Ok(Self::Hybrid),
+            "vector" => Ok(Self::Vector),
+            "bm25" => Ok(Self::Bm25),
+            other => Err(format!("unknown mode {other:?}: expected hybrid, vector or bm25")),
+        }
+    }
+}
+
+/// Filters applied inside each list's search (before top-N, not after).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchFilter {
+    pub conversation: Option<String>,
+    pub speaker: Option<String>,
+    /// Inclusive lower bound, unix ms.
+    pub since_ms: Option<i64>,
+    /// Exclusive upper bound, unix ms.
+    pub until_ms: Option<i64>,
+    /// Exclude the most recent n turns of this conversation (already in the agent's prompt).
+    pub exclude_recent: Option<(String, usize)>,
+}
+
+/// One search over the memory of one namespace.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub namespace: String,
+    pub text: String,
+    /// The query embedding; `None` means vector search is impossible (embedder down): BM25 only.
+    pub embedding: Option<Vec<f32>>,
+    pub mode: SearchMode,
+    /// How many hits to return (after fusion).
+    pub top_n: usize,
+    pub filter: SearchFilter,
+}
+
+/// A recalled memory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    /// The memory's id.
+    pub id: String,
+    /// The memory's text (its best chunk for long memories).
+    pub text: String,
+    /// Fused (reciprocal-rank) score, or the single list's score in vector / bm25 mode.
+    pub score: f32,
+    /// Cross-encoder score when this hit was reranked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_score: Option<f32>,
+    /// 1-based rank in the vector list, if it appeared there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector_rank: Option<usize>,
+    /// 1-based rank in the BM25 list, if it appeared there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bm25_rank: Option<usize>,
+    pub conversation: String,
+    pub speaker: String,
+    pub ts_ms: i64,
+}
+
+/// What the reranker did for a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RerankOutcome {
+    /// No reranker configured.
+    Off,
+    /// Every candidate was reranked.
+    Full,
+    /// The top n candidates were reranked; the rest keep hybrid order below them.
+    Partial(usize),
+    /// Not run ("budget", "timeout", "down", ...): hybrid order.
+    Skipped(String),
+    /// The run failed: hybrid order.
+    Failed(String),
+}
+
+impl RerankOutcome {
+    /// The wire name: "off" | "full" | "partial" | "skipped" | "failed".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RerankOutcome::Off => "off",
+            RerankOutcome::Full => "full",
+            RerankOutcome::Partial(_) => "partial",
+            RerankOutcome::Skipped(_) => "skipped",
+            RerankOutcome::Failed(_) => "failed",
+        }
+    }
+
+    /// Reranked count or skip/failure reason, as JSON.
+    pub fn detail(&self) -> serde_json::Value {
+        match self {
+            RerankOutcome::Off => serde_json::Value::Null,
+            RerankOutcome::Full => serde_json::Value::Null,
+            RerankOutcome::Partial(n) => serde_json::json!(n),
+            RerankOutcome::Skipped(r) | RerankOutcome::Failed(r) => serde_json::json!(r),
+        }
+    }
+}
+
+/// Wall time spent per stage for one result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StageTimings {
+    pub embed: Duration,
+    pub search: Duration,
+    pub rerank: Duration,
+    /// From `received_at` to `finished_at`.
+    pub total: Duration,
+}
+
+/// The context for one transcript (or one-off query).
+#[derive(Debug, Clone)]
+pub struct ContextResult {
+    pub namespace: String,
+    pub conversation: String,
+    pub utterance: String,
+    pub is_final: bool,
+    /// The text that was searched.
+    pub text: String,
+    pub hits: Vec<Hit>,
+    pub rerank: RerankOutcome,
+    /// Why this result is degraded ("shed", "embedder down", ...), if it is.
+    pub degraded: Option<String>,
+    pub timings: StageTimings,
+    pub deadline: Instant,
+    pub finished_at: Instant,
+}
+
+impl ContextResult {
+    pub fn deadline_met(&self) -> bool {
+        self.finished_at <= self.deadline
+    }
+}

@@ -1,0 +1,1 @@
+//! The NATS edge: transcripts in, context out, memories through JetStream.

@@ -1,0 +1,1 @@
+//! `voicerag bench models` (in progress).

@@ -1,0 +1,1 @@
+//! `voicerag bench nats` (in progress).

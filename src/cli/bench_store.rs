@@ -1,0 +1,1 @@
+//! `voicerag bench store` (in progress).

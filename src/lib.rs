@@ -1,0 +1,18 @@
+//! voicerag: a memory-and-context pipeline for voice agents.
+//!
+//! - [`models`]: the ONNX Runtime engines (sentence embedder, cross-encoder) on `ort` + `tokenizers`.
+//! - [`store`]: the durable hybrid memory (LMDB via `heed`, vectors via `arroy`, BM25 via `tantivy`).
+//! - [`fusion`]: reciprocal-rank fusion of the vector and BM25 rankings.
+//! - [`pipeline`]: the real stages behind the `voicerag-actors` traits, and [`pipeline::Pipeline`].
+//! - [`bus`]: the NATS edge.
+//! - [`config`]: one configuration, one precedence rule (flag, then environment, then file, then default).
+
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod fusion;
+pub mod models;
+pub mod pipeline;
+pub mod store;
+
+pub use voicerag_actors as actors;

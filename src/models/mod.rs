@@ -1,0 +1,64 @@
+//! ONNX Runtime model engines: runtime loading, sentence embedder, cross-encoder.
+
+use serde::Deserialize;
+
+/// `[runtime]`: how ONNX Runtime is loaded and how sessions run.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Path of libonnxruntime.so (env `ORT_DYLIB_PATH` overrides).
+    pub library: String,
+    /// Intra-op threads per session.
+    pub threads: usize,
+    /// Execution providers in preference order, e.g. ["cpu"].
+    pub execution_providers: Vec<String>,
+    /// Fall back to CPU (logged) when a named provider is missing, instead of failing.
+    pub allow_cpu_fallback: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            library: "runtime/libonnxruntime.so".into(),
+            threads: 1,
+            execution_providers: vec!["cpu".into()],
+            allow_cpu_fallback: false,
+        }
+    }
+}
+
+/// `[embedder]`: the sentence embedding model.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedderConfig {
+    /// HF-layout model directory (model.onnx, tokenizer.json, config.json).
+    pub model_dir: String,
+    /// Max tokens per input (truncation), all-MiniLM-L6-v2's own is 256.
+    pub max_length: usize,
+    /// Max texts per ONNX run when embedding in bulk.
+    pub batch_size: usize,
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        Self { model_dir: "models/all-MiniLM-L6-v2".into(), max_length: 256, batch_size: 32 }
+    }
+}
+
+/// `[reranker]`: the cross-encoder; off unless `model_dir` is set.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RerankerConfig {
+    /// HF-layout cross-encoder directory; empty means no reranker ("off").
+    pub model_dir: String,
+    /// Max tokens per (query, passage) pair; the passage is truncated, never the query.
+    pub max_length: usize,
+    /// Max pairs per ONNX run.
+    pub batch_size: usize,
+}
+
+impl Default for RerankerConfig {
+    fn default() -> Self {
+        Self { model_dir: String::new(), max_length: 256, batch_size: 16 }
+    }
+}

@@ -1,0 +1,1 @@
+//! The real stages (ONNX engines, memory store) behind the `voicerag-actors` traits.
