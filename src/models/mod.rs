@@ -1,5 +1,16 @@
 //! ONNX Runtime model engines: runtime loading, sentence embedder, cross-encoder.
 
+pub mod cross_encoder;
+pub mod embedder;
+pub mod error;
+mod model_dir;
+pub mod runtime;
+mod session;
+
+pub use cross_encoder::CrossEncoder;
+pub use embedder::SentenceEmbedder;
+pub use error::ModelError;
+
 use serde::Deserialize;
 
 /// `[runtime]`: how ONNX Runtime is loaded and how sessions run.
@@ -41,7 +52,11 @@ pub struct EmbedderConfig {
 
 impl Default for EmbedderConfig {
     fn default() -> Self {
-        Self { model_dir: "models/all-MiniLM-L6-v2".into(), max_length: 256, batch_size: 32 }
+        Self {
+            model_dir: "models/all-MiniLM-L6-v2".into(),
+            max_length: 256,
+            batch_size: 32,
+        }
     }
 }
 
@@ -59,6 +74,10 @@ pub struct RerankerConfig {
 
 impl Default for RerankerConfig {
     fn default() -> Self {
-        Self { model_dir: String::new(), max_length: 256, batch_size: 16 }
+        Self {
+            model_dir: String::new(),
+            max_length: 256,
+            batch_size: 16,
+        }
     }
 }

@@ -1,0 +1,175 @@
+//! The cross-encoder: scores (query, passage) pairs in length-grouped batches, cancellable mid-run.
+
+use std::sync::Arc;
+
+use ort::session::RunOptions;
+use tokenizers::{Encoding, Tokenizer, TruncationStrategy};
+use voicerag_actors::{CancelToken, Reranker, StageError};
+
+use super::error::ModelError;
+use super::model_dir::ModelDir;
+use super::runtime::runtime;
+use super::session::{ModelSession, TokenBatch};
+use super::{RerankerConfig, RuntimeConfig};
+
+/// Cross-encoder (sequence classification with one relevance logit, or two classes) on ONNX Runtime.
+pub struct CrossEncoder {
+    session: ModelSession,
+    /// Truncates only the passage ("only_second") at `max_length`.
+    tokenizer: Tokenizer,
+    pad_id: u32,
+    name: String,
+    max_length: usize,
+    batch_size: usize,
+}
+
+impl CrossEncoder {
+    /// Loads the model directory named by `config.model_dir` and warms it up with one run.
+    pub fn load(
+        runtime_config: &RuntimeConfig,
+        config: &RerankerConfig,
+    ) -> Result<Self, ModelError> {
+        let dir = ModelDir::open(&config.model_dir, "[reranker] model_dir")?;
+        let rt = runtime(runtime_config)?;
+        let max_length = dir.effective_max_length(config.max_length);
+        let tokenizer = dir.tokenizer_with(Some(max_length), TruncationStrategy::OnlySecond)?;
+        let session = ModelSession::load(rt, &dir.model, runtime_config, &["logits"])?;
+        let encoder = Self {
+            session,
+            tokenizer,
+            pad_id: dir.pad_id,
+            name: dir.name(),
+            max_length,
+            batch_size: config.batch_size.max(1),
+        };
+        encoder.score("warm up", &["the session"], None)?;
+        Ok(encoder)
+    }
+
+    /// The model directory's name.
+    pub fn model_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Max tokens per pair; the passage is truncated to fit, never the query.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    fn encode(&self, query: &str, passage: &str) -> Result<Encoding, ModelError> {
+        self.tokenizer.encode((query, passage), true).map_err(|e| {
+            // "only_second" fails when the query alone leaves no room: report that, not a tokenizer riddle.
+            let query_tokens = self
+                .tokenizer
+                .encode(query, true)
+                .map(|q| q.len())
+                .unwrap_or(0);
+            if query_tokens >= self.max_length {
+                ModelError::QueryTooLong {
+                    tokens: query_tokens,
+                    max_length: self.max_length,
+                }
+            } else {
+                ModelError::Tokenize(e.to_string())
+            }
+        })
+    }
+
+    /// Token count of each (query, passage) pair as it would be run (after truncation): what a
+    /// caller needs to predict the cost. A pair that cannot run counts as `max_length`.
+    pub fn pair_tokens(&self, query: &str, passages: &[&str]) -> Vec<usize> {
+        passages
+            .iter()
+            .map(|p| {
+                self.encode(query, p)
+                    .map(|e| e.len())
+                    .unwrap_or(self.max_length)
+            })
+            .collect()
+    }
+
+    /// One relevance score per passage, in input order. Pairs are sorted by length and run
+    /// `batch_size` at a time, so a batch pads little. When `cancel` fires, the running batch is
+    /// terminated and the result is [`ModelError::Cancelled`].
+    pub fn score(
+        &self,
+        query: &str,
+        passages: &[&str],
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<f32>, ModelError> {
+        if passages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encodings = passages
+            .iter()
+            .map(|p| self.encode(query, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| encodings[i].len());
+
+        let options = Arc::new(RunOptions::new().map_err(|e| self.inference_error(e.to_string()))?);
+        if let Some(token) = cancel {
+            let options = Arc::clone(&options);
+            // Sets ONNX Runtime's terminate flag: the running batch stops, a later one stops at once.
+            token.on_cancel(move || {
+                let _ = options.terminate();
+            });
+        }
+        let cancelled = || cancel.is_some_and(CancelToken::is_cancelled);
+
+        let mut scores = vec![0f32; encodings.len()];
+        for group in order.chunks(self.batch_size) {
+            if cancelled() {
+                return Err(ModelError::Cancelled);
+            }
+            let refs: Vec<&Encoding> = group.iter().map(|&i| &encodings[i]).collect();
+            let batch = TokenBatch::new(&refs, self.pad_id);
+            let output = match self.session.run(&batch, &options) {
+                Ok(output) => output,
+                Err(_) if cancelled() => return Err(ModelError::Cancelled),
+                Err(e) => return Err(e),
+            };
+            let logits = self.logits(&output.shape, &output.values, group.len())?;
+            for (&i, s) in group.iter().zip(logits) {
+                scores[i] = s;
+            }
+        }
+        if cancelled() {
+            return Err(ModelError::Cancelled);
+        }
+        Ok(scores)
+    }
+
+    /// The relevance logit of each row: the single output, or the positive class of two.
+    fn logits(&self, shape: &[usize], values: &[f32], rows: usize) -> Result<Vec<f32>, ModelError> {
+        match shape {
+            [b] | [b, 1] if *b == rows => Ok(values.to_vec()),
+            [b, 2] if *b == rows => Ok(values.chunks(2).map(|pair| pair[1]).collect()),
+            other => Err(self.inference_error(format!(
+                "unexpected logits shape {other:?} for {rows} pairs (expected [{rows}, 1] or [{rows}, 2])"
+            ))),
+        }
+    }
+
+    fn inference_error(&self, message: String) -> ModelError {
+        ModelError::Inference {
+            path: self.session.path().to_path_buf(),
+            message,
+        }
+    }
+}
+
+impl Reranker for CrossEncoder {
+    fn pair_tokens(&self, query: &str, passages: &[&str]) -> Vec<usize> {
+        CrossEncoder::pair_tokens(self, query, passages)
+    }
+
+    fn score(
+        &self,
+        query: &str,
+        passages: &[&str],
+        cancel: &CancelToken,
+    ) -> Result<Vec<f32>, StageError> {
+        CrossEncoder::score(self, query, passages, Some(cancel)).map_err(StageError::from)
+    }
+}

@@ -1,0 +1,183 @@
+//! A BERT-family ONNX session: which inputs it takes, padding a batch of encodings to its longest
+//! item, and running it (serialised, since an ort run needs `&mut Session`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ort::session::{RunOptions, Session, SessionInputValue};
+use ort::value::Tensor;
+use tokenizers::Encoding;
+
+use super::RuntimeConfig;
+use super::error::ModelError;
+use super::runtime::OrtRuntime;
+
+/// Token ids, attention mask and type ids of a batch, padded to its longest item (row-major).
+pub(crate) struct TokenBatch {
+    rows: usize,
+    cols: usize,
+    ids: Vec<i64>,
+    mask: Vec<i64>,
+    types: Vec<i64>,
+}
+
+impl TokenBatch {
+    pub fn new(encodings: &[&Encoding], pad_id: u32) -> Self {
+        let rows = encodings.len();
+        let cols = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
+        let mut ids = vec![i64::from(pad_id); rows * cols];
+        let mut mask = vec![0i64; rows * cols];
+        let mut types = vec![0i64; rows * cols];
+        for (r, enc) in encodings.iter().enumerate() {
+            let row = r * cols;
+            for (c, ((&id, &m), &t)) in enc
+                .get_ids()
+                .iter()
+                .zip(enc.get_attention_mask())
+                .zip(enc.get_type_ids())
+                .enumerate()
+            {
+                ids[row + c] = i64::from(id);
+                mask[row + c] = i64::from(m);
+                types[row + c] = i64::from(t);
+            }
+        }
+        Self {
+            rows,
+            cols,
+            ids,
+            mask,
+            types,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn mask(&self) -> &[i64] {
+        &self.mask
+    }
+}
+
+/// What feeds each model input.
+#[derive(Clone, Copy, Debug)]
+enum Feed {
+    Ids,
+    Mask,
+    Types,
+}
+
+/// A model output as plain data: its shape and values.
+pub(crate) struct Output {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+pub(crate) struct ModelSession {
+    session: Mutex<Session>,
+    path: PathBuf,
+    feeds: Vec<(String, Feed)>,
+    output: String,
+}
+
+impl ModelSession {
+    /// Loads `path`; `outputs` lists the wanted output names in preference order (else the first).
+    pub fn load(
+        runtime: &OrtRuntime,
+        path: &Path,
+        config: &RuntimeConfig,
+        outputs: &[&str],
+    ) -> Result<Self, ModelError> {
+        let session = runtime.session(path, config)?;
+        let unsupported = |message: String| ModelError::UnsupportedModel {
+            path: path.to_path_buf(),
+            message,
+        };
+        // Read from the session, not assumed: e.g. DistilBERT-style models take no token_type_ids.
+        let mut feeds = Vec::new();
+        for input in session.inputs() {
+            let feed = match input.name() {
+                "input_ids" => Feed::Ids,
+                "attention_mask" => Feed::Mask,
+                "token_type_ids" => Feed::Types,
+                other => {
+                    return Err(unsupported(format!(
+                        "unknown input `{other}` (expected input_ids, attention_mask, token_type_ids)"
+                    )));
+                }
+            };
+            feeds.push((input.name().to_string(), feed));
+        }
+        if !feeds.iter().any(|(_, f)| matches!(f, Feed::Ids)) {
+            return Err(unsupported("the model has no `input_ids` input".into()));
+        }
+        let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+        let output = outputs
+            .iter()
+            .find(|want| names.contains(want))
+            .or(names.first())
+            .map(|s| s.to_string())
+            .ok_or_else(|| unsupported("the model has no outputs".into()))?;
+        Ok(Self {
+            session: Mutex::new(session),
+            path: path.to_path_buf(),
+            feeds,
+            output,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the model reads `token_type_ids`.
+    pub fn takes_token_type_ids(&self) -> bool {
+        self.feeds.iter().any(|(_, f)| matches!(f, Feed::Types))
+    }
+
+    /// Runs one batch and returns the chosen output. `options` lets another thread terminate it.
+    pub fn run(&self, batch: &TokenBatch, options: &RunOptions) -> Result<Output, ModelError> {
+        let err = |message: String| ModelError::Inference {
+            path: self.path.clone(),
+            message,
+        };
+        let shape = [batch.rows, batch.cols];
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(self.feeds.len());
+        for (name, feed) in &self.feeds {
+            let data = match feed {
+                Feed::Ids => &batch.ids,
+                Feed::Mask => &batch.mask,
+                Feed::Types => &batch.types,
+            };
+            let tensor =
+                Tensor::from_array((shape, data.clone())).map_err(|e| err(e.to_string()))?;
+            inputs.push((name.clone(), tensor.into()));
+        }
+        let mut session = self
+            .session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let outputs = session
+            .run_with_options(inputs, options)
+            .map_err(|e| err(e.to_string()))?;
+        let value = outputs
+            .get(&self.output)
+            .ok_or_else(|| err(format!("no output named `{}`", self.output)))?;
+        let (dims, values) = value
+            .try_extract_tensor::<f32>()
+            .map_err(|e| err(e.to_string()))?;
+        let shape = dims
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(0))
+            .collect();
+        Ok(Output {
+            shape,
+            values: values.to_vec(),
+        })
+    }
+}
