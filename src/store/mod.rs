@@ -1,7 +1,23 @@
 //! The durable hybrid memory: LMDB (heed) is the source of truth, arroy holds vectors in the same
 //! environment, tantivy holds BM25; both indexes may lag LMDB and are caught up on open.
+//!
+//! Layout of a data directory: `lmdb/` (records, vectors, metadata), `bm25/` (tantivy) and
+//! `voicerag.lock` (the writer lock). See [`MemoryStore`] for the API.
+
+mod background;
+mod bm25;
+mod codec;
+mod error;
+mod lmdb;
+mod memory;
+mod search;
+mod vector;
+
+pub use error::StoreError;
+pub use memory::{MemoryStore, ReindexReport, StoreStats};
 
 use serde::Deserialize;
+use voicerag_actors::messages::Memory;
 
 /// `[store]`: where and how memories are kept.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -13,11 +29,32 @@ pub struct StoreConfig {
     pub map_size_mib: usize,
     /// Longest accepted memory text, in bytes.
     pub max_text_bytes: usize,
+    /// How often new memories are committed to the BM25 index, in ms (they are found by BM25
+    /// at most about this long after `add` returns; by vector search at once).
+    pub bm25_commit_ms: u64,
+    /// Most vectors moved into arroy's trees per build transaction: bounds how long a build
+    /// holds LMDB's write lock (ingest waits for it).
+    pub vector_build_batch: usize,
+    /// Pause between vector build steps while a backlog remains, in ms (lets ingest in).
+    pub vector_build_pause_ms: u64,
+    /// Forget memories older than this many seconds, checked in the background (0: keep all).
+    pub retention_max_age_s: u64,
+    /// How often retention looks for expired memories, in ms.
+    pub retention_check_ms: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { data_dir: "data".into(), map_size_mib: 16 * 1024, max_text_bytes: 32 * 1024 }
+        Self {
+            data_dir: "data".into(),
+            map_size_mib: 16 * 1024,
+            max_text_bytes: 32 * 1024,
+            bm25_commit_ms: 200,
+            vector_build_batch: 2000,
+            vector_build_pause_ms: 20,
+            retention_max_age_s: 0,
+            retention_check_ms: 60_000,
+        }
     }
 }
 
@@ -37,6 +74,44 @@ pub struct RetrievalConfig {
 
 impl Default for RetrievalConfig {
     fn default() -> Self {
-        Self { rrf_k: 60.0, vector_weight: 1.0, bm25_weight: 1.0, candidates: 50 }
+        Self {
+            rrf_k: 60.0,
+            vector_weight: 1.0,
+            bm25_weight: 1.0,
+            candidates: 50,
+        }
     }
+}
+
+/// The embedding model a store's vectors come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub dimension: usize,
+}
+
+/// One chunk of a memory, embedded by the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkInput {
+    pub text: String,
+    pub embedding: Vec<f32>,
+}
+
+/// A memory to add: the record and at least one chunk (the caller chunks and embeds; a short
+/// memory is one chunk holding its whole text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMemory {
+    pub memory: Memory,
+    pub chunks: Vec<ChunkInput>,
+}
+
+/// What `add` did with each record of a batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AddReport {
+    /// Ids stored by this call.
+    pub stored: Vec<String>,
+    /// Ids already present in their namespace (left unchanged: re-adding is idempotent).
+    pub duplicates: Vec<String>,
+    /// `(index in the batch, reason)` of records refused; nothing of them was written.
+    pub rejected: Vec<(usize, String)>,
 }

@@ -1,0 +1,292 @@
+//! The BM25 side: a tantivy index of chunks (English analyser), its filtered queries, and the
+//! replay of LMDB's op log into it. The last replayed LMDB sequence is the commit payload, so the
+//! index always knows how far behind LMDB it is.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Mutex;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{
+    BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
+};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use super::StoreError;
+use super::codec::MemoryRecord;
+
+const ANALYZER: &str = "voicerag_en";
+/// tantivy's smallest per-thread indexing budget is 15 MB; one thread is plenty for utterances.
+const WRITER_HEAP_BYTES: usize = 32 * 1024 * 1024;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    chunk: Field,
+    ns: Field,
+    id: Field,
+    conversation: Field,
+    speaker: Field,
+    ts: Field,
+    text: Field,
+}
+
+/// Filters every BM25 query carries (the namespace always).
+pub struct Bm25Filter<'a> {
+    pub namespace: &'a str,
+    pub conversation: Option<&'a str>,
+    pub speaker: Option<&'a str>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Memory ids to leave out (the most recent turns).
+    pub exclude_ids: &'a [String],
+}
+
+pub struct Bm25 {
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+    analyzer: TextAnalyzer,
+    /// Present in the writer process only.
+    writer: Option<Mutex<IndexWriter<TantivyDocument>>>,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text_opts = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(ANALYZER)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let fields = Fields {
+        chunk: b.add_u64_field("chunk", INDEXED | FAST),
+        ns: b.add_text_field("ns", STRING),
+        id: b.add_text_field("id", STRING),
+        conversation: b.add_text_field("conversation", STRING),
+        speaker: b.add_text_field("speaker", STRING),
+        ts: b.add_i64_field("ts", INDEXED | FAST),
+        text: b.add_text_field("text", text_opts),
+    };
+    (b.build(), fields)
+}
+
+/// English: split on non-alphanumerics, drop absurdly long tokens, lower-case, drop stop words, stem.
+fn analyzer() -> TextAnalyzer {
+    let builder = TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser);
+    match StopWordFilter::new(Language::English) {
+        Some(stop) => builder
+            .filter(stop)
+            .filter(Stemmer::new(Language::English))
+            .build(),
+        None => builder.filter(Stemmer::new(Language::English)).build(),
+    }
+}
+
+impl Bm25 {
+    /// Opens (or, when `writable`, creates) the index in `dir`.
+    pub fn open(dir: &Path, writable: bool) -> Result<Self, StoreError> {
+        let (schema, fields) = schema();
+        let index = if dir.join("meta.json").exists() {
+            Index::open_in_dir(dir)?
+        } else if writable {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
+            Index::create_in_dir(dir, schema)?
+        } else {
+            return Err(super::codec::corrupt(&format!(
+                "BM25 index {} is missing",
+                dir.display()
+            )));
+        };
+        index.tokenizers().register(ANALYZER, analyzer());
+        let reader = index
+            .reader_builder()
+            // The writer reloads right after each commit; a read-only process follows the files.
+            .reload_policy(if writable {
+                ReloadPolicy::Manual
+            } else {
+                ReloadPolicy::OnCommitWithDelay
+            })
+            .try_into()?;
+        let writer = if writable {
+            Some(Mutex::new(
+                index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            index,
+            reader,
+            fields,
+            analyzer: analyzer(),
+            writer,
+        })
+    }
+
+    /// The LMDB sequence the index holds (0: nothing).
+    pub fn watermark(&self) -> Result<u64, StoreError> {
+        let metas = self.index.load_metas()?;
+        Ok(metas.payload.and_then(|p| p.parse().ok()).unwrap_or(0))
+    }
+
+    /// The analysed terms of `text` (deduplicated, in first-seen order).
+    pub fn terms(&self, text: &str) -> Vec<String> {
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(text);
+        let mut out: Vec<String> = Vec::new();
+        while stream.advance() {
+            let t = &stream.token().text;
+            if !out.iter().any(|o| o == t) {
+                out.push(t.clone());
+            }
+        }
+        out
+    }
+
+    /// Top `n` chunks for `text` under `filter`: `(chunk id, score)`, best first.
+    pub fn search(
+        &self,
+        text: &str,
+        filter: &Bm25Filter,
+        n: usize,
+    ) -> Result<Vec<(u32, f32)>, StoreError> {
+        let terms = self.terms(text);
+        if terms.is_empty() || n == 0 {
+            return Ok(Vec::new());
+        }
+        let f = self.fields;
+        let should: Vec<(Occur, Box<dyn Query>)> = terms
+            .iter()
+            .map(|t| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(f.text, t),
+                    IndexRecordOption::WithFreqs,
+                ));
+                (Occur::Should, q)
+            })
+            .collect();
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> =
+            vec![(Occur::Must, Box::new(BooleanQuery::new(should)))];
+        // Filters restrict the matching set before top-n and add nothing to the score.
+        let mut must_filter = |field: Field, value: &str| {
+            let q = TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            );
+            clauses.push((
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(Box::new(q), 0.0)),
+            ));
+        };
+        must_filter(f.ns, filter.namespace);
+        if let Some(c) = filter.conversation {
+            must_filter(f.conversation, c);
+        }
+        if let Some(s) = filter.speaker {
+            must_filter(f.speaker, s);
+        }
+        if filter.since_ms.is_some() || filter.until_ms.is_some() {
+            let lo = filter.since_ms.map_or(Bound::Unbounded, |v| {
+                Bound::Included(Term::from_field_i64(f.ts, v))
+            });
+            let hi = filter.until_ms.map_or(Bound::Unbounded, |v| {
+                Bound::Excluded(Term::from_field_i64(f.ts, v))
+            });
+            clauses.push((
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(Box::new(RangeQuery::new(lo, hi)), 0.0)),
+            ));
+        }
+        if !filter.exclude_ids.is_empty() {
+            let ids = filter
+                .exclude_ids
+                .iter()
+                .map(|id| Term::from_field_text(f.id, id));
+            clauses.push((Occur::MustNot, Box::new(TermSetQuery::new(ids))));
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&query, &TopDocs::with_limit(n).order_by_score())?;
+        let mut out = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let col = searcher
+                .segment_reader(addr.segment_ord)
+                .fast_fields()
+                .u64("chunk")?;
+            if let Some(chunk) = col.first(addr.doc_id) {
+                out.push((chunk as u32, score));
+            }
+        }
+        Ok(out)
+    }
+
+    fn writer(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, IndexWriter<TantivyDocument>>, StoreError> {
+        self.writer
+            .as_ref()
+            .ok_or(StoreError::ReadOnly)?
+            .lock()
+            .map_err(|_| StoreError::Corrupt("BM25 writer lock poisoned".into()))
+    }
+
+    /// Queues one chunk document.
+    pub fn add_chunk(
+        &self,
+        chunk: u32,
+        ns: &str,
+        id: &str,
+        rec: &MemoryRecord,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        let f = self.fields;
+        let mut doc = TantivyDocument::default();
+        doc.add_u64(f.chunk, chunk as u64);
+        doc.add_text(f.ns, ns);
+        doc.add_text(f.id, id);
+        doc.add_text(f.conversation, &rec.conversation);
+        doc.add_text(f.speaker, &rec.speaker);
+        doc.add_i64(f.ts, rec.ts_ms);
+        doc.add_text(f.text, text);
+        self.writer()?.add_document(doc)?;
+        Ok(())
+    }
+
+    /// Queues the deletion of one chunk document.
+    pub fn delete_chunk(&self, chunk: u32) -> Result<(), StoreError> {
+        self.writer()?
+            .delete_term(Term::from_field_u64(self.fields.chunk, chunk as u64));
+        Ok(())
+    }
+
+    /// Queues the deletion of everything (before a rebuild).
+    pub fn delete_all(&self) -> Result<(), StoreError> {
+        self.writer()?.delete_all_documents()?;
+        Ok(())
+    }
+
+    /// Commits what was queued with `watermark` as payload, then makes it searchable.
+    pub fn commit(&self, watermark: u64) -> Result<(), StoreError> {
+        {
+            let mut w = self.writer()?;
+            let mut prepared = w.prepare_commit()?;
+            prepared.set_payload(&watermark.to_string());
+            prepared.commit()?;
+        }
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Number of live documents (chunks) searchable now.
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+}

@@ -1,0 +1,308 @@
+//! One search: resolve the namespace's candidate set and filters, run the vector and BM25 lists
+//! with those filters inside them, name each memory once (its best chunk), fuse.
+
+use std::collections::HashMap;
+
+use heed::RoTxn;
+use roaring::RoaringBitmap;
+use voicerag_actors::messages::{Hit, SearchMode, SearchRequest};
+
+use super::bm25::Bm25Filter;
+use super::codec::{self, MemoryRecord};
+use super::lmdb::{self, Dbs};
+use super::memory::Shared;
+use super::{StoreError, vector};
+use crate::fusion::{RankedList, reciprocal_rank};
+
+/// A memory found by one list: its key, best chunk and that chunk's score.
+struct Found {
+    key: Vec<u8>,
+    chunk: u32,
+    score: f32,
+}
+
+/// A chunk's memory key and own text; `None` when the chunk is gone or foreign.
+type ChunkSlot = Option<(Vec<u8>, Option<String>)>;
+
+/// Memory records read during one search (each at most once).
+struct Records<'a> {
+    dbs: &'a Dbs,
+    rtxn: &'a RoTxn<'a>,
+    namespace: &'a str,
+    /// chunk -> (memory key, own text)
+    chunks: HashMap<u32, ChunkSlot>,
+    memories: HashMap<Vec<u8>, MemoryRecord>,
+}
+
+impl<'a> Records<'a> {
+    /// The memory key of a chunk, if the chunk still exists in this namespace.
+    fn memory_of(&mut self, chunk: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        if !self.chunks.contains_key(&chunk) {
+            let found = match lmdb::chunk_memory(self.dbs, self.rtxn, chunk)? {
+                // Defence in depth: a chunk of another namespace never leaves this search.
+                Some(o) if o.namespace == self.namespace => {
+                    let key = codec::ns_name_key(&o.namespace, &o.id);
+                    self.memories.entry(key.clone()).or_insert(o.record);
+                    Some((key, o.text))
+                }
+                _ => None,
+            };
+            self.chunks.insert(chunk, found);
+        }
+        Ok(self
+            .chunks
+            .get(&chunk)
+            .and_then(|c| c.as_ref().map(|(k, _)| k.clone())))
+    }
+
+    /// Keeps each memory's first (best) chunk; drops chunks that no longer exist.
+    fn dedupe(&mut self, hits: Vec<(u32, f32)>, n: usize) -> Result<Vec<Found>, StoreError> {
+        let mut out: Vec<Found> = Vec::with_capacity(n);
+        for (chunk, score) in hits {
+            if out.len() == n {
+                break;
+            }
+            if let Some(key) = self.memory_of(chunk)?
+                && !out.iter().any(|f| f.key == key)
+            {
+                out.push(Found { key, chunk, score });
+            }
+        }
+        Ok(out)
+    }
+
+    fn hit(
+        &self,
+        found: &Found,
+        score: f32,
+        vector_rank: Option<usize>,
+        bm25_rank: Option<usize>,
+    ) -> Result<Hit, StoreError> {
+        let rec = self
+            .memories
+            .get(&found.key)
+            .ok_or_else(|| codec::corrupt("memory record missing"))?;
+        let (_, id) = codec::split_memory_key(&found.key)?;
+        let own_text = self
+            .chunks
+            .get(&found.chunk)
+            .and_then(|c| c.as_ref())
+            .and_then(|(_, t)| t.clone());
+        Ok(Hit {
+            id: id.to_string(),
+            text: own_text.unwrap_or_else(|| rec.text.clone()),
+            score,
+            rerank_score: None,
+            vector_rank,
+            bm25_rank,
+            conversation: rec.conversation.clone(),
+            speaker: rec.speaker.clone(),
+            ts_ms: rec.ts_ms,
+        })
+    }
+}
+
+pub(crate) fn search(s: &Shared, req: &SearchRequest) -> Result<Vec<Hit>, StoreError> {
+    if req.top_n == 0 || req.namespace.is_empty() {
+        return Ok(Vec::new());
+    }
+    let want_vector = req.mode != SearchMode::Bm25;
+    let want_bm25 = req.mode != SearchMode::Vector;
+    let query_vec = match (&req.embedding, want_vector) {
+        (Some(e), true) => {
+            if e.len() != s.model.dimension {
+                return Err(StoreError::QueryDimension {
+                    expected: s.model.dimension,
+                    got: e.len(),
+                });
+            }
+            vector::normalized(e)
+        }
+        (None, true) if req.mode == SearchMode::Vector => {
+            return Err(StoreError::InvalidRequest(
+                "vector mode needs a query embedding".into(),
+            ));
+        }
+        _ => None,
+    };
+    let n = if req.mode == SearchMode::Hybrid {
+        s.retrieval.candidates.max(req.top_n)
+    } else {
+        req.top_n
+    };
+    let rtxn = s.env.read_txn()?;
+    let dbs = &s.dbs;
+    let ns = req.namespace.as_str();
+    let f = &req.filter;
+
+    let exclude_ids = recent_turns(dbs, &rtxn, ns, f.exclude_recent.as_ref())?;
+    let mut records = Records {
+        dbs,
+        rtxn: &rtxn,
+        namespace: ns,
+        chunks: HashMap::new(),
+        memories: HashMap::new(),
+    };
+
+    let vector_list = match &query_vec {
+        Some(q) => {
+            let mut hits = Vec::new();
+            if let Some(index) = namespace_index(dbs, &rtxn, ns)? {
+                let cands = candidates(dbs, &rtxn, req, &exclude_ids)?;
+                hits = vector::search(dbs, &rtxn, index, s.model.dimension, q, &cands, n)?;
+            }
+            records.dedupe(hits, n)?
+        }
+        None => Vec::new(),
+    };
+    let bm25_list = if want_bm25 {
+        let filter = Bm25Filter {
+            namespace: ns,
+            conversation: f.conversation.as_deref(),
+            speaker: f.speaker.as_deref(),
+            since_ms: f.since_ms,
+            until_ms: f.until_ms,
+            exclude_ids: &exclude_ids,
+        };
+        let hits = s.bm25.search(&req.text, &filter, n)?;
+        records.dedupe(hits, n)?
+    } else {
+        Vec::new()
+    };
+
+    let mut out = Vec::with_capacity(req.top_n);
+    match req.mode {
+        SearchMode::Vector => {
+            for (i, found) in vector_list.iter().take(req.top_n).enumerate() {
+                out.push(records.hit(found, found.score, Some(i + 1), None)?);
+            }
+        }
+        SearchMode::Bm25 => {
+            for (i, found) in bm25_list.iter().take(req.top_n).enumerate() {
+                out.push(records.hit(found, found.score, None, Some(i + 1))?);
+            }
+        }
+        SearchMode::Hybrid => {
+            let vkeys: Vec<&[u8]> = vector_list.iter().map(|f| f.key.as_slice()).collect();
+            let bkeys: Vec<&[u8]> = bm25_list.iter().map(|f| f.key.as_slice()).collect();
+            let fused = reciprocal_rank(
+                &[
+                    RankedList {
+                        items: &vkeys,
+                        weight: s.retrieval.vector_weight,
+                    },
+                    RankedList {
+                        items: &bkeys,
+                        weight: s.retrieval.bm25_weight,
+                    },
+                ],
+                s.retrieval.rrf_k,
+            );
+            for item in fused.into_iter().take(req.top_n) {
+                let (vr, br) = (item.ranks[0], item.ranks[1]);
+                // The vector list's chunk is the semantically best one; else BM25's.
+                let found = match (vr, br) {
+                    (Some(r), _) => &vector_list[r - 1],
+                    (None, Some(r)) => &bm25_list[r - 1],
+                    (None, None) => continue,
+                };
+                out.push(records.hit(found, item.score, vr, br)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn namespace_index(dbs: &Dbs, rtxn: &RoTxn, ns: &str) -> Result<Option<u16>, StoreError> {
+    match dbs.ns_index.get(rtxn, &codec::ns_key(ns))? {
+        Some(b) => {
+            let arr: [u8; 2] = b.try_into().map_err(|_| codec::corrupt("ns index"))?;
+            Ok(Some(u16::from_be_bytes(arr)))
+        }
+        None => Ok(None),
+    }
+}
+
+fn bitmap(db: &lmdb::Raw, rtxn: &RoTxn, key: &[u8]) -> Result<RoaringBitmap, StoreError> {
+    match db.get(rtxn, key)? {
+        Some(b) => codec::bitmap_from(b),
+        None => Ok(RoaringBitmap::new()),
+    }
+}
+
+/// The namespace's live chunks narrowed by every filter: what the vector list may return.
+fn candidates(
+    dbs: &Dbs,
+    rtxn: &RoTxn,
+    req: &SearchRequest,
+    exclude_ids: &[String],
+) -> Result<RoaringBitmap, StoreError> {
+    let ns = req.namespace.as_str();
+    let f = &req.filter;
+    let mut cands = bitmap(&dbs.ns_chunks, rtxn, &codec::ns_key(ns))?;
+    if let Some(c) = &f.conversation {
+        cands &= bitmap(&dbs.conv_chunks, rtxn, &codec::ns_name_key(ns, c))?;
+    }
+    if let Some(sp) = &f.speaker {
+        cands &= bitmap(&dbs.speaker_chunks, rtxn, &codec::ns_name_key(ns, sp))?;
+    }
+    if (f.since_ms.is_some() || f.until_ms.is_some()) && !cands.is_empty() {
+        let prefix = codec::ns_key(ns);
+        let lo = [
+            prefix.as_slice(),
+            &codec::ts_bytes(f.since_ms.unwrap_or(i64::MIN)),
+        ]
+        .concat();
+        let hi = match f.until_ms {
+            Some(u) => [prefix.as_slice(), &codec::ts_bytes(u)].concat(),
+            // Just past every key of this namespace.
+            None => [prefix.as_slice(), &[0xff; 13]].concat(),
+        };
+        let range = (
+            std::ops::Bound::Included(lo.as_slice()),
+            std::ops::Bound::Excluded(hi.as_slice()),
+        );
+        let mut window = RoaringBitmap::new();
+        for entry in dbs.times.range(rtxn, &range)? {
+            let (key, _) = entry?;
+            window.insert(codec::u32_from(&key[key.len() - 4..])?);
+        }
+        cands &= window;
+    }
+    for id in exclude_ids {
+        if let Some(v) = dbs.memories.get(rtxn, &codec::ns_name_key(ns, id))? {
+            let rec: MemoryRecord = codec::decode(v, "memory record")?;
+            for c in rec.chunks {
+                cands.remove(c);
+            }
+        }
+    }
+    Ok(cands)
+}
+
+/// Ids of the `n` most recent turns of a conversation (already in the agent's prompt).
+fn recent_turns(
+    dbs: &Dbs,
+    rtxn: &RoTxn,
+    ns: &str,
+    exclude: Option<&(String, usize)>,
+) -> Result<Vec<String>, StoreError> {
+    let Some((conversation, n)) = exclude else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(*n);
+    if *n == 0 {
+        return Ok(out);
+    }
+    for entry in dbs
+        .turns
+        .rev_prefix_iter(rtxn, &codec::ns_name_key(ns, conversation))?
+    {
+        let (key, _) = entry?;
+        out.push(codec::turn_key_id(key)?.to_string());
+        if out.len() == *n {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,155 @@
+//! The vector side: nearest chunks from arroy's trees plus an exact scan of the vectors not yet
+//! built into them, and the bounded background step that moves pending vectors into the trees.
+//!
+//! arroy refuses to read an index while items wait for a build (`NeedBuild`). Vectors therefore
+//! enter arroy only inside the transaction that also builds: readers see either the pending copy
+//! or the built one, never an unreadable index.
+
+use std::num::NonZeroUsize;
+
+use arroy::distances::Cosine;
+use arroy::{Reader, Writer};
+use arroy_rand::SeedableRng;
+use arroy_rand::rngs::SmallRng;
+use heed::{Env, RoTxn, WithoutTls};
+use roaring::RoaringBitmap;
+
+use super::StoreError;
+use super::codec;
+use super::lmdb::Dbs;
+
+/// Scales `v` to unit length (cosine similarity is then a dot product). `None` for a zero or
+/// non-finite vector, which has no direction to compare.
+pub fn normalized(v: &[f32]) -> Option<Vec<f32>> {
+    if v.iter().any(|x| !x.is_finite()) {
+        return None;
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm <= f32::EPSILON {
+        return None;
+    }
+    Some(v.iter().map(|x| x / norm).collect())
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The `n` chunks of `candidates` nearest to `query` (unit length) as `(chunk, cosine)`, best first.
+pub fn search(
+    dbs: &Dbs,
+    rtxn: &RoTxn,
+    index: u16,
+    dim: usize,
+    query: &[f32],
+    candidates: &RoaringBitmap,
+    n: usize,
+) -> Result<Vec<(u32, f32)>, StoreError> {
+    if n == 0 || candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut hits: Vec<(u32, f32)> = Vec::new();
+    // Fresh vectors: exact scan (the builder keeps this set small).
+    for entry in dbs.pending.prefix_iter(rtxn, &index.to_be_bytes())? {
+        let (key, value) = entry?;
+        let (_, chunk) = codec::split_index_chunk_key(key)?;
+        if candidates.contains(chunk) {
+            hits.push((chunk, dot(query, &codec::vector_from(value))));
+        }
+    }
+    match Reader::<Cosine>::open(rtxn, index, dbs.vectors) {
+        Ok(reader) => {
+            let mut q = reader.nns(n);
+            q.candidates(candidates);
+            // Filters thin out what a tree walk finds: look further the more they remove.
+            let share = candidates.len() as f64 / reader.n_items().max(1) as f64;
+            if share < 1.0 {
+                let factor = (1.0 / share.max(0.25)).ceil() as usize;
+                q.oversampling(NonZeroUsize::new(factor).unwrap_or(NonZeroUsize::MIN));
+            }
+            for (chunk, distance) in q.by_vector(rtxn, query)? {
+                // arroy's cosine distance is (1 - cos) / 2.
+                hits.push((chunk, 1.0 - 2.0 * distance));
+            }
+        }
+        Err(arroy::Error::MissingMetadata(_)) => {}
+        Err(arroy::Error::NeedBuild(_)) => {
+            // Only a foreign writer could leave this state; stay correct with an exact scan.
+            let writer = Writer::<Cosine>::new(dbs.vectors, index, dim);
+            for chunk in candidates {
+                if let Some(v) = writer.item_vector(rtxn, chunk)? {
+                    hits.push((chunk, dot(query, &v)));
+                }
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    hits.dedup_by_key(|h| h.0);
+    hits.truncate(n);
+    Ok(hits)
+}
+
+/// What one build step did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BuildStep {
+    pub added: usize,
+    pub deleted: usize,
+}
+
+/// Moves up to `batch` pending vectors into arroy (and applies up to `batch` pending deletions),
+/// building the touched indexes, in one write transaction.
+pub fn build_step(
+    env: &Env<WithoutTls>,
+    dbs: &Dbs,
+    dim: usize,
+    batch: usize,
+    seed: u64,
+) -> Result<BuildStep, StoreError> {
+    let mut wtxn = env.write_txn()?;
+    let mut deletes = Vec::new();
+    for entry in dbs.vec_deletes.iter(&wtxn)?.take(batch) {
+        let (key, _) = entry?;
+        deletes.push(codec::split_index_chunk_key(key)?);
+    }
+    let mut adds = Vec::new();
+    for entry in dbs.pending.iter(&wtxn)?.take(batch) {
+        let (key, value) = entry?;
+        let (index, chunk) = codec::split_index_chunk_key(key)?;
+        adds.push((index, chunk, codec::vector_from(value)));
+    }
+    if deletes.is_empty() && adds.is_empty() {
+        return Ok(BuildStep::default());
+    }
+    let mut touched: Vec<u16> = Vec::new();
+    for &(index, chunk) in &deletes {
+        Writer::<Cosine>::new(dbs.vectors, index, dim).del_item(&mut wtxn, chunk)?;
+        dbs.vec_deletes
+            .delete(&mut wtxn, &codec::index_chunk_key(index, chunk))?;
+        touched.push(index);
+    }
+    for (index, chunk, vector) in &adds {
+        Writer::<Cosine>::new(dbs.vectors, *index, dim).add_item(&mut wtxn, *chunk, vector)?;
+        dbs.pending
+            .delete(&mut wtxn, &codec::index_chunk_key(*index, *chunk))?;
+        touched.push(*index);
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    let mut rng = SmallRng::seed_from_u64(seed);
+    for index in touched {
+        Writer::<Cosine>::new(dbs.vectors, index, dim)
+            .builder(&mut rng)
+            .build(&mut wtxn)?;
+    }
+    wtxn.commit()?;
+    Ok(BuildStep {
+        added: adds.len(),
+        deleted: deletes.len(),
+    })
+}
+
+/// Vectors waiting for a build, and deletions waiting to reach arroy.
+pub fn backlog(dbs: &Dbs, rtxn: &RoTxn) -> Result<(u64, u64), StoreError> {
+    Ok((dbs.pending.len(rtxn)?, dbs.vec_deletes.len(rtxn)?))
+}
