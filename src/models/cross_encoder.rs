@@ -17,6 +17,8 @@ pub struct CrossEncoder {
     session: ModelSession,
     /// Truncates only the passage ("only_second") at `max_length`.
     tokenizer: Tokenizer,
+    /// Without truncation, to tell how long a query that does not fit is.
+    counter: Tokenizer,
     pad_id: u32,
     name: String,
     max_length: usize,
@@ -33,10 +35,12 @@ impl CrossEncoder {
         let rt = runtime(runtime_config)?;
         let max_length = dir.effective_max_length(config.max_length);
         let tokenizer = dir.tokenizer_with(Some(max_length), TruncationStrategy::OnlySecond)?;
+        let counter = dir.tokenizer_with(None, TruncationStrategy::OnlySecond)?;
         let session = ModelSession::load(rt, &dir.model, runtime_config, &["logits"])?;
         let encoder = Self {
             session,
             tokenizer,
+            counter,
             pad_id: dir.pad_id,
             name: dir.name(),
             max_length,
@@ -60,7 +64,7 @@ impl CrossEncoder {
         self.tokenizer.encode((query, passage), true).map_err(|e| {
             // "only_second" fails when the query alone leaves no room: report that, not a tokenizer riddle.
             let query_tokens = self
-                .tokenizer
+                .counter
                 .encode(query, true)
                 .map(|q| q.len())
                 .unwrap_or(0);

@@ -156,7 +156,8 @@ impl OrtRuntime {
         }
         builder
             .with_intra_threads(config.threads)
-            .and_then(|b| b.with_inter_threads(1))
+            .map_err(|e| err(e.to_string()))?
+            .with_inter_threads(1)
             .map_err(|e| err(e.to_string()))?
             .commit_from_file(model)
             .map_err(|e| err(e.to_string()))
