@@ -18,6 +18,9 @@ use super::StoreError;
 use super::codec;
 use super::lmdb::Dbs;
 
+/// Fewest neighbours asked of arroy's trees per search.
+const MIN_TREE_COUNT: usize = 50;
+
 /// Scales `v` to unit length (cosine similarity is then a dot product). `None` for a zero or
 /// non-finite vector, which has no direction to compare.
 pub fn normalized(v: &[f32]) -> Option<Vec<f32>> {
@@ -59,7 +62,9 @@ pub fn search(
     }
     match Reader::<Cosine>::open(rtxn, index, dbs.vectors) {
         Ok(reader) => {
-            let mut q = reader.nns(n);
+            // A tree walk for very few neighbours visits too few leaves (arroy's search_k is
+            // count x trees): ask for at least MIN_TREE_COUNT and keep the best n.
+            let mut q = reader.nns(n.max(MIN_TREE_COUNT));
             q.candidates(candidates);
             // Filters thin out what a tree walk finds: look further the more they remove.
             let share = candidates.len() as f64 / reader.n_items().max(1) as f64;

@@ -18,13 +18,12 @@ pub fn model() -> ModelInfo {
     }
 }
 
-fn fnv(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in s.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
+fn word_hash(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: deterministic, and well mixed (unlike FNV's low bits).
+    let mut h = std::hash::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
 }
 
 /// Hashed bag of words (lower-cased alphanumeric words), L2-normalised.
@@ -34,9 +33,10 @@ pub fn embed_dim(text: &str, dim: usize) -> Vec<f32> {
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
     {
-        let h = fnv(&w.to_lowercase());
-        let sign = if (h >> 32) & 1 == 0 { 1.0 } else { -1.0 };
-        v[(h % dim as u64) as usize] += sign;
+        // Two buckets per word: two words rarely share both.
+        let h = word_hash(&w.to_lowercase());
+        v[(h % dim as u64) as usize] += 1.0;
+        v[((h >> 32) % dim as u64) as usize] += 0.5;
     }
     if v.iter().all(|x| *x == 0.0) {
         v[0] = 1.0;
