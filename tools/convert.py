@@ -87,6 +87,7 @@ def convert_weights(
     precision: str,
     optimize: bool,
     extra_files: dict[str, str] | None = None,
+    untrained: bool = False,
     log=print,
 ) -> list[str]:
     """Build, check, (optimize, quantize, check) and write OUT_DIR; returns the check summaries."""
@@ -113,7 +114,7 @@ def convert_weights(
             log(f"outlier channels split out of {n_split} activations ({len(side)} fp32 side MatMuls)")
             q = tmp / "model-int8.onnx"
             quantize_int8(split, q, side)
-            summaries.append("int8: " + verify(q, weights, cfg, task, tokenizer_json, int8=True).summary)
+            summaries.append("int8: " + verify(q, weights, cfg, task, tokenizer_json, int8=True, untrained=untrained).summary)
             log(summaries[-1])
             final = q
 

@@ -50,7 +50,9 @@ def activation_channel_max(model: onnx.ModelProto, names: list[str], feeds: list
         outs = sess.run(names, {k: v for k, v in feed.items() if k in wanted})
         valid = feed["attention_mask"] > 0
         for name, out in zip(names, outs):
-            m = np.abs(out[valid]).max(0)
+            # Per-token tensors skip padding; pooled [batch, hidden] tensors have no token axis.
+            flat = out[valid] if out.ndim == valid.ndim + 1 else out.reshape(-1, out.shape[-1])
+            m = np.abs(flat).max(0)
             result[name] = np.maximum(result[name], m) if name in result else m
     return result
 

@@ -36,6 +36,11 @@ PASSAGES = [
 FP32_MIN_COSINE = 0.9999
 INT8_MIN_COSINE = 0.99
 FP32_MAX_SCORE_DIFF = 1e-3
+# Only for models documented as untrained (bench-untrained-ce-L12): their [CLS] output is a chaotic
+# function of the input, int8 noise reorders close scores, and the ranking means nothing anyway.
+# They must still track the reference closely, so a broken quantization fails.
+UNTRAINED_MIN_CORRELATION = 0.95
+UNTRAINED_MAX_ERROR_FRACTION = 0.1
 
 
 @dataclass
@@ -106,7 +111,9 @@ def verify_embedder(model_path: Path, w: dict, cfg: BertConfig, tok_path: Path, 
     return VerifyResult(summary)
 
 
-def verify_cross_encoder(model_path: Path, w: dict, cfg: BertConfig, tok_path: Path, int8: bool) -> VerifyResult:
+def verify_cross_encoder(
+    model_path: Path, w: dict, cfg: BertConfig, tok_path: Path, int8: bool, untrained: bool = False
+) -> VerifyResult:
     tok = load_tokenizer(tok_path, cfg.max_position_embeddings)
     pairs = [(q, p) for q in QUERIES for p in PASSAGES]
     ids, mask, types = batch_arrays(tok.encode_batch(pairs))
@@ -129,13 +136,23 @@ def verify_cross_encoder(model_path: Path, w: dict, cfg: BertConfig, tok_path: P
         f"{model_path}: max |score - reference| {diff:.2e}, same ranking per query: {same_rank}, "
         f"reference score spread per query >= {spread:.3g}, max |batched - single| {np.abs(batched - single).max():.2e}"
     )
-    ok = same_rank if int8 else diff <= FP32_MAX_SCORE_DIFF
+    corr = min(float(np.corrcoef(ref, got)[0, 1]) for got in (batched, single))
+    summary += f", correlation with reference {corr:.4f}"
+    if not int8:
+        ok = diff <= FP32_MAX_SCORE_DIFF and same_rank
+    elif untrained:
+        ok = corr >= UNTRAINED_MIN_CORRELATION and diff <= UNTRAINED_MAX_ERROR_FRACTION * float(np.ptp(ref))
+        summary += f" (untrained model: need correlation >= {UNTRAINED_MIN_CORRELATION}, error <= {UNTRAINED_MAX_ERROR_FRACTION} x score range)"
+    else:
+        ok = same_rank
     if not ok:
         raise ConversionError("verification failed: " + summary)
     return VerifyResult(summary)
 
 
-def verify(model_path: Path, w: dict, cfg: BertConfig, task: str, tok_path: Path, int8: bool) -> VerifyResult:
+def verify(
+    model_path: Path, w: dict, cfg: BertConfig, task: str, tok_path: Path, int8: bool, untrained: bool = False
+) -> VerifyResult:
     if task == "embed":
         return verify_embedder(model_path, w, cfg, tok_path, int8)
-    return verify_cross_encoder(model_path, w, cfg, tok_path, int8)
+    return verify_cross_encoder(model_path, w, cfg, tok_path, int8, untrained)
