@@ -134,7 +134,6 @@ def convert_weights(
         else None,
         "inputs": ["input_ids", "attention_mask", "token_type_ids"],
         "output": "logits" if cross else "last_hidden_state",
-        "checks": summaries,
     }
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     shutil.copyfile(tokenizer_json, out_dir / "tokenizer.json")

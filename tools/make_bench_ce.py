@@ -31,9 +31,9 @@ This is NOT a trained reranker. It has the shape of cross-encoder/ms-marco-MiniL
 rerank latency can be measured on the real shape. Its encoder layers are all-MiniLM-L6-v2's six
 layers, each used twice; its pooler and classifier are random (numpy seed {seed}, std {std}).
 Its scores carry no relevance signal: never use it to rank anything. Because its [CLS] output is
-a chaotic function of the input, int8 noise also reorders close scores (see config.json,
-onnx.checks: the int8 check for this model requires correlation with the fp32 reference, not
-identical ranking).
+a chaotic function of the input, int8 noise also reorders close scores: the int8 check for this
+model requires correlation with the reference, not identical ranking (`make setup` prints the
+measured figures).
 
 Built by `make setup` with `tools/make_bench_ce.py` (int8, same conversion and checks as every
 model here). To rerank for real, convert a trained cross-encoder checkpoint with

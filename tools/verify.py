@@ -103,7 +103,7 @@ def verify_embedder(model_path: Path, w: dict, cfg: BertConfig, tok_path: Path, 
     batch_gap = float(np.abs(batched - single).max())
     limit = INT8_MIN_COSINE if int8 else FP32_MIN_COSINE
     summary = (
-        f"{model_path}: min cosine vs reference {cos:.6f} (need >= {limit}), "
+        f"min cosine vs reference {cos:.6f} (need >= {limit}), "
         f"max |batched - single| {batch_gap:.2e}"
     )
     if not cos >= limit:
@@ -133,7 +133,7 @@ def verify_cross_encoder(
     )
     spread = float(min(np.ptp(ref[i : i + per_query]) for i in range(0, len(pairs), per_query)))
     summary = (
-        f"{model_path}: max |score - reference| {diff:.2e}, same ranking per query: {same_rank}, "
+        f"max |score - reference| {diff:.2e}, same ranking per query: {same_rank}, "
         f"reference score spread per query >= {spread:.3g}, max |batched - single| {np.abs(batched - single).max():.2e}"
     )
     corr = min(float(np.corrcoef(ref, got)[0, 1]) for got in (batched, single))
