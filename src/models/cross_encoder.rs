@@ -101,6 +101,10 @@ impl CrossEncoder {
         passages: &[&str],
         cancel: Option<&CancelToken>,
     ) -> Result<Vec<f32>, ModelError> {
+        let cancelled = || cancel.is_some_and(CancelToken::is_cancelled);
+        if cancelled() {
+            return Err(ModelError::Cancelled);
+        }
         if passages.is_empty() {
             return Ok(Vec::new());
         }
@@ -111,15 +115,8 @@ impl CrossEncoder {
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| encodings[i].len());
 
-        let options = Arc::new(RunOptions::new().map_err(|e| self.inference_error(e.to_string()))?);
-        if let Some(token) = cancel {
-            let options = Arc::clone(&options);
-            // Sets ONNX Runtime's terminate flag: the running batch stops, a later one stops at once.
-            token.on_cancel(move || {
-                let _ = options.terminate();
-            });
-        }
-        let cancelled = || cancel.is_some_and(CancelToken::is_cancelled);
+        let options =
+            cancellable_options(cancel).map_err(|e| self.inference_error(e.to_string()))?;
 
         let mut scores = vec![0f32; encodings.len()];
         for group in order.chunks(self.batch_size) {
@@ -128,12 +125,14 @@ impl CrossEncoder {
             }
             let refs: Vec<&Encoding> = group.iter().map(|&i| &encodings[i]).collect();
             let batch = TokenBatch::new(&refs, self.pad_id);
-            let output = match self.session.run(&batch, &options) {
-                Ok(output) => output,
+            let run = self.session.run(&batch, &options, |shape, values| {
+                self.logits(shape, values, group.len())
+            });
+            let logits = match run {
+                Ok(logits) => logits,
                 Err(_) if cancelled() => return Err(ModelError::Cancelled),
                 Err(e) => return Err(e),
             };
-            let logits = self.logits(&output.shape, &output.values, group.len())?;
             for (&i, s) in group.iter().zip(logits) {
                 scores[i] = s;
             }
@@ -163,6 +162,19 @@ impl CrossEncoder {
     }
 }
 
+/// Run options whose terminate flag is set when `cancel` fires (at once if it already has): a
+/// running batch stops at ONNX Runtime's next check, and any later run under them fails at once.
+fn cancellable_options(cancel: Option<&CancelToken>) -> ort::Result<Arc<RunOptions>> {
+    let options = Arc::new(RunOptions::new()?);
+    if let Some(token) = cancel {
+        let hooked = Arc::clone(&options);
+        token.on_cancel(move || {
+            let _ = hooked.terminate();
+        });
+    }
+    Ok(options)
+}
+
 impl Reranker for CrossEncoder {
     fn pair_tokens(&self, query: &str, passages: &[&str]) -> Vec<usize> {
         CrossEncoder::pair_tokens(self, query, passages)
@@ -175,5 +187,30 @@ impl Reranker for CrossEncoder {
         cancel: &CancelToken,
     ) -> Result<Vec<f32>, StageError> {
         CrossEncoder::score(self, query, passages, Some(cancel)).map_err(StageError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancelling_the_token_terminates_runs_under_its_options() {
+        let config = RerankerConfig {
+            model_dir: "fixtures/models/tiny-cross-encoder".into(),
+            ..Default::default()
+        };
+        let ce = CrossEncoder::load(&RuntimeConfig::default(), &config).unwrap();
+        let encoding = ce.encode("query", "passage").unwrap();
+        let batch = TokenBatch::new(&[&encoding], ce.pad_id);
+        let token = CancelToken::new();
+        let options = cancellable_options(Some(&token)).unwrap();
+        assert!(ce.session.run(&batch, &options, |_, _| Ok(())).is_ok());
+        token.cancel();
+        let err = ce.session.run(&batch, &options, |_, _| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("terminate"), "{err}");
+        // A token cancelled before the options exist terminates them at once too.
+        let options = cancellable_options(Some(&token)).unwrap();
+        assert!(ce.session.run(&batch, &options, |_, _| Ok(())).is_err());
     }
 }

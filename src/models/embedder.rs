@@ -7,7 +7,7 @@ use voicerag_actors::{Embedder, StageError};
 use super::error::ModelError;
 use super::model_dir::ModelDir;
 use super::runtime::runtime;
-use super::session::{ModelSession, Output, TokenBatch};
+use super::session::{ModelSession, TokenBatch};
 use super::{EmbedderConfig, RuntimeConfig};
 
 /// Sentence embedding model on ONNX Runtime.
@@ -74,20 +74,27 @@ impl SentenceEmbedder {
         Ok(embedder)
     }
 
-    /// L2-normalised embeddings, one per text, in input order; runs `batch_size` texts at a time.
-    /// Texts longer than `max_length` tokens are truncated (see [`Self::chunk`]).
+    /// L2-normalised embeddings, one per text, in input order. Texts are grouped by token length
+    /// and run `batch_size` at a time, so little is padded. Texts longer than `max_length` tokens
+    /// are truncated (see [`Self::chunk`]).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let mut out = Vec::with_capacity(texts.len());
-        for group in texts.chunks(self.batch_size) {
-            let encodings = self
-                .tokenizer
-                .encode_batch(group.to_vec(), true)
-                .map_err(|e| ModelError::Tokenize(e.to_string()))?;
-            let refs: Vec<&Encoding> = encodings.iter().collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| encodings[i].len());
+        let options = RunOptions::new().map_err(|e| self.inference_error(e.to_string()))?;
+        let mut out = vec![Vec::new(); texts.len()];
+        for group in order.chunks(self.batch_size) {
+            let refs: Vec<&Encoding> = group.iter().map(|&i| &encodings[i]).collect();
             let batch = TokenBatch::new(&refs, self.pad_id);
-            let options = RunOptions::new().map_err(|e| self.inference_error(e.to_string()))?;
-            let output = self.session.run(&batch, &options)?;
-            out.extend(self.pool(&batch, &output)?);
+            let pooled = self.session.run(&batch, &options, |shape, values| {
+                self.pool(&batch, shape, values)
+            })?;
+            for (&i, vector) in group.iter().zip(pooled) {
+                out[i] = vector;
+            }
         }
         Ok(out)
     }
@@ -100,9 +107,14 @@ impl SentenceEmbedder {
     }
 
     /// Mean of the token vectors under the attention mask (or the model's own pooled output), L2-normalised.
-    fn pool(&self, batch: &TokenBatch, output: &Output) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn pool(
+        &self,
+        batch: &TokenBatch,
+        shape: &[usize],
+        values: &[f32],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
         let rows = batch.rows();
-        match output.shape.as_slice() {
+        match shape {
             &[b, s, h] if b == rows && s == batch.cols() => Ok((0..rows)
                 .map(|r| {
                     let mut sum = vec![0f32; h];
@@ -112,15 +124,14 @@ impl SentenceEmbedder {
                             continue;
                         }
                         count += 1.0;
-                        let token = &output.values[(r * s + t) * h..(r * s + t + 1) * h];
+                        let token = &values[(r * s + t) * h..(r * s + t + 1) * h];
                         sum.iter_mut().zip(token).for_each(|(acc, v)| *acc += v);
                     }
                     sum.iter_mut().for_each(|v| *v /= count.max(1.0));
                     normalised(sum)
                 })
                 .collect()),
-            &[b, h] if b == rows => Ok(output
-                .values
+            &[b, h] if b == rows => Ok(values
                 .chunks(h.max(1))
                 .map(|v| normalised(v.to_vec()))
                 .collect()),

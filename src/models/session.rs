@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ort::session::{RunOptions, Session, SessionInputValue};
-use ort::value::Tensor;
+use ort::value::TensorRef;
 use tokenizers::Encoding;
 
 use super::RuntimeConfig;
@@ -72,12 +72,6 @@ enum Feed {
     Types,
 }
 
-/// A model output as plain data: its shape and values.
-pub(crate) struct Output {
-    pub shape: Vec<usize>,
-    pub values: Vec<f32>,
-}
-
 pub(crate) struct ModelSession {
     session: Mutex<Session>,
     path: PathBuf,
@@ -140,8 +134,14 @@ impl ModelSession {
         self.feeds.iter().any(|(_, f)| matches!(f, Feed::Types))
     }
 
-    /// Runs one batch and returns the chosen output. `options` lets another thread terminate it.
-    pub fn run(&self, batch: &TokenBatch, options: &RunOptions) -> Result<Output, ModelError> {
+    /// Runs one batch and hands the chosen output (shape, values) to `read`, which runs while the
+    /// output is borrowed, so nothing is copied. `options` lets another thread terminate the run.
+    pub fn run<R>(
+        &self,
+        batch: &TokenBatch,
+        options: &RunOptions,
+        read: impl FnOnce(&[usize], &[f32]) -> Result<R, ModelError>,
+    ) -> Result<R, ModelError> {
         let err = |message: String| ModelError::Inference {
             path: self.path.clone(),
             message,
@@ -154,8 +154,8 @@ impl ModelSession {
                 Feed::Mask => &batch.mask,
                 Feed::Types => &batch.types,
             };
-            let tensor =
-                Tensor::from_array((shape, data.clone())).map_err(|e| err(e.to_string()))?;
+            let tensor = TensorRef::from_array_view((shape, data.as_slice()))
+                .map_err(|e| err(e.to_string()))?;
             inputs.push((name.clone(), tensor.into()));
         }
         let mut session = self
@@ -171,13 +171,10 @@ impl ModelSession {
         let (dims, values) = value
             .try_extract_tensor::<f32>()
             .map_err(|e| err(e.to_string()))?;
-        let shape = dims
+        let dims: Vec<usize> = dims
             .iter()
             .map(|&d| usize::try_from(d).unwrap_or(0))
             .collect();
-        Ok(Output {
-            shape,
-            values: values.to_vec(),
-        })
+        read(&dims, values)
     }
 }
