@@ -1,1 +1,81 @@
 //! The NATS edge: transcripts in, context out, memories through JetStream.
+//!
+//! - [`wire`]: the JSON payloads and [`wire::context_json`] (shared with `voicerag query --json`).
+//! - [`subjects`]: subject names under the configurable prefix.
+//! - [`config`]: the `[nats]` section and connection options.
+//! - [`writer`]: [`JetStreamWriter`], the pipeline's `MemoryWriter` in bus mode.
+//! - [`memory`]: the durable pull consumer that feeds a [`MemorySink`].
+//! - [`service`]: [`serve`], the running service and its graceful stop.
+//! - [`server`]: starts a local `nats-server` (tests, benchmarks, demos).
+//!
+//! The bus depends on the engine only through [`ContextService`] and on the store only through
+//! [`MemorySink`], so it is tested against a real NATS server with fakes.
+
+pub mod config;
+pub mod memory;
+pub mod server;
+pub mod service;
+pub mod subjects;
+pub mod wire;
+pub mod writer;
+
+use futures::stream::BoxStream;
+use std::future::Future;
+use voicerag_actors::{ContextResult, Memory, Transcript};
+
+pub use config::NatsConfig;
+pub use service::{BusConnection, BusStats, RunningBus, serve};
+pub use subjects::Subjects;
+pub use wire::{ContextQuery, context_json};
+pub use writer::JetStreamWriter;
+
+/// A failure of the bus itself (not of one message: those go to `voice.errors`).
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot connect to NATS: {0}")]
+    Connect(String),
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("nats-server: {0}")]
+    Server(String),
+}
+
+/// The engine failed a request (it is down, overloaded, or shutting down).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EngineError(pub String);
+
+/// What the bus needs from the context engine (the pipeline in production, a fake in tests).
+pub trait ContextService: Send + Sync + 'static {
+    /// Queues a transcript; its result arrives later on [`ContextService::results`].
+    fn submit(
+        &self,
+        transcript: Transcript,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Every result of a submitted transcript, in completion order. Called once per serve.
+    fn results(&self) -> BoxStream<'static, ContextResult>;
+    /// One explicit query.
+    fn query(
+        &self,
+        query: ContextQuery,
+    ) -> impl Future<Output = Result<ContextResult, EngineError>> + Send;
+    /// The engine's part of the health report: stages up or degraded, restarts, store size,
+    /// model names, latency percentiles.
+    fn health(&self) -> serde_json::Value;
+}
+
+/// The store could not commit a batch: the bus does not ack it, so JetStream redelivers it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
+/// Where consumed memories go (the memory store in production).
+pub trait MemorySink: Send + Sync + 'static {
+    /// Commits the batch durably and returns after the commit; re-adding an id is a no-op.
+    /// Blocking: the bus calls it on a blocking thread.
+    fn store(&self, batch: &[Memory]) -> Result<(), SinkError>;
+}

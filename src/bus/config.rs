@@ -1,0 +1,410 @@
+//! `[nats]`: how the bus connects, names things and scales out. Secrets never reach a log: the
+//! `Debug` form redacts them.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::BusError;
+use super::subjects::validate_prefix;
+use super::wire::validate_token;
+
+/// `[nats]` section of the configuration.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URLs, tried in order and on reconnect (`nats://host:4222`, `tls://...`).
+    pub urls: Vec<String>,
+    /// Token authentication.
+    pub token: Option<String>,
+    /// User/password authentication (both or neither).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// NKey seed (`SU...`) authentication.
+    pub nkey_seed: Option<String>,
+    /// `.creds` file (JWT + NKey) authentication.
+    pub credentials_file: Option<PathBuf>,
+    /// PEM file of a CA to trust for TLS (implies TLS).
+    pub tls_ca: Option<PathBuf>,
+    /// Refuse plain-text connections.
+    pub tls_required: bool,
+    /// First subject token(s): `voice` gives `voice.transcript.<conversation>` etc.
+    pub subject_prefix: String,
+    /// Stable id of this replica: names its durable consumer and heartbeat subject.
+    pub replica_id: String,
+    /// The JetStream stream that holds memories (limits retention; created if missing).
+    pub stream: String,
+    /// Stream limits: age in seconds and size in bytes (0 = unlimited).
+    pub stream_max_age_s: u64,
+    pub stream_max_bytes: i64,
+    /// Window in which a repeated `Nats-Msg-Id` is dropped by the server.
+    pub duplicate_window_s: u64,
+    /// Largest payload accepted on any subject; larger ones are rejected on `voice.errors`.
+    pub max_payload_bytes: usize,
+    /// Period of the `voice.health.<replica>` heartbeat.
+    pub heartbeat_ms: u64,
+    /// Transcript partitions this replica owns, with server-side subject mapping
+    /// `voice.transcript.*` -> `voice.transcript.{{wildcard(1)}}.{{partition(N,1)}}`.
+    /// Empty: subscribe to every conversation (one replica, or no mapping).
+    pub partitions: Vec<u32>,
+    /// Namespace of messages that carry none.
+    pub default_namespace: String,
+    /// Queue group that spreads `voice.query` over replicas.
+    pub query_group: String,
+    /// Queries answered at once by this replica; more wait in the subscription.
+    pub max_concurrent_queries: usize,
+    /// Republish final user transcripts to the memory stream.
+    pub republish_finals: bool,
+    /// Most memories committed to the store in one batch.
+    pub memory_batch: usize,
+    /// How long JetStream waits for an ack before redelivering a memory.
+    pub ack_wait_ms: u64,
+    /// How long a graceful stop waits for in-flight work.
+    pub drain_timeout_ms: u64,
+    /// Ceiling of the reconnect backoff.
+    pub reconnect_max_delay_ms: u64,
+    /// Timeout of one connection attempt and of JetStream requests.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            urls: vec!["nats://127.0.0.1:4222".into()],
+            token: None,
+            user: None,
+            password: None,
+            nkey_seed: None,
+            credentials_file: None,
+            tls_ca: None,
+            tls_required: false,
+            subject_prefix: "voice".into(),
+            replica_id: "replica-0".into(),
+            stream: "VOICE_MEMORY".into(),
+            stream_max_age_s: 0,
+            stream_max_bytes: 0,
+            duplicate_window_s: 120,
+            max_payload_bytes: 64 * 1024,
+            heartbeat_ms: 5000,
+            partitions: Vec::new(),
+            default_namespace: "default".into(),
+            query_group: "voicerag-query".into(),
+            max_concurrent_queries: 16,
+            republish_finals: true,
+            memory_batch: 64,
+            ack_wait_ms: 30_000,
+            drain_timeout_ms: 5000,
+            reconnect_max_delay_ms: 5000,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// `nats://user:pass@host` -> `nats://<redacted>@host`.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://{REDACTED}@{host}"),
+            None => url.to_string(),
+        },
+        None => match url.rsplit_once('@') {
+            Some((_, host)) => format!("{REDACTED}@{host}"),
+            None => url.to_string(),
+        },
+    }
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = |s: &Option<String>| s.as_ref().map(|_| REDACTED);
+        f.debug_struct("NatsConfig")
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
+            .field("token", &secret(&self.token))
+            .field("user", &self.user)
+            .field("password", &secret(&self.password))
+            .field("nkey_seed", &secret(&self.nkey_seed))
+            .field("credentials_file", &self.credentials_file)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_required", &self.tls_required)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("replica_id", &self.replica_id)
+            .field("stream", &self.stream)
+            .field("stream_max_age_s", &self.stream_max_age_s)
+            .field("stream_max_bytes", &self.stream_max_bytes)
+            .field("duplicate_window_s", &self.duplicate_window_s)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("partitions", &self.partitions)
+            .field("default_namespace", &self.default_namespace)
+            .field("query_group", &self.query_group)
+            .field("max_concurrent_queries", &self.max_concurrent_queries)
+            .field("republish_finals", &self.republish_finals)
+            .field("memory_batch", &self.memory_batch)
+            .field("ack_wait_ms", &self.ack_wait_ms)
+            .field("drain_timeout_ms", &self.drain_timeout_ms)
+            .field("reconnect_max_delay_ms", &self.reconnect_max_delay_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish()
+    }
+}
+
+impl NatsConfig {
+    /// Rejects impossible values, naming the key.
+    pub fn validate(&self) -> Result<(), BusError> {
+        let bad = |key: &str, why: String| Err(BusError::Config(format!("nats.{key}: {why}")));
+        if self.urls.is_empty() {
+            return bad("urls", "needs at least one server URL".into());
+        }
+        if let Err(why) = validate_prefix(&self.subject_prefix) {
+            return bad("subject_prefix", why);
+        }
+        if let Err(e) = validate_token("replica_id", &self.replica_id) {
+            return bad("replica_id", e.to_string());
+        }
+        let stream_ok = !self.stream.is_empty()
+            && self
+                .stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !stream_ok {
+            return bad(
+                "stream",
+                format!("{:?} must be letters, digits, '_' or '-'", self.stream),
+            );
+        }
+        if self.query_group.is_empty() || self.query_group.chars().any(char::is_whitespace) {
+            return bad(
+                "query_group",
+                "must be non-empty without white space".into(),
+            );
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return bad("user", "user and password go together".into());
+        }
+        let methods = [
+            self.token.is_some(),
+            self.user.is_some(),
+            self.nkey_seed.is_some(),
+            self.credentials_file.is_some(),
+        ];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            return bad(
+                "token",
+                "choose one of token, user/password, nkey_seed, credentials_file".into(),
+            );
+        }
+        if self.max_payload_bytes < 256 {
+            return bad("max_payload_bytes", "must be at least 256".into());
+        }
+        for (key, value) in [
+            ("heartbeat_ms", self.heartbeat_ms),
+            ("ack_wait_ms", self.ack_wait_ms),
+            ("reconnect_max_delay_ms", self.reconnect_max_delay_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("memory_batch", self.memory_batch as u64),
+            ("max_concurrent_queries", self.max_concurrent_queries as u64),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1".into());
+            }
+        }
+        if self.stream_max_bytes < 0 {
+            return bad(
+                "stream_max_bytes",
+                "must be 0 (unlimited) or positive".into(),
+            );
+        }
+        if self.default_namespace.trim().is_empty() {
+            return bad("default_namespace", "is empty".into());
+        }
+        Ok(())
+    }
+
+    /// Connection options: authentication, TLS, reconnect backoff, logged connection events.
+    pub async fn connect_options(&self) -> Result<async_nats::ConnectOptions, BusError> {
+        let mut options = match &self.credentials_file {
+            Some(path) => async_nats::ConnectOptions::with_credentials_file(path.clone())
+                .await
+                .map_err(|e| {
+                    BusError::Config(format!("nats.credentials_file {}: {e}", path.display()))
+                })?,
+            None => async_nats::ConnectOptions::new(),
+        };
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(seed) = &self.nkey_seed {
+            options = options.nkey(seed.clone());
+        }
+        if let Some(ca) = &self.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if self.tls_required {
+            options = options.require_tls(true);
+        }
+        let ceiling = Duration::from_millis(self.reconnect_max_delay_ms);
+        let replica = self.replica_id.clone();
+        Ok(options
+            .name(format!("voicerag-{}", self.replica_id))
+            .connection_timeout(Duration::from_millis(self.request_timeout_ms))
+            .request_timeout(Some(Duration::from_millis(self.request_timeout_ms)))
+            // A server restart must not end the service: keep trying, and also at start-up.
+            .max_reconnects(None)
+            .retry_on_initial_connect()
+            .reconnect_delay_callback(move |attempts| reconnect_delay(attempts, ceiling))
+            .event_callback(move |event| {
+                let replica = replica.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!(replica = %replica, "connected to NATS")
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!(replica = %replica, "disconnected from NATS: reconnecting")
+                        }
+                        other => tracing::info!(replica = %replica, event = %other, "NATS event"),
+                    }
+                }
+            }))
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// The durable consumer of this replica: one per replica, so each keeps a full memory copy.
+    pub fn durable_name(&self) -> String {
+        format!("voicerag-{}", self.replica_id)
+    }
+}
+
+/// Exponential backoff from 50 ms up to `ceiling`, with up to 25% jitter so that many replicas
+/// do not reconnect in lockstep.
+pub fn reconnect_delay(attempts: usize, ceiling: Duration) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exp = (attempts - 1).min(16) as u32;
+    let base = Duration::from_millis(50)
+        .saturating_mul(1 << exp)
+        .min(ceiling);
+    let jitter = base.mul_f64(rand::random::<f64>() * 0.25);
+    (base + jitter).min(ceiling)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let config = NatsConfig {
+            urls: vec![
+                "nats://alice:hunter2@host:4222".into(),
+                "tls://host2".into(),
+            ],
+            token: Some("tok-secret".into()),
+            password: Some("pw-secret".into()),
+            user: Some("alice".into()),
+            nkey_seed: Some("SUAseed".into()),
+            ..Default::default()
+        };
+        let shown = format!("{config:?}");
+        for secret in ["hunter2", "tok-secret", "pw-secret", "SUAseed"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        assert!(shown.contains("tls://host2"));
+        assert!(shown.contains("host:4222"));
+    }
+
+    #[test]
+    fn toml_section_with_defaults_and_unknown_keys() {
+        let c: NatsConfig = toml::from_str("replica_id = \"r2\"\npartitions = [0, 2]\n").unwrap();
+        assert_eq!(c.replica_id, "r2");
+        assert_eq!(c.partitions, vec![0, 2]);
+        assert_eq!(c.subject_prefix, "voice");
+        c.validate().unwrap();
+        let e = toml::from_str::<NatsConfig>("no_such = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no_such"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let cases: Vec<(NatsConfig, &str)> = vec![
+            (
+                NatsConfig {
+                    replica_id: "a.b".into(),
+                    ..Default::default()
+                },
+                "nats.replica_id",
+            ),
+            (
+                NatsConfig {
+                    subject_prefix: "v.*".into(),
+                    ..Default::default()
+                },
+                "nats.subject_prefix",
+            ),
+            (
+                NatsConfig {
+                    user: Some("u".into()),
+                    ..Default::default()
+                },
+                "nats.user",
+            ),
+            (
+                NatsConfig {
+                    token: Some("t".into()),
+                    nkey_seed: Some("s".into()),
+                    ..Default::default()
+                },
+                "nats.token",
+            ),
+            (
+                NatsConfig {
+                    urls: vec![],
+                    ..Default::default()
+                },
+                "nats.urls",
+            ),
+            (
+                NatsConfig {
+                    stream: "a.b".into(),
+                    ..Default::default()
+                },
+                "nats.stream",
+            ),
+        ];
+        for (config, key) in cases {
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_to_the_ceiling() {
+        let ceiling = Duration::from_secs(2);
+        assert_eq!(reconnect_delay(1, ceiling), Duration::ZERO);
+        let d2 = reconnect_delay(2, ceiling);
+        assert!(
+            d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(125),
+            "{d2:?}"
+        );
+        assert_eq!(reconnect_delay(40, ceiling), ceiling);
+    }
+}

@@ -1,0 +1,212 @@
+//! The memory stream and this replica's durable pull consumer: memories are acked only after the
+//! sink's commit returned, so a crash or a server restart redelivers instead of losing.
+
+use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
+use futures::{FutureExt, StreamExt};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+
+use super::config::{NatsConfig, reconnect_delay};
+use super::service::{BusStats, ErrorPublisher};
+use super::subjects::Subjects;
+use super::wire::{MemoryOrigin, WireDefaults, WireError, decode_memory};
+use super::{BusError, MemorySink};
+
+/// Gets the memory stream, creating it when missing; an existing stream is never recreated or
+/// reconfigured (its messages are the durable memory).
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    subjects: &Subjects,
+) -> Result<stream::Stream, BusError> {
+    let unlimited = |v: i64| if v == 0 { -1 } else { v };
+    js.get_or_create_stream(stream::Config {
+        name: config.stream.clone(),
+        subjects: vec![subjects.memory_wildcard()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(config.stream_max_age_s),
+        max_bytes: unlimited(config.stream_max_bytes),
+        max_messages: -1,
+        duplicate_window: Duration::from_secs(config.duplicate_window_s),
+        description: Some("voicerag memories".into()),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| BusError::JetStream(format!("stream {}: {e}", config.stream)))
+}
+
+/// This replica's durable consumer (one per replica: each replica keeps a full copy).
+pub async fn ensure_consumer(
+    stream: &stream::Stream,
+    config: &NatsConfig,
+) -> Result<jetstream::consumer::PullConsumer, BusError> {
+    let durable = config.durable_name();
+    stream
+        .get_or_create_consumer(
+            &durable,
+            pull::Config {
+                durable_name: Some(durable.clone()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                ack_wait: Duration::from_millis(config.ack_wait_ms),
+                max_ack_pending: (config.memory_batch * 4) as i64,
+                description: Some(format!("memory replica {}", config.replica_id)),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| BusError::JetStream(format!("consumer {durable}: {e}")))
+}
+
+pub(crate) struct MemoryConsumer<S> {
+    pub js: jetstream::Context,
+    pub config: NatsConfig,
+    pub subjects: Subjects,
+    pub sink: Arc<S>,
+    pub stats: Arc<BusStats>,
+    pub errors: ErrorPublisher,
+    /// The live consumer, for the stream lag in health reports.
+    pub current: Arc<tokio::sync::Mutex<Option<jetstream::consumer::PullConsumer>>>,
+}
+
+impl<S: MemorySink> MemoryConsumer<S> {
+    /// Consumes until `stop` fires; on any stream or server trouble, starts over with backoff
+    /// (the durable consumer keeps the position on the server).
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let ceiling = Duration::from_millis(self.config.reconnect_max_delay_ms);
+        let mut attempts = 0usize;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.consume(&mut stop).await {
+                Ok(()) => return,
+                Err(e) => {
+                    attempts += 1;
+                    tracing::warn!(error = %e, attempts, "memory consumer interrupted: restarting");
+                    let delay = reconnect_delay(attempts + 1, ceiling);
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, stop: &mut watch::Receiver<bool>) -> Result<(), BusError> {
+        let stream = ensure_stream(&self.js, &self.config, &self.subjects).await?;
+        let consumer = ensure_consumer(&stream, &self.config).await?;
+        *self.current.lock().await = Some(consumer.clone());
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(self.config.memory_batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| BusError::JetStream(format!("pull: {e}")))?;
+        tracing::info!(consumer = %self.config.durable_name(), "consuming memories");
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let first = match first {
+                None => return Err(BusError::JetStream("pull stream ended".into())),
+                Some(Err(e)) => return Err(BusError::JetStream(format!("pull: {e}"))),
+                Some(Ok(m)) => m,
+            };
+            // Whatever else is already here goes into the same commit: one LMDB transaction.
+            let mut batch = vec![first];
+            while batch.len() < self.config.memory_batch {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(m))) => batch.push(m),
+                    _ => break,
+                }
+            }
+            self.commit(batch).await;
+        }
+    }
+
+    async fn commit(&self, batch: Vec<jetstream::Message>) {
+        let defaults = WireDefaults {
+            namespace: self.config.default_namespace.clone(),
+            max_payload_bytes: self.config.max_payload_bytes,
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut memories = Vec::with_capacity(batch.len());
+        let mut decoded = Vec::with_capacity(batch.len());
+        for message in batch {
+            let subject = message.subject.as_str().to_string();
+            let origin = MemoryOrigin {
+                msg_id: message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                    .map(|v| v.as_str().to_string()),
+                stream_sequence: message.info().ok().map(|i| i.stream_sequence),
+            };
+            let memory = self
+                .subjects
+                .conversation_of_memory(&subject)
+                .ok_or_else(|| WireError::Invalid {
+                    field: "subject",
+                    reason: "no conversation token".into(),
+                })
+                .and_then(|c| decode_memory(c, &message.payload, &origin, &defaults, now_ms));
+            match memory {
+                Ok(memory) => {
+                    memories.push(memory);
+                    decoded.push(message);
+                }
+                Err(e) => {
+                    // Unusable forever: report and terminate it so it is not redelivered.
+                    self.stats.memories_rejected.fetch_add(1, Ordering::Relaxed);
+                    self.errors.publish(&subject, e.to_string(), None).await;
+                    if let Err(e) = message.ack_with(AckKind::Term).await {
+                        tracing::warn!(error = %e, "cannot terminate a bad memory message");
+                    }
+                }
+            }
+        }
+        if memories.is_empty() {
+            return;
+        }
+        let count = memories.len();
+        let sink = self.sink.clone();
+        let stored = tokio::task::spawn_blocking(move || sink.store(&memories)).await;
+        match stored {
+            Ok(Ok(())) => {
+                for message in &decoded {
+                    if let Err(e) = message.ack().await {
+                        tracing::warn!(error = %e, "ack failed: the memory will be redelivered");
+                    }
+                }
+                self.stats
+                    .memories_committed
+                    .fetch_add(count as u64, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => self.redeliver(e.to_string(), &decoded).await,
+            Err(e) => {
+                self.redeliver(format!("sink panicked: {e}"), &decoded)
+                    .await
+            }
+        }
+    }
+
+    /// The commit failed: nothing is acked, so JetStream delivers the batch again.
+    async fn redeliver(&self, reason: String, decoded: &[jetstream::Message]) {
+        tracing::error!(error = %reason, count = decoded.len(), "memory commit failed: redelivering");
+        self.stats.sink_failures.fetch_add(1, Ordering::Relaxed);
+        for message in decoded {
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+        }
+    }
+}

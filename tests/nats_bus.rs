@@ -1,0 +1,820 @@
+//! The NATS bus against a real `nats-server` (started here on a free loopback port with JetStream
+//! and a temporary store), with a fake engine and an in-memory sink.
+
+use async_nats::jetstream;
+use async_nats::jetstream::message::PublishMessage;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use voicerag::actors::{
+    ContextResult, Hit, Memory, MemoryWriter, RerankOutcome, StageTimings, Transcript,
+};
+use voicerag::bus::server::LocalNatsServer;
+use voicerag::bus::{
+    BusConnection, ContextQuery, ContextService, EngineError, MemorySink, NatsConfig, RunningBus,
+    SinkError,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Memories shared by the fake sink (writes) and the fake engine (word-overlap search).
+#[derive(Default)]
+struct Memories {
+    by_id: Mutex<HashMap<String, Memory>>,
+    /// How many times each id was offered to the sink (redelivery shows up here).
+    offered: Mutex<HashMap<String, usize>>,
+}
+
+impl Memories {
+    fn search(&self, namespace: &str, text: &str) -> Vec<Hit> {
+        let words: HashSet<String> = text
+            .split_whitespace()
+            .map(|w| w.to_lowercase())
+            .filter(|w| w.len() > 2)
+            .collect();
+        let by_id = self.by_id.lock().unwrap();
+        let mut hits: Vec<Hit> = by_id
+            .values()
+            .filter(|m| m.namespace == namespace)
+            .filter_map(|m| {
+                let overlap = m
+                    .text
+                    .split_whitespace()
+                    .filter(|w| words.contains(&w.to_lowercase()))
+                    .count();
+                (overlap > 0).then(|| Hit {
+                    id: m.id.clone(),
+                    text: m.text.clone(),
+                    score: overlap as f32,
+                    rerank_score: None,
+                    vector_rank: None,
+                    bm25_rank: Some(1),
+                    conversation: m.conversation.clone(),
+                    speaker: m.speaker.clone(),
+                    ts_ms: m.ts_ms,
+                })
+            })
+            .collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        hits
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.by_id.lock().unwrap().contains_key(id)
+    }
+
+    fn len(&self) -> usize {
+        self.by_id.lock().unwrap().len()
+    }
+}
+
+struct FakeSink {
+    memories: Arc<Memories>,
+    /// Fail this many commits first (a full disk, say).
+    fail_first: AtomicUsize,
+}
+
+impl MemorySink for FakeSink {
+    fn store(&self, batch: &[Memory]) -> Result<(), SinkError> {
+        {
+            let mut offered = self.memories.offered.lock().unwrap();
+            for m in batch {
+                *offered.entry(m.id.clone()).or_default() += 1;
+            }
+        }
+        if self
+            .fail_first
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(SinkError("disk full".into()));
+        }
+        let mut by_id = self.memories.by_id.lock().unwrap();
+        for m in batch {
+            by_id.entry(m.id.clone()).or_insert_with(|| m.clone());
+        }
+        Ok(())
+    }
+}
+
+struct FakeEngine {
+    memories: Arc<Memories>,
+    tx: mpsc::UnboundedSender<ContextResult>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<ContextResult>>>,
+    /// Refuse every submit (overload).
+    refuse: AtomicBool,
+    /// Time each transcript takes before its result leaves.
+    delay: Duration,
+    submitted: AtomicUsize,
+}
+
+impl FakeEngine {
+    fn new(memories: Arc<Memories>, delay: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            memories,
+            tx,
+            rx: Mutex::new(Some(rx)),
+            refuse: AtomicBool::new(false),
+            delay,
+            submitted: AtomicUsize::new(0),
+        }
+    }
+
+    fn result(&self, t: &Transcript, hits: Vec<Hit>) -> ContextResult {
+        let now = Instant::now();
+        ContextResult {
+            namespace: t.namespace.clone(),
+            conversation: t.conversation.clone(),
+            utterance: t.utterance.clone(),
+            is_final: t.is_final,
+            text: t.text.clone(),
+            hits,
+            rerank: RerankOutcome::Off,
+            degraded: None,
+            timings: StageTimings {
+                total: now - t.received_at,
+                ..Default::default()
+            },
+            deadline: t.received_at + Duration::from_secs(1),
+            finished_at: now,
+        }
+    }
+}
+
+impl ContextService for FakeEngine {
+    async fn submit(&self, transcript: Transcript) -> Result<(), EngineError> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(EngineError("overloaded".into()));
+        }
+        self.submitted.fetch_add(1, Ordering::SeqCst);
+        let hits = self
+            .memories
+            .search(&transcript.namespace, &transcript.text);
+        let result = self.result(&transcript, hits);
+        if self.delay.is_zero() {
+            // In submission order, like a pipeline that is keeping up.
+            let _ = self.tx.send(result);
+            return Ok(());
+        }
+        let tx = self.tx.clone();
+        let delay = self.delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(result);
+        });
+        Ok(())
+    }
+
+    fn results(&self) -> BoxStream<'static, ContextResult> {
+        match self.rx.lock().unwrap().take() {
+            Some(rx) => tokio_stream_from(rx),
+            None => futures::stream::empty().boxed(),
+        }
+    }
+
+    async fn query(&self, query: ContextQuery) -> Result<ContextResult, EngineError> {
+        let t = Transcript {
+            namespace: query.namespace.clone(),
+            conversation: query.conversation.clone().unwrap_or_default(),
+            utterance: query.id.clone(),
+            speaker: "user".into(),
+            text: query.text.clone(),
+            is_final: false,
+            received_at: Instant::now(),
+        };
+        let mut hits = self.memories.search(&query.namespace, &query.text);
+        hits.truncate(query.top_k.unwrap_or(5));
+        Ok(self.result(&t, hits))
+    }
+
+    fn health(&self) -> Value {
+        json!({"stages": {"embedder": "up"}, "store_size": self.memories.len()})
+    }
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::UnboundedReceiver<ContextResult>,
+) -> BoxStream<'static, ContextResult> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+struct Harness {
+    server: LocalNatsServer,
+    _dir: tempfile::TempDir,
+}
+
+fn start_server(config: Option<&str>) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalNatsServer::start_with_config(dir.path(), config).unwrap();
+    Harness { server, _dir: dir }
+}
+
+fn bus_config(url: &str, replica: &str) -> NatsConfig {
+    NatsConfig {
+        urls: vec![url.to_string()],
+        replica_id: replica.to_string(),
+        heartbeat_ms: 200,
+        max_payload_bytes: 1024,
+        reconnect_max_delay_ms: 200,
+        ack_wait_ms: 2000,
+        ..Default::default()
+    }
+}
+
+struct Replica {
+    bus: RunningBus,
+    memories: Arc<Memories>,
+    engine: Arc<FakeEngine>,
+}
+
+async fn start_replica(
+    config: NatsConfig,
+    delay: Duration,
+    fail_first: usize,
+) -> (Replica, BusConnection) {
+    let memories = Arc::new(Memories::default());
+    let engine = Arc::new(FakeEngine::new(memories.clone(), delay));
+    let sink = Arc::new(FakeSink {
+        memories: memories.clone(),
+        fail_first: AtomicUsize::new(fail_first),
+    });
+    let connection = BusConnection::connect(config.clone(), WAIT).await.unwrap();
+    let writer_connection = BusConnection::connect(config, WAIT).await.unwrap();
+    let bus = connection.start(engine.clone(), sink).await.unwrap();
+    (
+        Replica {
+            bus,
+            memories,
+            engine,
+        },
+        writer_connection,
+    )
+}
+
+async fn client(url: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .reconnect_delay_callback(|_| Duration::from_millis(100))
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let until = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < until, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn next_json(sub: &mut async_nats::Subscriber) -> Value {
+    let message = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("timed out")
+        .expect("closed");
+    serde_json::from_slice(&message.payload).unwrap()
+}
+
+async fn publish_memory(js: &jetstream::Context, conversation: &str, id: &str, text: &str) {
+    let payload = serde_json::to_vec(&json!({"id": id, "text": text, "speaker": "agent"})).unwrap();
+    js.send_publish(
+        format!("voice.memory.{conversation}"),
+        PublishMessage::build()
+            .payload(payload.into())
+            .message_id(id),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+async fn publish_transcript(
+    nc: &async_nats::Client,
+    conversation: &str,
+    utterance: &str,
+    text: &str,
+    fin: bool,
+) {
+    let payload = json!({"v": 1, "utterance": utterance, "text": text, "final": fin});
+    nc.publish(
+        format!("voice.transcript.{conversation}"),
+        serde_json::to_vec(&payload).unwrap().into(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcript_in_context_out_and_finals_become_memories() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    let nc = client(&url).await;
+    let js = jetstream::new(nc.clone());
+    publish_memory(&js, "c0", "m-cat", "my cat is called Tom").await;
+    eventually("memory consumed", || replica.memories.has("m-cat")).await;
+
+    let mut contexts = nc.subscribe("voice.context.c1").await.unwrap();
+    nc.flush().await.unwrap();
+    publish_transcript(&nc, "c1", "u1", "what is my cat", false).await;
+    publish_transcript(&nc, "c1", "u1", "what is my cat called", true).await;
+
+    let partial = next_json(&mut contexts).await;
+    assert_eq!(partial["utterance"], "u1");
+    assert_eq!(partial["final"], false);
+    assert_eq!(partial["conversation"], "c1");
+    assert_eq!(partial["id"], "c1/u1");
+    assert_eq!(partial["hits"][0]["id"], "m-cat");
+    assert_eq!(partial["rerank"], "off");
+    assert!(partial["timings_ms"]["total"].is_number());
+    let fin = next_json(&mut contexts).await;
+    assert_eq!(fin["final"], true);
+
+    // The final (only) came back through JetStream as a memory with id <conversation>/<utterance>.
+    eventually("final transcript stored", || replica.memories.has("c1/u1")).await;
+    let stored = replica.memories.by_id.lock().unwrap()["c1/u1"].clone();
+    assert_eq!(stored.text, "what is my cat called");
+    assert_eq!(stored.speaker, "user");
+    assert_eq!(
+        replica.memories.len(),
+        2,
+        "the partial must not become a memory"
+    );
+    replica.bus.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_request_reply_and_health() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    let nc = client(&url).await;
+    let js = jetstream::new(nc.clone());
+    publish_memory(&js, "c0", "m-tea", "I drink green tea every morning").await;
+    publish_memory(&js, "c0", "m-bike", "I ride my bike to work").await;
+    eventually("memories consumed", || replica.memories.len() == 2).await;
+
+    let reply = nc
+        .request(
+            "voice.query",
+            serde_json::to_vec(&json!({"id": "q1", "text": "green tea"}))
+                .unwrap()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(v["id"], "q1");
+    assert_eq!(v["hits"].as_array().unwrap().len(), 1);
+    assert_eq!(v["hits"][0]["id"], "m-tea");
+    assert!(
+        v.get("final").is_none(),
+        "query replies are not transcript contexts"
+    );
+
+    let reply = nc
+        .request("voice.query", br#"{"text":"bike work"}"#.to_vec().into())
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(
+        v["id"].as_str().is_some_and(|s| !s.is_empty()),
+        "a generated id: {v}"
+    );
+    assert_eq!(v["hits"][0]["id"], "m-bike");
+
+    let reply = nc
+        .request(
+            "voice.query",
+            br#"{"text":"x","mode":"fuzzy"}"#.to_vec().into(),
+        )
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("mode"), "{v}");
+
+    let reply = nc.request("voice.health", "".into()).await.unwrap();
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(v["replica"], "r1");
+    assert_eq!(v["status"], "up");
+    assert_eq!(v["engine"]["store_size"], 2);
+    assert_eq!(v["stream"]["lag"], 0);
+    assert_eq!(v["bus"]["queries_answered"], 2);
+
+    let mut beats = nc.subscribe("voice.health.r1").await.unwrap();
+    let beat = next_json(&mut beats).await;
+    assert_eq!(beat["replica"], "r1");
+    replica.bus.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_payloads_are_reported_and_service_keeps_answering() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    let nc = client(&url).await;
+    let js = jetstream::new(nc.clone());
+    let mut errors = nc.subscribe("voice.errors").await.unwrap();
+    let mut contexts = nc.subscribe("voice.context.*").await.unwrap();
+    nc.flush().await.unwrap();
+
+    let bad: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "voice.transcript.c1",
+            b"\xff\xfe not json".to_vec(),
+            "not valid JSON",
+        ),
+        ("voice.transcript.c1", vec![b'{'; 5000], "exceeds the limit"),
+        (
+            "voice.transcript.c1",
+            br#"{"v":2,"utterance":"u9","text":"hi"}"#.to_vec(),
+            "version 2",
+        ),
+        (
+            "voice.transcript.c1",
+            br#"{"conversation":"c2","utterance":"u9","text":"hi"}"#.to_vec(),
+            "does not match",
+        ),
+        (
+            "voice.transcript.c1",
+            br#"{"utterance":"u9","text":"   "}"#.to_vec(),
+            "text",
+        ),
+        ("voice.transcript.c1", b"[1,2,3]".to_vec(), "not valid JSON"),
+    ];
+    for (subject, payload, _) in &bad {
+        nc.publish(subject.to_string(), payload.clone().into())
+            .await
+            .unwrap();
+    }
+    for (subject, _, reason) in &bad {
+        let e = next_json(&mut errors).await;
+        assert_eq!(e["v"], 1);
+        assert_eq!(e["subject"], *subject);
+        assert!(
+            e["reason"].as_str().unwrap().contains(reason),
+            "{reason}: {e}"
+        );
+    }
+    // A garbage memory in the stream is reported and terminated; the next one is still stored.
+    js.publish("voice.memory.c1", "garbage".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    publish_memory(&js, "c1", "m-after", "after the garbage").await;
+    let e = next_json(&mut errors).await;
+    assert_eq!(e["subject"], "voice.memory.c1");
+    eventually("memory after garbage", || replica.memories.has("m-after")).await;
+    // Garbage queries get an error reply; good ones still work.
+    let reply = nc.request("voice.query", "{{{".into()).await.unwrap();
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(v["error"].is_string());
+
+    publish_transcript(&nc, "c1", "u1", "after the storm", false).await;
+    let v = next_json(&mut contexts).await;
+    assert_eq!(
+        v["utterance"], "u1",
+        "no context for the rejected payloads: {v}"
+    );
+    assert_eq!(v["hits"][0]["id"], "m-after");
+    let stats = replica.bus.stats().snapshot();
+    assert_eq!(stats["transcripts_rejected"], 6);
+    assert_eq!(stats["memories_rejected"], 1);
+    replica.bus.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_and_restarted_mid_stream() {
+    let mut h = start_server(None);
+    let url = h.server.url();
+    let (replica, writer_connection) =
+        start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    let writer = writer_connection.writer();
+    let nc = client(&url).await;
+    let mut contexts = nc.subscribe("voice.context.c1").await.unwrap();
+    nc.flush().await.unwrap();
+
+    // Acknowledged memories before the crash, through the pipeline's writer.
+    let batch: Vec<Memory> = (0..20)
+        .map(|i| Memory {
+            id: format!("before-{i}"),
+            namespace: "default".into(),
+            conversation: "c1".into(),
+            speaker: "agent".into(),
+            text: format!("fact number {i}"),
+            ts_ms: i,
+        })
+        .collect();
+    let w = writer.clone();
+    let b = batch.clone();
+    tokio::task::spawn_blocking(move || w.write(&b))
+        .await
+        .unwrap()
+        .unwrap();
+    publish_transcript(&nc, "c1", "u1", "fact", false).await;
+    assert_eq!(next_json(&mut contexts).await["utterance"], "u1");
+
+    h.server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.server.restart().unwrap();
+
+    // The bus reconnects by itself; once the subscription is back, transcripts flow again.
+    let until = Instant::now() + WAIT;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let _ = publish_transcript(&nc, "c1", &format!("after-{n}"), "fact", false).await;
+        match tokio::time::timeout(Duration::from_millis(300), contexts.next()).await {
+            Ok(Some(m)) => {
+                let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                assert!(v["utterance"].as_str().unwrap().starts_with("after-"));
+                break;
+            }
+            _ => assert!(
+                Instant::now() < until,
+                "no context after the server restart"
+            ),
+        }
+    }
+    let more: Vec<Memory> = (0..5)
+        .map(|i| Memory {
+            id: format!("after-{i}"),
+            text: format!("late fact {i}"),
+            ..batch[0].clone()
+        })
+        .collect();
+    let w = writer.clone();
+    tokio::task::spawn_blocking(move || w.write(&more))
+        .await
+        .unwrap()
+        .unwrap();
+    eventually("all memories stored once", || replica.memories.len() == 25).await;
+    for m in &batch {
+        assert!(replica.memories.has(&m.id), "{} lost", m.id);
+    }
+    replica.bus.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_commit_is_redelivered_and_duplicates_collapse() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let (replica, writer_connection) =
+        start_replica(bus_config(&url, "r1"), Duration::ZERO, 2).await;
+    let writer = writer_connection.writer();
+    let memory = Memory {
+        id: "dup-1".into(),
+        namespace: "default".into(),
+        conversation: "c1".into(),
+        speaker: "agent".into(),
+        text: "said twice".into(),
+        ts_ms: 1,
+    };
+    // The same id written three times: the server drops the repeats within the duplicate window.
+    for _ in 0..3 {
+        let w = writer.clone();
+        let m = memory.clone();
+        tokio::task::spawn_blocking(move || w.write(&[m]))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    eventually("stored after two failed commits", || {
+        replica.memories.has("dup-1")
+    })
+    .await;
+    let offered = replica.memories.offered.lock().unwrap()["dup-1"];
+    assert_eq!(
+        offered, 3,
+        "two failed commits then one good one, and no duplicate message"
+    );
+    assert_eq!(replica.bus.stats().snapshot()["sink_failures"], 2);
+    let js = jetstream::new(client(&url).await);
+    let info = js
+        .get_stream("VOICE_MEMORY")
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(info.state.messages, 1);
+    replica.bus.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_stream_is_kept_and_consumer_resumes_after_restart() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let nc = client(&url).await;
+    let js = jetstream::new(nc.clone());
+    // Someone created the stream earlier with other limits and put memories in it.
+    js.create_stream(jetstream::stream::Config {
+        name: "VOICE_MEMORY".into(),
+        subjects: vec!["voice.memory.*".into()],
+        max_messages: 1000,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    publish_memory(&js, "c1", "old-1", "an old memory").await;
+
+    let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    eventually("old memory consumed", || replica.memories.has("old-1")).await;
+    let info = js
+        .get_stream("VOICE_MEMORY")
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(
+        info.config.max_messages, 1000,
+        "the existing stream was reconfigured"
+    );
+    assert_eq!(info.state.messages, 1);
+    replica.bus.stop().await.unwrap();
+
+    // Same replica id again: its durable consumer resumes; only the new memory is delivered.
+    publish_memory(&js, "c1", "new-1", "a new memory").await;
+    let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    eventually("new memory consumed", || replica.memories.has("new-1")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !replica.memories.has("old-1"),
+        "an acked memory was delivered again"
+    );
+    replica.bus.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_answers_everything_in_flight() {
+    let h = start_server(None);
+    let url = h.server.url();
+    // Every result takes 300 ms: the stop must wait for them.
+    let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::from_millis(300), 0).await;
+    let nc = client(&url).await;
+    let mut contexts = nc.subscribe("voice.context.c1").await.unwrap();
+    nc.flush().await.unwrap();
+    for i in 0..10 {
+        publish_transcript(&nc, "c1", &format!("u{i}"), "hello there", true).await;
+    }
+    nc.flush().await.unwrap();
+    let engine = replica.engine.clone();
+    eventually("all submitted", || {
+        engine.submitted.load(Ordering::SeqCst) == 10
+    })
+    .await;
+    let memories = replica.memories.clone();
+    replica.bus.stop().await.unwrap();
+    let mut seen = HashSet::new();
+    while seen.len() < 10 {
+        let v = next_json(&mut contexts).await;
+        seen.insert(v["utterance"].as_str().unwrap().to_string());
+    }
+    // Finals republished before the stop were acked by the stream (committed or redelivered later).
+    let js = jetstream::new(nc.clone());
+    let info = js
+        .get_stream("VOICE_MEMORY")
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(info.state.messages, 10);
+    assert!(memories.len() <= 10);
+    // After the stop nothing answers any more.
+    publish_transcript(&nc, "c1", "late", "hello", false).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), contexts.next())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_transcript_still_gets_a_shed_answer() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    replica.engine.refuse.store(true, Ordering::SeqCst);
+    let nc = client(&url).await;
+    let mut contexts = nc.subscribe("voice.context.c1").await.unwrap();
+    nc.flush().await.unwrap();
+    publish_transcript(&nc, "c1", "u1", "anything", false).await;
+    let v = next_json(&mut contexts).await;
+    assert_eq!(v["utterance"], "u1");
+    assert_eq!(v["hits"].as_array().unwrap().len(), 0);
+    assert!(v["degraded"].as_str().unwrap().starts_with("shed"), "{v}");
+    assert_eq!(v["rerank"], "skipped");
+    replica.bus.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_partitioned_no_duplicate_no_loss() {
+    let mapping = r#"mappings = { "voice.transcript.*": "voice.transcript.{{wildcard(1)}}.{{partition(2,1)}}" }"#;
+    let h = start_server(Some(mapping));
+    let url = h.server.url();
+    let mut a_config = bus_config(&url, "a");
+    a_config.partitions = vec![0];
+    let mut b_config = bus_config(&url, "b");
+    b_config.partitions = vec![1];
+    let (a, _) = start_replica(a_config, Duration::ZERO, 0).await;
+    let (b, _) = start_replica(b_config, Duration::ZERO, 0).await;
+    let nc = client(&url).await;
+    let js = jetstream::new(nc.clone());
+    let mut contexts = nc.subscribe("voice.context.*").await.unwrap();
+    nc.flush().await.unwrap();
+
+    // Each replica keeps a full memory copy.
+    publish_memory(&js, "c0", "shared", "the wifi password is banana").await;
+    eventually("both replicas have the memory", || {
+        a.memories.has("shared") && b.memories.has("shared")
+    })
+    .await;
+
+    let conversations = 20;
+    for c in 0..conversations {
+        for u in 0..3 {
+            publish_transcript(
+                &nc,
+                &format!("conv{c}"),
+                &format!("u{u}"),
+                "wifi password",
+                u == 2,
+            )
+            .await;
+        }
+    }
+    let mut got: HashMap<(String, String), usize> = HashMap::new();
+    let mut order: HashMap<String, Vec<String>> = HashMap::new();
+    while got.len() < conversations * 3 {
+        let v = next_json(&mut contexts).await;
+        let key = (
+            v["conversation"].as_str().unwrap().to_string(),
+            v["utterance"].as_str().unwrap().to_string(),
+        );
+        order.entry(key.0.clone()).or_default().push(key.1.clone());
+        *got.entry(key).or_default() += 1;
+        let hits = v["hits"].as_array().unwrap();
+        assert!(hits.iter().any(|h| h["id"] == "shared"), "{v}");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), contexts.next())
+            .await
+            .is_err(),
+        "duplicate context"
+    );
+    assert!(got.values().all(|n| *n == 1));
+    for (conv, utterances) in &order {
+        assert_eq!(utterances, &["u0", "u1", "u2"], "{conv} out of order");
+    }
+    let served_a = a.bus.stats().snapshot()["contexts_published"]
+        .as_u64()
+        .unwrap();
+    let served_b = b.bus.stats().snapshot()["contexts_published"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(served_a + served_b, 60);
+    assert!(
+        served_a > 0 && served_b > 0,
+        "partitioning sent everything to one replica"
+    );
+
+    // Queries spread over the queue group, each answered exactly once.
+    for i in 0..20 {
+        let reply = nc
+            .request(
+                "voice.query",
+                serde_json::to_vec(&json!({"id": format!("q{i}"), "text": "wifi"}))
+                    .unwrap()
+                    .into(),
+            )
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(v["id"], format!("q{i}"));
+    }
+    let qa = a.bus.stats().snapshot()["queries_answered"]
+        .as_u64()
+        .unwrap();
+    let qb = b.bus.stats().snapshot()["queries_answered"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(qa + qb, 20);
+    // Finals reach both replicas' stores through the stream.
+    eventually("finals replicated", || {
+        a.memories.len() == 21 && b.memories.len() == 21
+    })
+    .await;
+    a.bus.stop().await.unwrap();
+    b.bus.stop().await.unwrap();
+}
