@@ -132,7 +132,9 @@ def build_bert_model(w: dict[str, np.ndarray], cfg: BertConfig, task: str) -> on
                        cfg.layer_norm_eps)
 
     # [batch, seq] -> [batch, 1, 1, seq] additive bias: 0 for tokens, MASK_VALUE for padding.
-    m = bld.op("Unsqueeze", [mask, bld.const("axes12", np.array([1, 2], dtype=np.int64))])
+    # Two single-axis Unsqueezes, as the PyTorch exporter writes it: the optimizer's mask pattern.
+    m = bld.op("Unsqueeze", [mask, bld.const("axis1", np.array([1], dtype=np.int64))])
+    m = bld.op("Unsqueeze", [m, bld.const("axis2", np.array([2], dtype=np.int64))])
     m = bld.op("Cast", [m], to=TensorProto.FLOAT)
     m = bld.op("Sub", [bld.const("one_f", np.array(1.0, dtype=np.float32)), m])
     mask_bias = bld.op("Mul", [m, bld.const("mask_value", np.array(MASK_VALUE, dtype=np.float32))])

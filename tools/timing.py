@@ -4,7 +4,7 @@
     python tools/timing.py MODEL.onnx [MODEL.onnx ...] [--threads 1] [--runs 200]
 
 Cases: one short query (~12 tokens), a batch of 32 utterances, 10 (query, passage) pairs of ~60 tokens.
-Prints p50 and p99 in milliseconds per case.
+Models take turns run by run; prints wall-clock and process-CPU p50/p99 in milliseconds per case.
 """
 
 from __future__ import annotations
@@ -27,17 +27,14 @@ PASSAGE = (
 )
 
 
-def _time(sess, feeds: dict, runs: int) -> tuple[float, float]:
+def _feeds(sess, ids, mask, types) -> dict:
     wanted = {i.name for i in sess.get_inputs()}
-    feeds = {k: v for k, v in feeds.items() if k in wanted}
-    for _ in range(5):
-        sess.run(None, feeds)
-    samples = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, feeds)
-        samples.append((time.perf_counter() - t) * 1e3)
-    return float(np.percentile(samples, 50)), float(np.percentile(samples, 99))
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return {k: v for k, v in feeds.items() if k in wanted}
+
+
+def _pct(samples: list[float]) -> str:
+    return f"p50 {np.percentile(samples, 50):.2f} p99 {np.percentile(samples, 99):.2f}"
 
 
 def main() -> None:
@@ -53,13 +50,21 @@ def main() -> None:
         "batch32": batch_arrays(tok.encode_batch(UTTERANCES)),
         "pairs10x60": batch_arrays(tok.encode_batch([(SHORT_QUERY, PASSAGE)] * 10)),
     }
-    for model in args.models:
-        sess = session(model, args.threads)
-        parts = []
-        for name, (ids, mask, types) in cases.items():
-            p50, p99 = _time(sess, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, args.runs)
-            parts.append(f"{name}[{ids.shape[0]}x{ids.shape[1]}] p50 {p50:.2f} p99 {p99:.2f}")
-        print(f"{model} threads={args.threads}: " + "; ".join(parts))
+    sessions = [session(m, args.threads) for m in args.models]
+    for name, (ids, mask, types) in cases.items():
+        feeds = [_feeds(s, ids, mask, types) for s in sessions]
+        wall: list[list[float]] = [[] for _ in sessions]
+        cpu: list[list[float]] = [[] for _ in sessions]
+        for run in range(args.runs + 5):
+            # Models take turns on every run, so load from other processes hits them alike.
+            for i, (sess, feed) in enumerate(zip(sessions, feeds)):
+                w0, c0 = time.perf_counter(), time.process_time()
+                sess.run(None, feed)
+                if run >= 5:  # warm-up
+                    wall[i].append((time.perf_counter() - w0) * 1e3)
+                    cpu[i].append((time.process_time() - c0) * 1e3)
+        for model, w, c in zip(args.models, wall, cpu):
+            print(f"{name}[{ids.shape[0]}x{ids.shape[1]}] threads={args.threads} {model}: wall {_pct(w)} | cpu {_pct(c)} ms")
 
 
 if __name__ == "__main__":
