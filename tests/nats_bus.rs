@@ -100,6 +100,10 @@ impl MemorySink for FakeSink {
         }
         Ok(())
     }
+
+    fn stats(&self) -> Value {
+        json!({"memories": self.memories.len()})
+    }
 }
 
 struct FakeEngine {
@@ -111,6 +115,7 @@ struct FakeEngine {
     /// Time each transcript takes before its result leaves.
     delay: Duration,
     submitted: AtomicUsize,
+    shut_down: AtomicBool,
 }
 
 impl FakeEngine {
@@ -123,6 +128,7 @@ impl FakeEngine {
             refuse: AtomicBool::new(false),
             delay,
             submitted: AtomicUsize::new(0),
+            shut_down: AtomicBool::new(false),
         }
     }
 
@@ -194,7 +200,12 @@ impl ContextService for FakeEngine {
     }
 
     fn health(&self) -> Value {
-        json!({"stages": {"embedder": "up"}, "store_size": self.memories.len()})
+        json!({"stages": {"embedder": "up"}})
+    }
+
+    async fn shutdown(&self) -> Result<(), EngineError> {
+        self.shut_down.store(true, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -223,6 +234,8 @@ fn bus_config(url: &str, replica: &str) -> NatsConfig {
         max_payload_bytes: 1024,
         reconnect_max_delay_ms: 200,
         ack_wait_ms: 2000,
+        // The fake engine does not remember finals itself.
+        republish_finals: true,
         ..Default::default()
     }
 }
@@ -405,7 +418,8 @@ async fn query_request_reply_and_health() {
     let v: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(v["replica"], "r1");
     assert_eq!(v["status"], "up");
-    assert_eq!(v["engine"]["store_size"], 2);
+    assert_eq!(v["store"]["memories"], 2);
+    assert_eq!(v["engine"]["stages"]["embedder"], "up");
     assert_eq!(v["stream"]["lag"], 0);
     assert_eq!(v["bus"]["queries_answered"], 2);
 
@@ -675,6 +689,10 @@ async fn graceful_stop_answers_everything_in_flight() {
     .await;
     let memories = replica.memories.clone();
     replica.bus.stop().await.unwrap();
+    assert!(
+        engine.shut_down.load(Ordering::SeqCst),
+        "the engine was not shut down"
+    );
     let mut seen = HashSet::new();
     while seen.len() < 10 {
         let v = next_json(&mut contexts).await;

@@ -54,7 +54,10 @@ pub struct NatsConfig {
     pub query_group: String,
     /// Queries answered at once by this replica; more wait in the subscription.
     pub max_concurrent_queries: usize,
-    /// Republish final user transcripts to the memory stream.
+    /// Republish final user transcripts to the memory stream from the bus itself, at receipt.
+    /// Off by default: the pipeline remembers finals through the `JetStreamWriter` already
+    /// (both paths use the id `<conversation>/<utterance>`, so turning it on only costs a
+    /// duplicate publish that the stream drops).
     pub republish_finals: bool,
     /// Most memories committed to the store in one batch.
     pub memory_batch: usize,
@@ -91,7 +94,7 @@ impl Default for NatsConfig {
             default_namespace: "default".into(),
             query_group: "voicerag-query".into(),
             max_concurrent_queries: 16,
-            republish_finals: true,
+            republish_finals: false,
             memory_batch: 64,
             ack_wait_ms: 30_000,
             drain_timeout_ms: 5000,

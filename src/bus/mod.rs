@@ -5,6 +5,7 @@
 //! - [`config`]: the `[nats]` section and connection options.
 //! - [`writer`]: [`JetStreamWriter`], the pipeline's `MemoryWriter` in bus mode.
 //! - [`memory`]: the durable pull consumer that feeds a [`MemorySink`].
+//! - [`pipeline`]: [`ContextService`] for the pipeline's `PipelineHandle`.
 //! - [`service`]: [`serve`], the running service and its graceful stop.
 //! - [`server`]: starts a local `nats-server` (tests, benchmarks, demos).
 //!
@@ -13,6 +14,7 @@
 
 pub mod config;
 pub mod memory;
+pub mod pipeline;
 pub mod server;
 pub mod service;
 pub mod subjects;
@@ -51,7 +53,8 @@ pub struct EngineError(pub String);
 
 /// What the bus needs from the context engine (the pipeline in production, a fake in tests).
 pub trait ContextService: Send + Sync + 'static {
-    /// Queues a transcript; its result arrives later on [`ContextService::results`].
+    /// Queues a transcript. Every final gets exactly one result on [`ContextService::results`]
+    /// (partials may get one, or be dropped): the graceful stop waits for the finals'.
     fn submit(
         &self,
         transcript: Transcript,
@@ -63,9 +66,13 @@ pub trait ContextService: Send + Sync + 'static {
         &self,
         query: ContextQuery,
     ) -> impl Future<Output = Result<ContextResult, EngineError>> + Send;
-    /// The engine's part of the health report: stages up or degraded, restarts, store size,
-    /// model names, latency percentiles.
+    /// The engine's part of the health report: stages up or degraded, restarts, model names,
+    /// latency percentiles.
     fn health(&self) -> serde_json::Value;
+    /// Serves what it has queued, flushes its memories (through the [`JetStreamWriter`] while the
+    /// connection is still open) and ends the results stream. Called once by the graceful stop,
+    /// after intake stopped.
+    fn shutdown(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 
 /// The store could not commit a batch: the bus does not ack it, so JetStream redelivers it.
@@ -78,4 +85,8 @@ pub trait MemorySink: Send + Sync + 'static {
     /// Commits the batch durably and returns after the commit; re-adding an id is a no-op.
     /// Blocking: the bus calls it on a blocking thread.
     fn store(&self, batch: &[Memory]) -> Result<(), SinkError>;
+    /// Store figures for health reports (size, ...).
+    fn stats(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }

@@ -20,7 +20,7 @@ use super::wire::{
     transcript_context_json,
 };
 use super::writer::JetStreamWriter;
-use super::{BusError, ContextService, MemorySink};
+use super::{BusError, ContextService, EngineError, MemorySink};
 
 /// Counters of one running bus, also reported in health messages.
 #[derive(Debug)]
@@ -125,8 +125,8 @@ impl ErrorPublisher {
     }
 }
 
-/// Work the graceful stop waits for: queries being answered, transcripts awaiting their result,
-/// memories being republished.
+/// Work the graceful stop waits for: queries being answered, final transcripts awaiting their
+/// result, memories being republished.
 #[derive(Debug, Default)]
 struct InFlight(AtomicUsize);
 
@@ -261,6 +261,10 @@ impl BusConnection {
             inflight: inflight.clone(),
             started: Instant::now(),
             consumer: consumer_slot.clone(),
+            store_stats: {
+                let sink = sink.clone();
+                Arc::new(move || sink.stats())
+            },
         });
         let nats = |e: async_nats::SubscribeError| BusError::Nats(e.to_string());
 
@@ -335,6 +339,7 @@ impl BusConnection {
             stop_output,
             intake_tasks,
             output_tasks: vec![health_task, results_task, memory_task],
+            engine_shutdown: Box::pin(async move { engine.shutdown().await }),
         })
     }
 }
@@ -349,6 +354,7 @@ struct Shared {
     inflight: Arc<InFlight>,
     started: Instant,
     consumer: Arc<Mutex<Option<jetstream::consumer::PullConsumer>>>,
+    store_stats: Arc<dyn Fn() -> Value + Send + Sync>,
 }
 
 impl Shared {
@@ -394,6 +400,7 @@ pub struct RunningBus {
     stop_output: watch::Sender<bool>,
     intake_tasks: Vec<JoinHandle<()>>,
     output_tasks: Vec<JoinHandle<()>>,
+    engine_shutdown: futures::future::BoxFuture<'static, Result<(), EngineError>>,
 }
 
 impl RunningBus {
@@ -421,6 +428,10 @@ impl RunningBus {
                 pending = self.inflight.count(),
                 "drain timed out with work in flight"
             );
+        }
+        // The engine flushes its memories while the connection is still open.
+        if let Err(e) = self.engine_shutdown.await {
+            tracing::error!(error = %e, "engine shutdown incomplete");
         }
         let _ = self.stop_output.send(true);
         for task in self.output_tasks {
@@ -574,10 +585,15 @@ async fn handle_transcript<E: ContextService>(
     if transcript.is_final && shared.config.republish_finals {
         republish_final(shared, writer, &transcript);
     }
-    shared.inflight.add();
+    let is_final = transcript.is_final;
+    if is_final {
+        shared.inflight.add();
+    }
     if let Err(e) = engine.submit(transcript.clone()).await {
         // The engine refused it: the sender still gets an answer, empty and marked shed.
-        shared.inflight.done();
+        if is_final {
+            shared.inflight.done();
+        }
         shared
             .stats
             .transcripts_shed
@@ -650,7 +666,9 @@ async fn results_loop(
         };
         let Some(result) = result else { return };
         shared.publish_context(&result).await;
-        shared.inflight.done();
+        if result.is_final {
+            shared.inflight.done();
+        }
     }
 }
 
@@ -763,6 +781,7 @@ async fn health_report<E: ContextService>(shared: &Shared, engine: &E, status: &
         "uptime_s": shared.started.elapsed().as_secs(),
         "partitions": shared.config.partitions,
         "engine": engine.health(),
+        "store": (shared.store_stats)(),
         "stream": stream,
         "bus": shared.stats.snapshot(),
     })
