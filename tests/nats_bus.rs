@@ -17,8 +17,9 @@ use voicerag::actors::{
 use voicerag::bus::server::LocalNatsServer;
 use voicerag::bus::{
     BusConnection, ContextQuery, ContextService, EngineError, MemorySink, NatsConfig, RunningBus,
-    SinkError,
+    SinkError, Subjects,
 };
+use voicerag::cli::bench_nats::{LoadSpec, run_load};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -116,6 +117,8 @@ struct FakeEngine {
     delay: Duration,
     submitted: AtomicUsize,
     shut_down: AtomicBool,
+    /// Accept transcripts and never answer (a broken engine).
+    swallow: AtomicBool,
 }
 
 impl FakeEngine {
@@ -129,6 +132,7 @@ impl FakeEngine {
             delay,
             submitted: AtomicUsize::new(0),
             shut_down: AtomicBool::new(false),
+            swallow: AtomicBool::new(false),
         }
     }
 
@@ -159,6 +163,9 @@ impl ContextService for FakeEngine {
             return Err(EngineError("overloaded".into()));
         }
         self.submitted.fetch_add(1, Ordering::SeqCst);
+        if self.swallow.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let hits = self
             .memories
             .search(&transcript.namespace, &transcript.text);
@@ -236,6 +243,7 @@ fn bus_config(url: &str, replica: &str) -> NatsConfig {
         ack_wait_ms: 2000,
         // The fake engine does not remember finals itself.
         republish_finals: true,
+        drain_timeout_ms: 2000,
         ..Default::default()
     }
 }
@@ -835,4 +843,48 @@ async fn two_replicas_partitioned_no_duplicate_no_loss() {
     .await;
     a.bus.stop().await.unwrap();
     b.bus.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_load_generator_accounts_for_every_answer() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::from_millis(5), 0).await;
+    let nc = client(&url).await;
+    let spec = LoadSpec {
+        conversations: 4,
+        interval: Duration::from_millis(50),
+        duration: Duration::from_secs(1),
+        grace: Duration::from_millis(500),
+        namespace: "default".into(),
+    };
+    let subjects = Subjects::new("voice");
+    let report = run_load(&nc, &subjects, &spec).await.unwrap();
+    assert!(report.sent > 0);
+    assert_eq!(
+        report.sent as usize,
+        replica.engine.submitted.load(Ordering::SeqCst)
+    );
+    assert_eq!(report.answered, report.sent, "{report}");
+    assert_eq!(
+        (report.lost, report.duplicates, report.shed),
+        (0, 0, 0),
+        "{report}"
+    );
+    // Every answer waited for the engine's 5 ms at least.
+    assert!(report.latency_p50_ms >= 5.0, "{report}");
+    assert!(report.latency_p99_ms >= report.latency_p50_ms);
+
+    // Refused transcripts come back shed; swallowed ones are counted lost.
+    replica.engine.refuse.store(true, Ordering::SeqCst);
+    let report = run_load(&nc, &subjects, &spec).await.unwrap();
+    assert_eq!(report.shed, report.sent, "{report}");
+    assert_eq!(report.degraded, report.sent);
+    assert_eq!(report.lost, 0);
+    replica.engine.refuse.store(false, Ordering::SeqCst);
+    replica.engine.swallow.store(true, Ordering::SeqCst);
+    let report = run_load(&nc, &subjects, &spec).await.unwrap();
+    assert_eq!(report.answered, 0, "{report}");
+    assert_eq!(report.lost, report.sent);
+    replica.bus.stop().await.unwrap();
 }
