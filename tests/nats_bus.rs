@@ -888,3 +888,43 @@ async fn bench_load_generator_accounts_for_every_answer() {
     assert_eq!(report.lost, report.sent);
     replica.bus.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_stream_on_other_subjects_is_a_clear_error() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let js = jetstream::new(client(&url).await);
+    js.create_stream(jetstream::stream::Config {
+        name: "VOICE_MEMORY".into(),
+        subjects: vec!["other.memory.*".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let e = BusConnection::connect(bus_config(&url, "r1"), WAIT)
+        .await
+        .err()
+        .expect("must not serve on a stream that does not capture voice.memory.*")
+        .to_string();
+    assert!(
+        e.contains("VOICE_MEMORY") && e.contains("voice.memory.*"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < WAIT / 2,
+        "a permanent error must not be retried"
+    );
+    let info = js
+        .get_stream("VOICE_MEMORY")
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(
+        info.config.subjects,
+        vec!["other.memory.*".to_string()],
+        "the stream was changed"
+    );
+}

@@ -22,20 +22,48 @@ pub async fn ensure_stream(
     subjects: &Subjects,
 ) -> Result<stream::Stream, BusError> {
     let unlimited = |v: i64| if v == 0 { -1 } else { v };
-    js.get_or_create_stream(stream::Config {
-        name: config.stream.clone(),
-        subjects: vec![subjects.memory_wildcard()],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(config.stream_max_age_s),
-        max_bytes: unlimited(config.stream_max_bytes),
-        max_messages: -1,
-        duplicate_window: Duration::from_secs(config.duplicate_window_s),
-        description: Some("voicerag memories".into()),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| BusError::JetStream(format!("stream {}: {e}", config.stream)))
+    let wanted = subjects.memory_wildcard();
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![subjects.memory_wildcard()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: Duration::from_secs(config.stream_max_age_s),
+            max_bytes: unlimited(config.stream_max_bytes),
+            max_messages: -1,
+            duplicate_window: Duration::from_secs(config.duplicate_window_s),
+            description: Some("voicerag memories".into()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BusError::JetStream(format!("stream {}: {e}", config.stream)))?;
+    // An existing stream is kept as it is, but it must capture our memory subjects.
+    let existing = &stream.cached_info().config.subjects;
+    if !existing.iter().any(|s| subject_covers(s, &wanted)) {
+        return Err(BusError::Config(format!(
+            "stream {} exists with subjects {existing:?}, which do not capture {wanted}: \
+             fix nats.stream or nats.subject_prefix",
+            config.stream
+        )));
+    }
+    Ok(stream)
+}
+
+/// Whether stream subject `pattern` captures every subject matching `subject` (both may hold
+/// `*` and `>` wildcards).
+fn subject_covers(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }
 
 /// This replica's durable consumer (one per replica: each replica keeps a full copy).
@@ -208,5 +236,22 @@ impl<S: MemorySink> MemoryConsumer<S> {
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_covers;
+
+    #[test]
+    fn stream_subject_coverage() {
+        assert!(subject_covers("voice.memory.*", "voice.memory.*"));
+        assert!(subject_covers("voice.memory.>", "voice.memory.*"));
+        assert!(subject_covers("voice.>", "voice.memory.*"));
+        assert!(subject_covers("*.memory.*", "voice.memory.*"));
+        assert!(!subject_covers("voice.memory.c1", "voice.memory.*"));
+        assert!(!subject_covers("other.memory.*", "voice.memory.*"));
+        assert!(!subject_covers("voice.memory", "voice.memory.*"));
+        assert!(!subject_covers("voice.memory.*.x", "voice.memory.*"));
     }
 }

@@ -197,6 +197,8 @@ impl BusConnection {
         loop {
             match ensure_stream(&js, &config, &subjects).await {
                 Ok(_) => break,
+                // A stream that exists but does not fit will not fit later either.
+                Err(e @ BusError::Config(_)) => return Err(e),
                 Err(e) if Instant::now() >= until => {
                     return Err(BusError::Connect(format!(
                         "no JetStream within {startup_timeout:?}: {e}"
@@ -779,6 +781,7 @@ async fn health_report<E: ContextService>(shared: &Shared, engine: &E, status: &
         "replica": shared.config.replica_id,
         "status": status,
         "uptime_s": shared.started.elapsed().as_secs(),
+        "connection": format!("{:?}", shared.client.connection_state()).to_lowercase(),
         "partitions": shared.config.partitions,
         "engine": engine.health(),
         "store": (shared.store_stats)(),
