@@ -23,7 +23,8 @@ UTTERANCES = [
 ]
 PASSAGE = (
     "The user mentioned that their sister Maria is turning thirty next Saturday and that they are planning "
-    "a surprise dinner at the Portuguese restaurant downtown with about twelve friends from university."
+    "a surprise dinner at the Portuguese restaurant downtown with about twelve friends from university, "
+    "and that the booking still needs a deposit."
 )
 
 
