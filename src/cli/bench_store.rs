@@ -1,1 +1,275 @@
-//! `voicerag bench store` (in progress).
+//! `voicerag bench store`: the memory store at scale, embedding excluded.
+//!
+//! For each size: synthetic utterance-length memories (words and 384-dim unit vectors drawn
+//! around shared topics, so both lists have structure to find) in one namespace (the worst
+//! case: every search sees the whole corpus). Measures ingest records/s (the `add` calls only;
+//! trees build in the background meanwhile), the time until BM25 and every tree caught up,
+//! search-only latency p50/p99 per mode (after the build), vector recall@10 against an exact
+//! scan, disk size and reopen time. One line per measurement on stdout, then one JSON line.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::actors::messages::{Memory, SearchFilter, SearchMode, SearchRequest};
+use crate::config::Config;
+use crate::store::{ChunkInput, MemoryStore, ModelInfo, NewMemory};
+
+const DIM: usize = 384;
+const TOPICS: usize = 256;
+const VOCAB: usize = 5000;
+const BATCH: usize = 256;
+const QUERIES: usize = 500;
+const WARMUP: usize = 50;
+const RECALL_QUERIES: usize = 50;
+const NAMESPACE: &str = "bench";
+
+struct Corpus {
+    centers: Vec<Vec<f32>>,
+    rng: StdRng,
+}
+
+impl Corpus {
+    fn new(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let centers = (0..TOPICS).map(|_| unit(&mut rng, None, 0.0)).collect();
+        Self { centers, rng }
+    }
+
+    /// A topic's vector: its center plus as much random direction again.
+    fn vector(&mut self, topic: usize) -> Vec<f32> {
+        unit(&mut self.rng, Some(&self.centers[topic]), 1.0)
+    }
+
+    /// 8-20 words, half from the topic's own slice of the vocabulary.
+    fn text(&mut self, topic: usize) -> String {
+        let n = self.rng.random_range(8..=20);
+        let words: Vec<String> = (0..n)
+            .map(|_| {
+                let w = if self.rng.random_bool(0.5) {
+                    topic * (VOCAB / TOPICS) + self.rng.random_range(0..VOCAB / TOPICS)
+                } else {
+                    self.rng.random_range(0..VOCAB)
+                };
+                word(w)
+            })
+            .collect();
+        words.join(" ")
+    }
+}
+
+/// A pronounceable word per index (so the English analyser treats it as a word).
+fn word(i: usize) -> String {
+    const SYL: [&str; 16] = [
+        "ka", "lo", "mi", "ne", "ru", "ta", "vi", "so", "pe", "da", "fu", "gi", "ho", "ja", "we",
+        "zu",
+    ];
+    let mut s = String::new();
+    let mut x = i + 16;
+    while x > 0 {
+        s.push_str(SYL[x % 16]);
+        x /= 16;
+    }
+    s
+}
+
+fn unit(rng: &mut StdRng, center: Option<&[f32]>, noise: f32) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    if let Some(c) = center {
+        v.iter_mut().zip(c).for_each(|(x, c)| *x = c + noise * *x);
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+    v
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn percentile_ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+fn bench_dir(n: usize) -> PathBuf {
+    std::env::temp_dir().join(format!("voicerag-bench-store-{}-{n}", std::process::id()))
+}
+
+/// Runs the benchmark for each corpus size in `sizes`.
+pub fn run(config: &Config, sizes: &[usize]) -> anyhow::Result<()> {
+    for &n in sizes {
+        let dir = bench_dir(n);
+        let result = run_one(config, n, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        result?;
+    }
+    Ok(())
+}
+
+fn run_one(config: &Config, n: usize, dir: &Path) -> anyhow::Result<()> {
+    let model = ModelInfo {
+        name: "synthetic-384".into(),
+        dimension: DIM,
+    };
+    let _ = std::fs::remove_dir_all(dir);
+    let mut corpus = Corpus::new(42);
+    eprintln!("bench store: generating {n} memories");
+    let mut vectors = Vec::with_capacity(n);
+    let mut memories = Vec::with_capacity(n);
+    for i in 0..n {
+        let topic = corpus.rng.random_range(0..TOPICS);
+        let text = corpus.text(topic);
+        let v = corpus.vector(topic);
+        vectors.push(v.clone());
+        memories.push(NewMemory {
+            memory: Memory {
+                id: format!("c{}/{}", i / 50, i % 50),
+                namespace: NAMESPACE.into(),
+                conversation: format!("c{}", i / 50),
+                speaker: if i % 2 == 0 {
+                    "user".into()
+                } else {
+                    "agent".into()
+                },
+                text: text.clone(),
+                ts_ms: 1_700_000_000_000 + i as i64 * 1000,
+            },
+            chunks: vec![ChunkInput { text, embedding: v }],
+        });
+    }
+
+    let store = MemoryStore::open(dir, &config.store, &config.retrieval, &model)
+        .with_context(|| format!("open bench store in {}", dir.display()))?;
+    eprintln!("bench store: ingesting in batches of {BATCH}");
+    let mut add_time = 0.0f64;
+    let mut batch_ms = Histogram::<u64>::new(3)?;
+    let ingest_start = Instant::now();
+    let mut it = memories.into_iter().peekable();
+    while it.peek().is_some() {
+        let batch: Vec<_> = it.by_ref().take(BATCH).collect();
+        let t = Instant::now();
+        let report = store.add(batch)?;
+        let dt = t.elapsed();
+        add_time += dt.as_secs_f64();
+        batch_ms.record(dt.as_micros() as u64)?;
+        anyhow::ensure!(
+            report.rejected.is_empty(),
+            "bench records rejected: {:?}",
+            report.rejected.first()
+        );
+    }
+    let ingest_wall = ingest_start.elapsed().as_secs_f64();
+    let backlog = store.stats()?.pending_vectors;
+    let t = Instant::now();
+    store.flush()?;
+    let catch_up = t.elapsed().as_secs_f64();
+    let stats = store.stats()?;
+
+    // Queries drawn like the memories.
+    let mut queries = Vec::with_capacity(QUERIES + WARMUP);
+    for _ in 0..QUERIES + WARMUP {
+        let topic = corpus.rng.random_range(0..TOPICS);
+        let words: Vec<String> = corpus
+            .text(topic)
+            .split(' ')
+            .take(8)
+            .map(String::from)
+            .collect();
+        queries.push((words.join(" "), corpus.vector(topic)));
+    }
+    let request = |q: &(String, Vec<f32>), mode: SearchMode, top_n: usize| SearchRequest {
+        namespace: NAMESPACE.into(),
+        text: q.0.clone(),
+        embedding: Some(q.1.clone()),
+        mode,
+        top_n,
+        filter: SearchFilter::default(),
+    };
+    let mut lines = Vec::new();
+    let mut json = serde_json::json!({
+        "bench": "store", "memories": n, "dim": DIM,
+        "ingest_records_per_s": n as f64 / add_time,
+        "ingest_wall_records_per_s": n as f64 / ingest_wall,
+        "add_batch_p50_ms": percentile_ms(&batch_ms, 0.5),
+        "add_batch_p99_ms": percentile_ms(&batch_ms, 0.99),
+        "pending_after_ingest": backlog,
+        "catch_up_s": catch_up,
+        "disk_mib": stats.disk_bytes as f64 / (1024.0 * 1024.0),
+    });
+    lines.push(format!(
+        "n={n} ingest (add only, excl. embedding): {:.0} records/s; wall {:.0} records/s; add({BATCH}) p50 {:.2} ms p99 {:.2} ms",
+        n as f64 / add_time,
+        n as f64 / ingest_wall,
+        percentile_ms(&batch_ms, 0.5),
+        percentile_ms(&batch_ms, 0.99)
+    ));
+    lines.push(format!(
+        "n={n} after ingest: {backlog} vectors pending; BM25 + trees caught up in {catch_up:.2} s"
+    ));
+    for mode in [SearchMode::Hybrid, SearchMode::Vector, SearchMode::Bm25] {
+        let mut h = Histogram::<u64>::new(3)?;
+        for (i, q) in queries.iter().enumerate() {
+            let req = request(q, mode, 10);
+            let t = Instant::now();
+            let hits = store.search(&req)?;
+            let dt = t.elapsed();
+            std::hint::black_box(hits);
+            if i >= WARMUP {
+                h.record(dt.as_micros().max(1) as u64)?;
+            }
+        }
+        lines.push(format!(
+            "n={n} search {:<6} top-10 (candidates {}): p50 {:.3} ms p99 {:.3} ms",
+            mode.as_str(),
+            config.retrieval.candidates,
+            percentile_ms(&h, 0.5),
+            percentile_ms(&h, 0.99)
+        ));
+        json[format!("{}_p50_ms", mode.as_str())] = percentile_ms(&h, 0.5).into();
+        json[format!("{}_p99_ms", mode.as_str())] = percentile_ms(&h, 0.99).into();
+    }
+    // Vector recall@10 against an exact scan of the same vectors.
+    let mut found = 0usize;
+    for q in queries.iter().take(RECALL_QUERIES) {
+        let mut exact: Vec<(usize, f32)> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i, dot(&q.1, v)))
+            .collect();
+        exact.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let want: Vec<String> = exact
+            .iter()
+            .take(10)
+            .map(|(i, _)| format!("c{}/{}", i / 50, i % 50))
+            .collect();
+        let got = store.search(&request(q, SearchMode::Vector, 10))?;
+        found += got.iter().filter(|h| want.contains(&h.id)).count();
+    }
+    let recall = found as f64 / (RECALL_QUERIES * 10) as f64;
+    lines.push(format!("n={n} vector recall@10 vs exact scan: {recall:.3}"));
+    json["vector_recall_at_10"] = recall.into();
+
+    drop(store);
+    let t = Instant::now();
+    let store = MemoryStore::open(dir, &config.store, &config.retrieval, &model)?;
+    let reopen = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    store.search(&request(&queries[0], SearchMode::Hybrid, 10))?;
+    let first = t.elapsed().as_secs_f64() * 1000.0;
+    let disk = store.stats()?.disk_bytes as f64 / (1024.0 * 1024.0);
+    lines.push(format!("n={n} disk {disk:.1} MiB; reopen {reopen:.1} ms; first hybrid search after reopen {first:.2} ms"));
+    json["reopen_ms"] = reopen.into();
+    json["first_search_after_reopen_ms"] = first.into();
+    drop(store);
+    for l in lines {
+        println!("{l}");
+    }
+    println!("{json}");
+    Ok(())
+}

@@ -87,7 +87,7 @@ fn vector_loop(s: &Shared) {
             &s.env,
             &s.dbs,
             s.model.dimension,
-            s.store_cfg.vector_build_batch.max(1),
+            vector::BuildParams::from_config(&s.store_cfg),
             seed,
         ) {
             Ok(step) => step.added + step.deleted > 0,

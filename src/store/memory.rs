@@ -296,7 +296,7 @@ impl MemoryStore {
                 &s.env,
                 &s.dbs,
                 s.model.dimension,
-                s.store_cfg.vector_build_batch.max(1),
+                vector::BuildParams::from_config(&s.store_cfg),
                 7,
             )?;
             step.added + step.deleted > 0
@@ -437,7 +437,7 @@ impl MemoryStore {
             &s.env,
             &s.dbs,
             model.dimension,
-            s.store_cfg.vector_build_batch.max(1),
+            vector::BuildParams::from_config(&s.store_cfg),
             11,
         )?
         .added

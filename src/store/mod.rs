@@ -35,6 +35,10 @@ pub struct StoreConfig {
     /// Most vectors moved into arroy's trees per build transaction: bounds how long a build
     /// holds LMDB's write lock (ingest waits for it).
     pub vector_build_batch: usize,
+    /// Trees per vector index: more trees, better recall, slower builds and searches.
+    pub vector_trees: usize,
+    /// Most vectors in one leaf of a tree.
+    pub vector_leaf_size: usize,
     /// Pause between vector build steps while a backlog remains, in ms (lets ingest in).
     pub vector_build_pause_ms: u64,
     /// Forget memories older than this many seconds, checked in the background (0: keep all).
@@ -51,6 +55,8 @@ impl Default for StoreConfig {
             max_text_bytes: 32 * 1024,
             bm25_commit_ms: 200,
             vector_build_batch: 2000,
+            vector_trees: 16,
+            vector_leaf_size: 128,
             vector_build_pause_ms: 20,
             retention_max_age_s: 0,
             retention_check_ms: 60_000,

@@ -102,15 +102,38 @@ pub struct BuildStep {
     pub deleted: usize,
 }
 
+/// How trees are built.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildParams {
+    /// Most vectors moved (and deletions applied) per transaction.
+    pub batch: usize,
+    /// Trees per index (fixed: arroy's default grows them with the corpus, which makes every
+    /// incremental build and every search walk hundreds of trees).
+    pub trees: usize,
+    /// Most items in a tree leaf.
+    pub split_after: usize,
+}
+
+impl BuildParams {
+    pub fn from_config(cfg: &super::StoreConfig) -> Self {
+        Self {
+            batch: cfg.vector_build_batch.max(1),
+            trees: cfg.vector_trees.max(1),
+            split_after: cfg.vector_leaf_size.max(2),
+        }
+    }
+}
+
 /// Moves up to `batch` pending vectors into arroy (and applies up to `batch` pending deletions),
 /// building the touched indexes, in one write transaction.
 pub fn build_step(
     env: &Env<WithoutTls>,
     dbs: &Dbs,
     dim: usize,
-    batch: usize,
+    params: BuildParams,
     seed: u64,
 ) -> Result<BuildStep, StoreError> {
+    let batch = params.batch;
     let mut wtxn = env.write_txn()?;
     let mut deletes = Vec::new();
     for entry in dbs.vec_deletes.iter(&wtxn)?.take(batch) {
@@ -145,6 +168,8 @@ pub fn build_step(
     for index in touched {
         Writer::<Cosine>::new(dbs.vectors, index, dim)
             .builder(&mut rng)
+            .n_trees(params.trees)
+            .split_after(params.split_after)
             .build(&mut wtxn)?;
     }
     wtxn.commit()?;
