@@ -15,9 +15,8 @@ import math
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
-
 from checkpoint import BertConfig, check_weights
+from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17  # first opset with LayerNormalization
 IR_VERSION = 8  # readable by older ONNX Runtime builds on boards
@@ -96,11 +95,19 @@ def _encoder_layer(bld: _Builder, x: str, mask_bias: str, w: dict, cfg: BertConf
     h = bld.linear(x1, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"], p + "ffn_in")
     # Exact GELU as HF writes it: x * 0.5 * (1 + erf(x / sqrt(2))).
     erf = bld.op("Erf", [bld.op("Div", [h, bld.const("sqrt2", np.array(math.sqrt(2.0), dtype=np.float32))])])
-    gelu = bld.op("Mul", [bld.op("Mul", [h, bld.op("Add", [erf, bld.const("one", np.array(1.0, dtype=np.float32))])]),
-                          bld.const("half", np.array(0.5, dtype=np.float32))])
+    gelu = bld.op(
+        "Mul",
+        [
+            bld.op("Mul", [h, bld.op("Add", [erf, bld.const("one", np.array(1.0, dtype=np.float32))])]),
+            bld.const("half", np.array(0.5, dtype=np.float32)),
+        ],
+    )
     out = bld.linear(gelu, w[p + "output.dense.weight"], w[p + "output.dense.bias"], p + "ffn_out")
     return bld.layer_norm(
-        bld.op("Add", [out, x1]), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], p + "out_ln",
+        bld.op("Add", [out, x1]),
+        w[p + "output.LayerNorm.weight"],
+        w[p + "output.LayerNorm.bias"],
+        p + "out_ln",
         cfg.layer_norm_eps,
     )
 
@@ -113,10 +120,13 @@ def build_bert_model(w: dict[str, np.ndarray], cfg: BertConfig, task: str) -> on
     bld = _Builder()
     ids, mask, types = INPUT_NAMES
 
-    word = bld.op("Gather", [bld.weight("embeddings.word_embeddings.weight", w["embeddings.word_embeddings.weight"]), ids])
+    word = bld.op(
+        "Gather", [bld.weight("embeddings.word_embeddings.weight", w["embeddings.word_embeddings.weight"]), ids]
+    )
     seq_len = bld.op("Gather", [bld.op("Shape", [ids]), bld.const("one_i", np.array(1, dtype=np.int64))], axis=0)
     positions = bld.op(
-        "Range", [bld.const("zero_i", np.array(0, dtype=np.int64)), seq_len, bld.const("step", np.array(1, dtype=np.int64))]
+        "Range",
+        [bld.const("zero_i", np.array(0, dtype=np.int64)), seq_len, bld.const("step", np.array(1, dtype=np.int64))],
     )
     positions = bld.op("Unsqueeze", [positions, bld.const("axis0", np.array([0], dtype=np.int64))])
     pos = bld.op(
@@ -128,8 +138,9 @@ def build_bert_model(w: dict[str, np.ndarray], cfg: BertConfig, task: str) -> on
         [bld.weight("embeddings.token_type_embeddings.weight", w["embeddings.token_type_embeddings.weight"]), types],
     )
     x = bld.op("Add", [bld.op("Add", [word, pos]), typ])
-    x = bld.layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], "embeddings.LayerNorm",
-                       cfg.layer_norm_eps)
+    x = bld.layer_norm(
+        x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], "embeddings.LayerNorm", cfg.layer_norm_eps
+    )
 
     # [batch, seq] -> [batch, 1, 1, seq] additive bias: 0 for tokens, MASK_VALUE for padding.
     # Two single-axis Unsqueezes, as the PyTorch exporter writes it: the optimizer's mask pattern.

@@ -35,7 +35,7 @@ class BertConfig:
         return self.hidden_size // self.num_attention_heads
 
     @classmethod
-    def from_dict(cls, raw: dict, origin: str) -> "BertConfig":
+    def from_dict(cls, raw: dict, origin: str) -> BertConfig:
         if raw.get("model_type", "bert") != "bert":
             raise ConversionError(f"{origin}: model_type is {raw.get('model_type')!r}, only 'bert' is supported")
         if raw.get("hidden_act", "gelu") != "gelu":
@@ -82,14 +82,22 @@ def layer_keys(i: int) -> list[str]:
     return [
         p + s
         for s in (
-            "attention.self.query.weight", "attention.self.query.bias",
-            "attention.self.key.weight", "attention.self.key.bias",
-            "attention.self.value.weight", "attention.self.value.bias",
-            "attention.output.dense.weight", "attention.output.dense.bias",
-            "attention.output.LayerNorm.weight", "attention.output.LayerNorm.bias",
-            "intermediate.dense.weight", "intermediate.dense.bias",
-            "output.dense.weight", "output.dense.bias",
-            "output.LayerNorm.weight", "output.LayerNorm.bias",
+            "attention.self.query.weight",
+            "attention.self.query.bias",
+            "attention.self.key.weight",
+            "attention.self.key.bias",
+            "attention.self.value.weight",
+            "attention.self.value.bias",
+            "attention.output.dense.weight",
+            "attention.output.dense.bias",
+            "attention.output.LayerNorm.weight",
+            "attention.output.LayerNorm.bias",
+            "intermediate.dense.weight",
+            "intermediate.dense.bias",
+            "output.dense.weight",
+            "output.dense.bias",
+            "output.LayerNorm.weight",
+            "output.LayerNorm.bias",
         )
     ]
 
@@ -131,7 +139,6 @@ def load_checkpoint(src: Path) -> tuple[dict[str, np.ndarray], dict]:
     raw = json.loads((src / "config.json").read_text())
     weights = {}
     for name, arr in load_file(str(src / "model.safetensors")).items():
-        if name.startswith("bert."):
-            name = name[len("bert."):]
+        name = name.removeprefix("bert.")
         weights[name] = arr.astype(np.float32) if arr.dtype != np.int64 else arr
     return weights, raw

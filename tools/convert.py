@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-
 from bert_graph import build_bert_model
 from checkpoint import BertConfig, ConversionError, load_checkpoint
 from outliers import split_outliers
@@ -118,7 +117,9 @@ def convert_weights(
             log(f"outlier channels split out of {n_split} activations ({len(side)} fp32 side MatMuls)")
             q = tmp / "model-int8.onnx"
             quantize_int8(split, q, side)
-            summaries.append("int8: " + verify(q, weights, cfg, task, tokenizer_json, int8=True, untrained=untrained).summary)
+            summaries.append(
+                "int8: " + verify(q, weights, cfg, task, tokenizer_json, int8=True, untrained=untrained).summary
+            )
             log(summaries[-1])
             final = q
 

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from checkpoint import EMBEDDING_KEYS, ConversionError, layer_keys, load_checkpoint
 from convert import convert_weights
 

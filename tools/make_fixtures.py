@@ -23,10 +23,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
-
 from checkpoint import EMBEDDING_KEYS, ConversionError, layer_keys
 from convert import convert_weights
+from tokenizers import Tokenizer
 
 SEED = 20240611
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -98,8 +97,14 @@ def tiny_weights(vocab_size: int, rng: np.random.Generator, cross_encoder: bool)
             w[key] = normal(1.0, *shapes[key])
     w["embeddings.LayerNorm.weight"] = 1.0 + normal(0.1, h)
     w["embeddings.LayerNorm.bias"] = normal(0.1, h)
-    dims = {"query": (h, h), "key": (h, h), "value": (h, h), "attention.output.dense": (h, h),
-            "intermediate.dense": (inter, h), "output.dense": (h, inter)}
+    dims = {
+        "query": (h, h),
+        "key": (h, h),
+        "value": (h, h),
+        "attention.output.dense": (h, h),
+        "intermediate.dense": (inter, h),
+        "output.dense": (h, inter),
+    }
     for i in range(CONFIG["num_hidden_layers"]):
         for key in layer_keys(i):
             if key.endswith(".weight") and "LayerNorm" not in key:
@@ -128,7 +133,10 @@ def main() -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         tok_path.write_text(tiny_tokenizer_json(minilm_tok, vocab))
         try:
-            for name, task, seed in (("tiny-embedder", "embed", SEED), ("tiny-cross-encoder", "cross-encoder", SEED + 1)):
+            for name, task, seed in (
+                ("tiny-embedder", "embed", SEED),
+                ("tiny-cross-encoder", "cross-encoder", SEED + 1),
+            ):
                 weights = tiny_weights(len(vocab), np.random.default_rng(seed), task == "cross-encoder")
                 print(f"{name}: vocab {len(vocab)}")
                 convert_weights(weights, config, tok_path, args.out / name, task, "fp32", optimize=False)

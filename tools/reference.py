@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from checkpoint import BertConfig
 
 _erf = np.frompyfunc(math.erf, 1, 1)

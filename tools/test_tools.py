@@ -14,13 +14,13 @@ from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import convert  # noqa: E402
-import make_bench_ce  # noqa: E402
-import make_fixtures  # noqa: E402
-import outliers  # noqa: E402
-import verify  # noqa: E402
-from bert_graph import build_bert_model  # noqa: E402
-from checkpoint import BertConfig, ConversionError, layer_keys, load_checkpoint  # noqa: E402
+import convert
+import make_bench_ce
+import make_fixtures
+import outliers
+import verify
+from bert_graph import build_bert_model
+from checkpoint import BertConfig, ConversionError, layer_keys, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "models"

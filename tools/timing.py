@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from verify import batch_arrays, load_tokenizer, session
 
 SHORT_QUERY = "what did I tell you about my sister's birthday party"
@@ -65,7 +64,8 @@ def main() -> None:
                     wall[i].append((time.perf_counter() - w0) * 1e3)
                     cpu[i].append((time.process_time() - c0) * 1e3)
         for model, w, c in zip(args.models, wall, cpu):
-            print(f"{name}[{ids.shape[0]}x{ids.shape[1]}] threads={args.threads} {model}: wall {_pct(w)} | cpu {_pct(c)} ms")
+            case = f"{name}[{ids.shape[0]}x{ids.shape[1]}] threads={args.threads}"
+            print(f"{case} {model}: wall {_pct(w)} | cpu {_pct(c)} ms")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Tokenizer
-
 import reference
 from checkpoint import BertConfig, ConversionError
+from tokenizers import Tokenizer
 
 SENTENCES = [
     "Remind me to call my sister about the birthday dinner on Friday.",
@@ -102,10 +101,7 @@ def verify_embedder(model_path: Path, w: dict, cfg: BertConfig, tok_path: Path, 
     cos = min(float((batched * ref).sum(1).min()), float((single * ref).sum(1).min()))
     batch_gap = float(np.abs(batched - single).max())
     limit = INT8_MIN_COSINE if int8 else FP32_MIN_COSINE
-    summary = (
-        f"min cosine vs reference {cos:.6f} (need >= {limit}), "
-        f"max |batched - single| {batch_gap:.2e}"
-    )
+    summary = f"min cosine vs reference {cos:.6f} (need >= {limit}), max |batched - single| {batch_gap:.2e}"
     if not cos >= limit:
         raise ConversionError("verification failed: " + summary)
     return VerifyResult(summary)
@@ -121,7 +117,10 @@ def verify_cross_encoder(
     sess = session(model_path)
     batched = _run(sess, ids, mask, types)[:, 0].astype(np.float64)
     single = np.array(
-        [_run(sess, ids[i : i + 1, :k], mask[i : i + 1, :k], types[i : i + 1, :k])[0, 0] for i, k in enumerate(mask.sum(1))],
+        [
+            _run(sess, ids[i : i + 1, :k], mask[i : i + 1, :k], types[i : i + 1, :k])[0, 0]
+            for i, k in enumerate(mask.sum(1))
+        ],
         dtype=np.float64,
     )
     diff = max(float(np.abs(batched - ref).max()), float(np.abs(single - ref).max()))
@@ -142,7 +141,10 @@ def verify_cross_encoder(
         ok = diff <= FP32_MAX_SCORE_DIFF and same_rank
     elif untrained:
         ok = corr >= UNTRAINED_MIN_CORRELATION and diff <= UNTRAINED_MAX_ERROR_FRACTION * float(np.ptp(ref))
-        summary += f" (untrained model: need correlation >= {UNTRAINED_MIN_CORRELATION}, error <= {UNTRAINED_MAX_ERROR_FRACTION} x score range)"
+        summary += (
+            f" (untrained model: need correlation >= {UNTRAINED_MIN_CORRELATION},"
+            f" error <= {UNTRAINED_MAX_ERROR_FRACTION} x score range)"
+        )
     else:
         ok = same_rank
     if not ok:
