@@ -530,3 +530,27 @@ pub fn chunk_memory(
         text: crec.text,
     }))
 }
+
+/// Bytes of pages the store's databases use.
+pub fn used_bytes(dbs: &Dbs, txn: &heed::RoTxn) -> Result<u64, StoreError> {
+    let raw = [
+        dbs.meta,
+        dbs.memories,
+        dbs.chunks,
+        dbs.ns_index,
+        dbs.ns_chunks,
+        dbs.conv_chunks,
+        dbs.speaker_chunks,
+        dbs.times,
+        dbs.turns,
+        dbs.pending,
+        dbs.vec_deletes,
+        dbs.oplog,
+        dbs.staging,
+    ];
+    let mut total = dbs.vectors.stat(txn)?.non_free_page_size() as u64;
+    for db in raw {
+        total += db.stat(txn)?.non_free_page_size() as u64;
+    }
+    Ok(total)
+}

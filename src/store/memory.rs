@@ -33,6 +33,10 @@ pub struct StoreStats {
     pub namespaces: u64,
     /// Bytes on disk under the data directory.
     pub disk_bytes: u64,
+    /// Bytes of LMDB pages in use (the file also holds free pages kept for reuse).
+    pub lmdb_used_bytes: u64,
+    /// Bytes on disk of the BM25 index.
+    pub bm25_bytes: u64,
     /// Vectors stored but not yet built into arroy's trees (found by exact scan meanwhile).
     pub pending_vectors: u64,
     /// Deleted vectors still to remove from arroy (never returned: searches exclude them).
@@ -254,6 +258,8 @@ impl MemoryStore {
             chunks: s.dbs.chunks.len(&rtxn)?,
             namespaces: s.dbs.ns_chunks.len(&rtxn)?,
             disk_bytes: dir_size(&s.dir),
+            lmdb_used_bytes: lmdb::used_bytes(&s.dbs, &rtxn)?,
+            bm25_bytes: dir_size(&s.dir.join(BM25_DIR)),
             pending_vectors: pending,
             pending_vector_deletes: deletes,
             lmdb_seq,
