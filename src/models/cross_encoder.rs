@@ -9,7 +9,7 @@ use voicerag_actors::{CancelToken, Reranker, StageError};
 use super::error::ModelError;
 use super::model_dir::ModelDir;
 use super::runtime::runtime;
-use super::session::{ModelSession, TokenBatch};
+use super::session::{ModelSession, TokenBatch, length_groups};
 use super::{RerankerConfig, RuntimeConfig};
 
 /// Cross-encoder (sequence classification with one relevance logit, or two classes) on ONNX Runtime.
@@ -92,8 +92,8 @@ impl CrossEncoder {
             .collect()
     }
 
-    /// One relevance score per passage, in input order. Pairs are sorted by length and run
-    /// `batch_size` at a time, so a batch pads little. When `cancel` fires, the running batch is
+    /// One relevance score per passage, in input order. Pairs run in groups of similar length, at
+    /// most `batch_size` at a time, so a batch pads little. When `cancel` fires, the running batch is
     /// terminated and the result is [`ModelError::Cancelled`].
     pub fn score(
         &self,
@@ -112,14 +112,13 @@ impl CrossEncoder {
             .iter()
             .map(|p| self.encode(query, p))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| encodings[i].len());
+        let lengths: Vec<usize> = encodings.iter().map(Encoding::len).collect();
 
         let options =
             cancellable_options(cancel).map_err(|e| self.inference_error(e.to_string()))?;
 
         let mut scores = vec![0f32; encodings.len()];
-        for group in order.chunks(self.batch_size) {
+        for group in length_groups(&lengths, self.batch_size) {
             if cancelled() {
                 return Err(ModelError::Cancelled);
             }

@@ -7,7 +7,7 @@ use voicerag_actors::{Embedder, StageError};
 use super::error::ModelError;
 use super::model_dir::ModelDir;
 use super::runtime::runtime;
-use super::session::{ModelSession, TokenBatch};
+use super::session::{ModelSession, TokenBatch, length_groups};
 use super::{EmbedderConfig, RuntimeConfig};
 
 /// Sentence embedding model on ONNX Runtime.
@@ -74,19 +74,18 @@ impl SentenceEmbedder {
         Ok(embedder)
     }
 
-    /// L2-normalised embeddings, one per text, in input order. Texts are grouped by token length
-    /// and run `batch_size` at a time, so little is padded. Texts longer than `max_length` tokens
+    /// L2-normalised embeddings, one per text, in input order. Texts run in groups of similar token
+    /// length, at most `batch_size` at a time, so little is padded. Texts longer than `max_length` tokens
     /// are truncated (see [`Self::chunk`]).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| ModelError::Tokenize(e.to_string()))?;
-        let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| encodings[i].len());
+        let lengths: Vec<usize> = encodings.iter().map(Encoding::len).collect();
         let options = RunOptions::new().map_err(|e| self.inference_error(e.to_string()))?;
         let mut out = vec![Vec::new(); texts.len()];
-        for group in order.chunks(self.batch_size) {
+        for group in length_groups(&lengths, self.batch_size) {
             let refs: Vec<&Encoding> = group.iter().map(|&i| &encodings[i]).collect();
             let batch = TokenBatch::new(&refs, self.pad_id);
             let pooled = self.session.run(&batch, &options, |shape, values| {

@@ -7,6 +7,7 @@ use std::sync::{Mutex, OnceLock};
 
 use ort::AsPointer;
 use ort::environment::Environment;
+use ort::logging::LogLevel;
 use ort::session::Session;
 use ort::session::builder::SessionBuilder;
 
@@ -155,6 +156,9 @@ impl OrtRuntime {
             }
         }
         builder
+            // ort's tracing bridge opens the environment at verbose; per-run verbose logging costs time.
+            .with_log_level(LogLevel::Warning)
+            .map_err(|e| err(e.to_string()))?
             .with_intra_threads(config.threads)
             .map_err(|e| err(e.to_string()))?
             .with_inter_threads(1)

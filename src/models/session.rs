@@ -64,6 +64,37 @@ impl TokenBatch {
     }
 }
 
+/// Splits items into runs of similar length: `order` lists item indices, `lengths[i]` is item i's
+/// token count. Returns groups of indices, shortest first, each at most `max_rows` items, and cut
+/// where padding every item to the group's longest would waste more than a quarter of the run
+/// (plus a little slack, so short texts still batch together).
+pub(crate) fn length_groups(lengths: &[usize], max_rows: usize) -> Vec<Vec<usize>> {
+    /// Padded slots allowed beyond 5/4 of the real tokens, so tiny texts are not run one by one.
+    const SLACK_TOKENS: usize = 32;
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut real = 0;
+    for i in order {
+        let len = lengths[i];
+        // Sorted ascending, so `len` is the length the group would pad to.
+        let padded = (current.len() + 1) * len;
+        let fits =
+            current.len() < max_rows.max(1) && padded * 4 <= (real + len) * 5 + SLACK_TOKENS * 4;
+        if !fits && !current.is_empty() {
+            groups.push(std::mem::take(&mut current));
+            real = 0;
+        }
+        current.push(i);
+        real += len;
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
 /// What feeds each model input.
 #[derive(Clone, Copy, Debug)]
 enum Feed {
@@ -176,5 +207,44 @@ impl ModelSession {
             .map(|&d| usize::try_from(d).unwrap_or(0))
             .collect();
         read(&dims, values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::length_groups;
+
+    #[test]
+    fn groups_cover_every_item_once_within_max_rows() {
+        let lengths = [5, 40, 7, 12, 90, 6, 33, 8, 8, 100, 3];
+        let groups = length_groups(&lengths, 4);
+        let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+        assert!(groups.iter().all(|g| !g.is_empty() && g.len() <= 4));
+    }
+
+    #[test]
+    fn long_items_do_not_pad_short_ones() {
+        // Ten short items and two long ones: the long ones must not share a run with the short.
+        let mut lengths = vec![10; 10];
+        lengths.extend([200, 210]);
+        let groups = length_groups(&lengths, 32);
+        for g in &groups {
+            let longest = g.iter().map(|&i| lengths[i]).max().unwrap();
+            let real: usize = g.iter().map(|&i| lengths[i]).sum();
+            assert!(longest * g.len() * 4 <= real * 5 + 32 * 4, "{g:?}");
+        }
+        assert!(
+            groups.iter().any(|g| g.len() == 10),
+            "short items still batch: {groups:?}"
+        );
+    }
+
+    #[test]
+    fn similar_lengths_fill_whole_runs() {
+        let lengths = vec![60; 10];
+        assert_eq!(length_groups(&lengths, 16).len(), 1);
+        assert_eq!(length_groups(&lengths, 4).len(), 3);
     }
 }
