@@ -718,6 +718,10 @@ fn open_shared(
             .map_err(|e| StoreError::io(format!("create {}", lmdb_dir.display()), e))?;
     }
     let (env, dbs) = lmdb::open_env(&lmdb_dir, store.map_size_mib, read_only, dir)?;
+    if !read_only {
+        // Reader slots of killed processes would pin old pages (the file would only grow).
+        env.clear_stale_readers()?;
+    }
     let requested = StoredModel {
         name: model.name.clone(),
         dimension: model.dimension,

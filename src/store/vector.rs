@@ -34,8 +34,37 @@ pub fn normalized(v: &[f32]) -> Option<Vec<f32>> {
     Some(v.iter().map(|x| x / norm).collect())
 }
 
+/// Dot product with a stored little-endian vector, read in place (no allocation per item).
+fn dot_le_bytes(q: &[f32], bytes: &[u8]) -> f32 {
+    q.iter()
+        .zip(bytes.chunks_exact(4))
+        .map(|(x, c)| x * f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .sum()
+}
+
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_bytes_and_slices_give_the_same_dot_product() {
+        let a = [0.5f32, -1.25, 3.0];
+        let b = [2.0f32, 0.5, -0.25];
+        assert_eq!(dot_le_bytes(&a, &codec::vector_bytes(&b)), dot(&a, &b));
+        assert_eq!(dot(&a, &b), 1.0 - 0.625 - 0.75);
+    }
+
+    #[test]
+    fn normalisation_refuses_zero_and_non_finite_vectors() {
+        assert!(normalized(&[0.0, 0.0]).is_none());
+        assert!(normalized(&[1.0, f32::NAN]).is_none());
+        let v = normalized(&[3.0, 4.0]).unwrap();
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+    }
 }
 
 /// The `n` chunks of `candidates` nearest to `query` (unit length) as `(chunk, cosine)`, best first.
@@ -57,7 +86,7 @@ pub fn search(
         let (key, value) = entry?;
         let (_, chunk) = codec::split_index_chunk_key(key)?;
         if candidates.contains(chunk) {
-            hits.push((chunk, dot(query, &codec::vector_from(value))));
+            hits.push((chunk, dot_le_bytes(query, value)));
         }
     }
     match Reader::<Cosine>::open(rtxn, index, dbs.vectors) {
