@@ -14,14 +14,17 @@ pub use error::ModelError;
 use serde::Deserialize;
 
 /// `[runtime]`: how ONNX Runtime is loaded and how sessions run.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Path of libonnxruntime.so (env `ORT_DYLIB_PATH` overrides).
+    /// Path of libonnxruntime.so (env `ORT_DYLIB_PATH` overrides). A relative path is looked up in
+    /// the current directory, then in the crate root.
     pub library: String,
-    /// Intra-op threads per session.
+    /// Intra-op threads per session (1 runs on the calling thread).
     pub threads: usize,
-    /// Execution providers in preference order, e.g. ["cpu"].
+    /// Execution providers in preference order, e.g. ["cpu"] or ["xnnpack", "cpu"]. Names match the
+    /// loaded runtime's providers case-insensitively, with or without the `ExecutionProvider`
+    /// suffix (`cuda` = `CUDAExecutionProvider`); CPU is always the last resort.
     pub execution_providers: Vec<String>,
     /// Fall back to CPU (logged) when a named provider is missing, instead of failing.
     pub allow_cpu_fallback: bool,
@@ -39,7 +42,7 @@ impl Default for RuntimeConfig {
 }
 
 /// `[embedder]`: the sentence embedding model.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbedderConfig {
     /// HF-layout model directory (model.onnx, tokenizer.json, config.json).
@@ -61,7 +64,7 @@ impl Default for EmbedderConfig {
 }
 
 /// `[reranker]`: the cross-encoder; off unless `model_dir` is set.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RerankerConfig {
     /// HF-layout cross-encoder directory; empty means no reranker ("off").
@@ -80,4 +83,10 @@ impl Default for RerankerConfig {
             batch_size: 16,
         }
     }
+}
+
+/// Checks that an HF model directory has a usable model.onnx, tokenizer.json and config.json
+/// (what `voicerag config check` runs, without loading the model).
+pub fn check_model_dir(dir: &str, setting: &'static str) -> Result<(), ModelError> {
+    model_dir::ModelDir::open(dir, setting).map(|_| ())
 }
