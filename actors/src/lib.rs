@@ -1,14 +1,94 @@
 //! The supervised pipeline of voicerag.
 //!
-//! ASR transcripts stream in; for each one a [`ContextResult`] leaves by its deadline, whatever the
-//! stages do. This crate defines the stage traits ([`Embedder`], [`Retriever`], [`Reranker`],
-//! [`MemoryWriter`]) and knows nothing of ONNX or LMDB: the `voicerag` crate implements the traits
-//! with the real engines, and tests put fakes in their place.
+//! ASR transcripts stream in; for each final one a [`ContextResult`] leaves by its deadline
+//! (`received_at + budget`), whatever the stages do. This crate defines the stage traits
+//! ([`Embedder`], [`Retriever`], [`Reranker`], [`MemoryWriter`]) and knows nothing of ONNX or LMDB:
+//! the `voicerag` crate implements the traits with the real engines, and tests put fakes in their
+//! place.
+//!
+//! - Stages run as `ractor` actors, their blocking calls on tokio's blocking pool, under a
+//!   supervisor that restarts a stage that panics or hangs (with backoff, up to a limit per window)
+//!   and otherwise leaves it down while the pipeline runs degraded: embedder down gives BM25-only
+//!   results, reranker down hybrid order, retriever down no hits; results, logs and
+//!   [`PipelineHandle::health`] say so.
+//! - The coordinator owns each request and its deadline. The reranker is deadline-aware: it learns
+//!   its cost per pair token and reranks only the top candidates that fit in the time left.
+//! - Final user transcripts and agent replies become memories, written in batches after the result
+//!   has left, retried on failure and flushed by [`PipelineHandle::shutdown`].
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Instant;
+//! use futures::StreamExt;
+//! use voicerag_actors::*;
+//!
+//! struct Embed;
+//! impl Embedder for Embed {
+//!     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, StageError> {
+//!         Ok(texts.iter().map(|_| vec![1.0, 0.0]).collect())
+//!     }
+//! }
+//! struct Search;
+//! impl Retriever for Search {
+//!     fn search(&self, _: &SearchRequest) -> Result<Vec<Hit>, StageError> {
+//!         Ok(Vec::new())
+//!     }
+//! }
+//! struct Store;
+//! impl MemoryWriter for Store {
+//!     fn write(&self, _: &[Memory]) -> Result<(), StageError> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), PipelineError> {
+//! let stages = Stages {
+//!     embedder: Arc::new(Embed),
+//!     retriever: Arc::new(Search),
+//!     reranker: None,
+//!     writer: Arc::new(Store),
+//! };
+//! let pipeline = Pipeline::start(stages, PipelineConfig::default()).await?;
+//! let mut results = pipeline.results();
+//! pipeline.submit(Transcript {
+//!     namespace: "user-1".into(),
+//!     conversation: "c1".into(),
+//!     utterance: "u1".into(),
+//!     speaker: "user".into(),
+//!     text: "what did I say about my sister?".into(),
+//!     is_final: true,
+//!     received_at: Instant::now(),
+//! })?;
+//! let result = results.next().await.expect("one result per final");
+//! assert_eq!(result.utterance, "u1");
+//! assert_eq!(result.rerank, RerankOutcome::Off);
+//! pipeline.shutdown().await?; // writes "c1/u1" as a memory
+//! # Ok(()) }
+//! ```
 
 pub mod cancel;
+pub mod config;
+mod coordinator;
+mod core;
+pub mod error;
+pub mod health;
 pub mod messages;
+pub mod pipeline;
+mod request;
+pub mod rerank;
+pub mod results;
+mod stage_actor;
 pub mod stages;
+mod supervisor;
+mod writer;
 
 pub use cancel::CancelToken;
+pub use config::{PipelineConfig, RestartPolicy};
+pub use error::PipelineError;
+pub use health::{Counters, Health, StageHealth, StageState};
 pub use messages::*;
+pub use pipeline::{Pipeline, PipelineHandle, QueryRequest, Stages};
+pub use results::ResultStream;
 pub use stages::*;

@@ -64,7 +64,9 @@ impl std::str::FromStr for SearchMode {
             "hybrid" => Ok(Self::Hybrid),
             "vector" => Ok(Self::Vector),
             "bm25" => Ok(Self::Bm25),
-            other => Err(format!("unknown mode {other:?}: expected hybrid, vector or bm25")),
+            other => Err(format!(
+                "unknown mode {other:?}: expected hybrid, vector or bm25"
+            )),
         }
     }
 }

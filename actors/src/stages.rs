@@ -30,7 +30,12 @@ pub trait Reranker: Send + Sync + 'static {
     /// Token count of each (query, passage) pair as it would be run: what predicts cost.
     fn pair_tokens(&self, query: &str, passages: &[&str]) -> Vec<usize>;
     /// One score per passage, in input order. Must stop early (error) when `cancel` fires.
-    fn score(&self, query: &str, passages: &[&str], cancel: &CancelToken) -> Result<Vec<f32>, StageError>;
+    fn score(
+        &self,
+        query: &str,
+        passages: &[&str],
+        cancel: &CancelToken,
+    ) -> Result<Vec<f32>, StageError>;
 }
 
 /// Stores memories durably (the store directly, or a durable bus such as JetStream).

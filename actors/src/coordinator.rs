@@ -1,0 +1,272 @@
+//! The coordinator: owns every transcript from the queue to its result.
+//!
+//! It keeps per-utterance speculative state (partials start retrieval early; a newer partial
+//! supersedes an older one; a final with the same text reuses it), bounds the work in flight,
+//! sheds requests whose deadline passed while they queued, and spawns one task per final that
+//! sends exactly one result, whatever the stages do (a panic in our own code included).
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, timeout_at};
+
+use crate::cancel::CancelToken;
+use crate::core::{Core, now};
+use crate::health::ResultKind;
+use crate::messages::{ContextResult, SearchFilter, Transcript};
+use crate::request::{Request, Retrieval, assemble, retrieve, serve};
+
+/// A speculative retrieval, awaitable by any number of requests; `None` if it was aborted.
+pub(crate) type SharedRetrieval = Shared<BoxFuture<'static, Option<Retrieval>>>;
+
+pub(crate) enum Control {
+    /// Serve what is queued, wait for everything in flight, then reply.
+    Drain(oneshot::Sender<()>),
+}
+
+struct Speculation {
+    text: String,
+    cancel: CancelToken,
+    abort: AbortHandle,
+    shared: SharedRetrieval,
+}
+
+impl Speculation {
+    fn stop(self) {
+        self.cancel.cancel();
+        self.abort.abort();
+    }
+}
+
+#[derive(Default)]
+struct Utterance {
+    finalized: bool,
+    speculation: Option<Speculation>,
+    touched: Option<Instant>,
+}
+
+type Key = (String, String, String);
+
+pub(crate) struct Coordinator {
+    core: Arc<Core>,
+    utterances: HashMap<Key, Utterance>,
+}
+
+/// Builds the request for a transcript under the pipeline's settings.
+pub(crate) fn request_for(core: &Core, t: &Transcript) -> Request {
+    let mut filter = SearchFilter::default();
+    if core.config.exclude_recent_turns > 0 {
+        filter.exclude_recent = Some((t.conversation.clone(), core.config.exclude_recent_turns));
+    }
+    Request {
+        namespace: t.namespace.clone(),
+        conversation: t.conversation.clone(),
+        utterance: t.utterance.clone(),
+        text: t.text.clone(),
+        is_final: t.is_final,
+        received_at: t.received_at,
+        deadline: Instant::from_std(t.received_at + core.config.budget()),
+        top_k: core.config.top_k,
+        mode: core.config.mode,
+        filter,
+    }
+}
+
+/// Runs `serve` so that a panic in it still yields a (degraded) result.
+pub(crate) async fn serve_guarded(
+    core: &Core,
+    req: &Request,
+    speculative: Option<SharedRetrieval>,
+) -> ContextResult {
+    match AssertUnwindSafe(serve(core, req, speculative))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!(conversation = %req.conversation, utterance = %req.utterance, "request task panicked; degraded result");
+            let rerank = core.no_rerank("internal");
+            assemble(
+                core,
+                req,
+                Retrieval::failed("internal"),
+                Vec::new(),
+                rerank,
+                None,
+                Duration::ZERO,
+            )
+        }
+    }
+}
+
+impl Coordinator {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        Self {
+            core,
+            utterances: HashMap::new(),
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut intake: mpsc::Receiver<Transcript>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) {
+        let ttl = self.core.config.speculative_ttl();
+        let mut sweep = tokio::time::interval((ttl / 4).max(Duration::from_millis(10)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                Some(Control::Drain(reply)) = control.recv() => {
+                    intake.close();
+                    while let Some(t) = intake.recv().await {
+                        self.on_transcript(t).await;
+                    }
+                    self.drain().await;
+                    let _ = reply.send(());
+                    return;
+                }
+                msg = intake.recv() => match msg {
+                    Some(t) => self.on_transcript(t).await,
+                    None => {
+                        self.drain().await;
+                        return;
+                    }
+                },
+                _ = sweep.tick() => self.expire(now()),
+            }
+        }
+    }
+
+    async fn drain(&mut self) {
+        for (_, u) in self.utterances.drain() {
+            if let Some(s) = u.speculation {
+                s.stop();
+            }
+        }
+        let all = self.core.config.max_in_flight as u32;
+        // Every request task holds a permit until its result is sent.
+        let _ = self.core.permits.acquire_many(all).await;
+    }
+
+    fn expire(&mut self, at: Instant) {
+        let ttl = self.core.config.speculative_ttl();
+        self.utterances.retain(|_, u| {
+            let live = u.touched.is_some_and(|t| at.duration_since(t) < ttl);
+            if !live && let Some(s) = u.speculation.take() {
+                s.stop();
+            }
+            live
+        });
+    }
+
+    async fn on_transcript(&mut self, t: Transcript) {
+        let key = (
+            t.namespace.clone(),
+            t.conversation.clone(),
+            t.utterance.clone(),
+        );
+        if t.is_final {
+            self.on_final(key, t).await
+        } else {
+            self.on_partial(key, t)
+        }
+    }
+
+    async fn on_final(&mut self, key: Key, t: Transcript) {
+        let u = self.utterances.entry(key).or_default();
+        u.finalized = true;
+        u.touched = Some(now());
+        let reuse = match u.speculation.take() {
+            Some(s) if s.text == t.text => Some(s.shared),
+            Some(s) => {
+                s.stop();
+                None
+            }
+            None => None,
+        };
+        let core = Arc::clone(&self.core);
+        let Ok(permit) = Arc::clone(&core.permits).acquire_owned().await else {
+            return;
+        };
+        let req = request_for(&core, &t);
+        if now() >= core.stop_by(req.deadline) {
+            // Its deadline passed while it queued: answer now rather than late.
+            core.emit(core.shed_result(&t), ResultKind::Final);
+            core.remember_transcript(&t);
+            return;
+        }
+        tokio::spawn(async move {
+            let result = serve_guarded(&core, &req, reuse).await;
+            core.emit(result, ResultKind::Final);
+            // Remembered after the result has left: writing never delays a result.
+            core.remember_transcript(&t);
+            drop(permit);
+        });
+    }
+
+    fn on_partial(&mut self, key: Key, t: Transcript) {
+        let u = self.utterances.entry(key).or_default();
+        if u.finalized {
+            self.core.stats.partial_ignored();
+            return;
+        }
+        u.touched = Some(now());
+        if u.speculation.as_ref().is_some_and(|s| s.text == t.text) {
+            return;
+        }
+        if let Some(old) = u.speculation.take() {
+            old.stop();
+        }
+        if self.core.permits.available_permits() == 0 || t.text.trim().is_empty() {
+            return; // speculation is optional work: skip it when overloaded
+        }
+        let core = Arc::clone(&self.core);
+        let req = request_for(&core, &t);
+        let cancel = CancelToken::new();
+        // Speculative work has no deadline of its own: a final may reuse it well after the partial's.
+        let until = Instant::from_std(t.received_at) + core.config.speculative_ttl();
+        let task = {
+            let (core, req, cancel) = (Arc::clone(&core), req.clone(), cancel.clone());
+            tokio::spawn(async move { retrieve(&core, &req, until, until, &cancel).await })
+        };
+        let abort = task.abort_handle();
+        let shared = async move { task.await.ok() }.boxed().shared();
+        if core.config.emit_partials {
+            let (shared, cancel) = (shared.clone(), cancel.clone());
+            tokio::spawn(async move {
+                let retrieval = match timeout_at(core.stop_by(req.deadline), shared).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return, // superseded
+                    Err(_) => Retrieval::failed("timeout"),
+                };
+                if cancel.is_cancelled() {
+                    return; // superseded: never emit stale text
+                }
+                let hits = retrieval.hits.clone();
+                let result = assemble(
+                    &core,
+                    &req,
+                    retrieval,
+                    hits,
+                    core.no_rerank("partial"),
+                    None,
+                    Duration::ZERO,
+                );
+                core.emit(result, ResultKind::Partial);
+            });
+        }
+        u.speculation = Some(Speculation {
+            text: t.text,
+            cancel,
+            abort,
+            shared,
+        });
+    }
+}

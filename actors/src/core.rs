@@ -1,0 +1,112 @@
+//! State shared by the coordinator, the request tasks and the handle.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::Stages;
+use crate::config::PipelineConfig;
+use crate::health::{ResultKind, Stats};
+use crate::messages::{ContextResult, Memory, RerankOutcome, StageTimings, Transcript};
+use crate::rerank::RerankCost;
+use crate::results::ResultHub;
+use crate::supervisor::Registry;
+use crate::writer::{MemoryQueue, WriterMsg};
+
+/// Speakers whose finals are not remembered as transcripts (agent speech arrives via `reply`).
+pub(crate) const AGENT_SPEAKER: &str = "agent";
+
+pub(crate) struct Core {
+    pub config: PipelineConfig,
+    pub stages: Stages,
+    pub registry: Arc<Registry>,
+    pub stats: Arc<Stats>,
+    pub hub: ResultHub,
+    pub memories: Arc<MemoryQueue>,
+    pub cost: Arc<Mutex<RerankCost>>,
+    /// One permit per request being served (`max_in_flight`).
+    pub permits: Arc<Semaphore>,
+}
+
+/// The pipeline's clock: tokio's, so tests can pause it; the same as `std` outside tests.
+pub(crate) fn now() -> Instant {
+    Instant::now()
+}
+
+impl Core {
+    /// When the coordinator stops waiting for a request's stages.
+    pub(crate) fn stop_by(&self, deadline: Instant) -> Instant {
+        deadline
+            .checked_sub(self.config.deadline_guard())
+            .unwrap_or(deadline)
+    }
+
+    /// Sends a result (finals and partials to the stream) and counts it.
+    pub(crate) fn emit(&self, result: ContextResult, kind: ResultKind) {
+        self.stats.record_result(&result, kind);
+        self.hub.send(result);
+    }
+
+    /// The rerank outcome for a result that was not reranked on purpose.
+    pub(crate) fn no_rerank(&self, reason: &str) -> RerankOutcome {
+        if self.stages.reranker.is_some() {
+            RerankOutcome::Skipped(reason.to_string())
+        } else {
+            RerankOutcome::Off
+        }
+    }
+
+    /// An immediate answer for a request the pipeline had no time or room to serve.
+    pub(crate) fn shed_result(&self, t: &Transcript) -> ContextResult {
+        let finished_at = now().into_std();
+        ContextResult {
+            namespace: t.namespace.clone(),
+            conversation: t.conversation.clone(),
+            utterance: t.utterance.clone(),
+            is_final: t.is_final,
+            text: t.text.clone(),
+            hits: Vec::new(),
+            rerank: self.no_rerank("shed"),
+            degraded: Some("shed".to_string()),
+            timings: StageTimings {
+                total: finished_at.saturating_duration_since(t.received_at),
+                ..Default::default()
+            },
+            deadline: t.received_at + self.config.budget(),
+            finished_at,
+        }
+    }
+
+    /// Queues a final transcript as a memory, unless it is the agent's or empty.
+    pub(crate) fn remember_transcript(&self, t: &Transcript) {
+        if t.speaker == AGENT_SPEAKER || t.text.trim().is_empty() {
+            return;
+        }
+        let age = now().into_std().saturating_duration_since(t.received_at);
+        self.remember(Memory {
+            id: format!("{}/{}", t.conversation, t.utterance),
+            namespace: t.namespace.clone(),
+            conversation: t.conversation.clone(),
+            speaker: t.speaker.clone(),
+            text: t.text.clone(),
+            ts_ms: unix_ms(age),
+        });
+    }
+
+    pub(crate) fn remember(&self, m: Memory) {
+        self.memories.push(m);
+        if let Some(w) = self.registry.writer.current() {
+            // If the writer is restarting, its next instance flushes the queue on start.
+            let _ = w.send_message(WriterMsg::Wake);
+        }
+    }
+}
+
+/// Unix milliseconds of the moment `ago` before now.
+pub(crate) fn unix_ms(ago: Duration) -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    now.saturating_sub(ago).as_millis() as i64
+}

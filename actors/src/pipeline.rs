@@ -1,0 +1,306 @@
+//! The pipeline's API: [`Pipeline::start`] and the [`PipelineHandle`] a voice agent (or the NATS bus,
+//! or the CLI) calls.
+
+use ractor::{Actor, ActorRef};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::PipelineConfig;
+use crate::coordinator::{Control, Coordinator, serve_guarded};
+use crate::core::{Core, now, unix_ms};
+use crate::error::PipelineError;
+use crate::health::{Health, ResultKind, StageState, Stats};
+use crate::messages::{AgentReply, ContextResult, Memory, SearchFilter, SearchMode, Transcript};
+use crate::request::Request;
+use crate::rerank::RerankCost;
+use crate::results::{ResultHub, ResultStream};
+use crate::stages::{Embedder, MemoryWriter, Reranker, Retriever};
+use crate::supervisor::{Registry, Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::writer::{MemoryQueue, WriterArgs, flush_all};
+
+/// The stage implementations the pipeline runs. No reranker: results say `rerank: Off`.
+#[derive(Clone)]
+pub struct Stages {
+    pub embedder: Arc<dyn Embedder>,
+    pub retriever: Arc<dyn Retriever>,
+    pub reranker: Option<Arc<dyn Reranker>>,
+    pub writer: Arc<dyn MemoryWriter>,
+}
+
+/// A one-off query: served like a final transcript, but never remembered, and answered to the
+/// caller rather than on the results stream. `None` fields take the pipeline's settings.
+#[derive(Debug, Clone, Default)]
+pub struct QueryRequest {
+    pub namespace: String,
+    /// Reported back in the result; confine the search with `filter.conversation`.
+    pub conversation: Option<String>,
+    pub text: String,
+    pub top_k: Option<usize>,
+    pub mode: Option<SearchMode>,
+    pub budget: Option<Duration>,
+    pub filter: SearchFilter,
+}
+
+/// Starts pipelines.
+pub struct Pipeline;
+
+impl Pipeline {
+    /// Validates `config`, starts the supervised stage actors and the coordinator. Must be called
+    /// inside a tokio runtime.
+    pub async fn start(
+        stages: Stages,
+        config: PipelineConfig,
+    ) -> Result<PipelineHandle, PipelineError> {
+        config.validate().map_err(PipelineError::Config)?;
+        let registry = Arc::new(Registry::new(stages.reranker.is_some()));
+        let stats = Arc::new(Stats::default());
+        let memories = Arc::new(MemoryQueue::default());
+        let writer = WriterArgs {
+            writer: Arc::clone(&stages.writer),
+            queue: Arc::clone(&memories),
+            stats: Arc::clone(&stats),
+            batch_size: config.writer_batch_size,
+            flush_after: config.writer_flush(),
+            retry_initial: config.writer_retry(),
+            retry_max: Duration::from_millis(config.restart.backoff_max_ms),
+            unresponsive: Duration::from_millis(config.restart.unresponsive_ms),
+        };
+        let args = SupervisorArgs {
+            registry: Arc::clone(&registry),
+            policy: config.restart.clone(),
+            writer: writer.clone(),
+        };
+        let (supervisor, _) =
+            Actor::spawn(None, Supervisor, args)
+                .await
+                .map_err(|e| PipelineError::Spawn {
+                    stage: "supervisor",
+                    message: e.to_string(),
+                })?;
+        let core = Arc::new(Core {
+            cost: Arc::new(Mutex::new(RerankCost::new(
+                config.rerank_initial_ns_per_token,
+            ))),
+            permits: Arc::new(Semaphore::new(config.max_in_flight)),
+            hub: ResultHub::default(),
+            stats,
+            memories,
+            registry,
+            stages,
+            config,
+        });
+        let (intake_tx, intake_rx) = mpsc::channel(core.config.queue_capacity);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        tokio::spawn(Coordinator::new(Arc::clone(&core)).run(intake_rx, control_rx));
+        Ok(PipelineHandle {
+            inner: Arc::new(Inner {
+                core,
+                intake: intake_tx,
+                control: control_tx,
+                supervisor,
+                writer,
+                closing: AtomicBool::new(false),
+                shutdown: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    core: Arc<Core>,
+    intake: mpsc::Sender<Transcript>,
+    control: mpsc::UnboundedSender<Control>,
+    supervisor: ActorRef<SupervisorMsg>,
+    writer: WriterArgs,
+    closing: AtomicBool,
+    /// The outcome of the one shutdown, for every caller.
+    shutdown: tokio::sync::Mutex<Option<Result<(), PipelineError>>>,
+}
+
+/// A running pipeline. Cheap to clone; every clone drives the same pipeline.
+#[derive(Clone)]
+pub struct PipelineHandle {
+    inner: Arc<Inner>,
+}
+
+fn check_ids(namespace: &str, conversation: &str, utterance: &str) -> Result<(), PipelineError> {
+    for (name, v) in [
+        ("namespace", namespace),
+        ("conversation", conversation),
+        ("utterance", utterance),
+    ] {
+        if v.is_empty() {
+            return Err(PipelineError::InvalidRequest(format!("{name} is empty")));
+        }
+    }
+    Ok(())
+}
+
+impl PipelineHandle {
+    /// Queues a transcript; never blocks. Every final gets exactly one result on the results stream:
+    /// if the queue is full, that result is sent at once, degraded "shed" (a partial is then dropped).
+    pub fn submit(&self, t: Transcript) -> Result<(), PipelineError> {
+        check_ids(&t.namespace, &t.conversation, &t.utterance)?;
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(PipelineError::ShuttingDown);
+        }
+        match self.inner.intake.try_send(t) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(t)) => {
+                let core = &self.inner.core;
+                if t.is_final {
+                    core.emit(core.shed_result(&t), ResultKind::Final);
+                    core.remember_transcript(&t);
+                }
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(PipelineError::ShuttingDown),
+        }
+    }
+
+    /// Remembers what the agent said (speaker "agent"); never delays a result.
+    pub fn reply(&self, r: AgentReply) -> Result<(), PipelineError> {
+        check_ids(&r.namespace, &r.conversation, &r.utterance)?;
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(PipelineError::ShuttingDown);
+        }
+        if r.text.trim().is_empty() {
+            return Ok(());
+        }
+        self.inner.core.remember(Memory {
+            id: format!("{}/{}", r.conversation, r.utterance),
+            namespace: r.namespace,
+            conversation: r.conversation,
+            speaker: crate::core::AGENT_SPEAKER.to_string(),
+            text: r.text,
+            ts_ms: unix_ms(Duration::ZERO),
+        });
+        Ok(())
+    }
+
+    /// A stream of results of finals (and of partials if `emit_partials`). Each stream gets every
+    /// result sent while it is open; results sent while no stream is open wait for the next one.
+    /// Unbounded: a slow consumer costs memory, never a result. Ends after `shutdown`.
+    pub fn results(&self) -> ResultStream {
+        self.inner.core.hub.subscribe()
+    }
+
+    /// Serves a one-off query through the same stages and deadline logic as a final transcript.
+    pub async fn query(&self, q: QueryRequest) -> Result<ContextResult, PipelineError> {
+        if q.namespace.is_empty() {
+            return Err(PipelineError::InvalidRequest("namespace is empty".into()));
+        }
+        if q.top_k == Some(0) {
+            return Err(PipelineError::InvalidRequest("top_k must be > 0".into()));
+        }
+        if q.budget == Some(Duration::ZERO) {
+            return Err(PipelineError::InvalidRequest("budget must be > 0".into()));
+        }
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(PipelineError::ShuttingDown);
+        }
+        let core = Arc::clone(&self.inner.core);
+        let received = now();
+        let req = Request {
+            namespace: q.namespace,
+            conversation: q.conversation.unwrap_or_default(),
+            utterance: String::new(),
+            text: q.text,
+            is_final: true,
+            received_at: received.into_std(),
+            deadline: received + q.budget.unwrap_or(core.config.budget()),
+            top_k: q.top_k.unwrap_or(core.config.top_k),
+            mode: q.mode.unwrap_or(core.config.mode),
+            filter: q.filter,
+        };
+        let permit = Arc::clone(&core.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| PipelineError::Stopped)?;
+        let result = if now() >= core.stop_by(req.deadline) {
+            let t = Transcript {
+                namespace: req.namespace.clone(),
+                conversation: req.conversation.clone(),
+                utterance: String::new(),
+                speaker: String::new(),
+                text: req.text.clone(),
+                is_final: true,
+                received_at: req.received_at,
+            };
+            let mut r = core.shed_result(&t);
+            r.deadline = req.deadline.into_std();
+            r
+        } else {
+            // Spawned so a caller that stops waiting cannot leave stage calls half-done.
+            let task_core = Arc::clone(&core);
+            tokio::spawn(async move { serve_guarded(&task_core, &req, None).await })
+                .await
+                .map_err(|_| PipelineError::Stopped)?
+        };
+        drop(permit);
+        core.stats.record_result(&result, ResultKind::Query);
+        Ok(result)
+    }
+
+    /// Stage states, counters and latency.
+    pub fn health(&self) -> Health {
+        let core = &self.inner.core;
+        let stages = core.registry.health();
+        let degraded = stages
+            .iter()
+            .any(|s| !matches!(s.state, StageState::Up | StageState::Off));
+        let (p50, p99) = core.stats.latency_ms();
+        Health {
+            stages,
+            degraded,
+            counters: core.stats.counters(),
+            latency_p50_ms: p50,
+            latency_p99_ms: p99,
+            in_flight: core.config.max_in_flight - core.permits.available_permits(),
+            memories_pending: core.memories.len(),
+        }
+    }
+
+    /// Stops taking input, serves everything queued and in flight, writes every pending memory
+    /// (retrying until `shutdown_timeout_ms`), stops the stages and ends the result streams.
+    /// Idempotent: later calls return the first call's outcome.
+    pub async fn shutdown(&self) -> Result<(), PipelineError> {
+        let mut done = self.inner.shutdown.lock().await;
+        if let Some(r) = done.as_ref() {
+            return r.clone();
+        }
+        self.inner.closing.store(true, Ordering::SeqCst);
+        let core = &self.inner.core;
+        let (tx, rx) = oneshot::channel();
+        if self.inner.control.send(Control::Drain(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .supervisor
+            .send_message(SupervisorMsg::Shutdown(tx))
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        self.inner.supervisor.stop(None);
+        let deadline = Instant::now() + core.config.shutdown_timeout();
+        let result =
+            flush_all(&self.inner.writer, deadline)
+                .await
+                .map_err(|(pending, last_error)| {
+                    tracing::error!(pending, %last_error, "shutdown: memories left unwritten");
+                    PipelineError::Flush {
+                        pending,
+                        last_error,
+                    }
+                });
+        core.hub.close();
+        *done = Some(result.clone());
+        result
+    }
+}

@@ -1,0 +1,367 @@
+//! Serving one request: embed, search, rerank, cap, always by the deadline.
+//!
+//! Every stage call is awaited only until a point derived from the request's deadline; a stage
+//! that is down, fails, crashes or is late makes the result degraded (and says why) instead of late.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout_at};
+use tracing::Instrument;
+
+use crate::cancel::CancelToken;
+use crate::core::{Core, now};
+use crate::messages::{
+    ContextResult, Hit, RerankOutcome, SearchFilter, SearchMode, SearchRequest, StageTimings,
+};
+use crate::rerank::{apply_scores, cap_hits};
+use crate::stage_actor::Job;
+use crate::stages::StageError;
+use crate::supervisor::Slot;
+
+/// What a request asks for.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub namespace: String,
+    pub conversation: String,
+    pub utterance: String,
+    pub text: String,
+    pub is_final: bool,
+    pub received_at: std::time::Instant,
+    pub deadline: Instant,
+    pub top_k: usize,
+    pub mode: SearchMode,
+    pub filter: SearchFilter,
+}
+
+/// The outcome of embedding and searching, shareable between a partial and its final.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Retrieval {
+    pub hits: Vec<Hit>,
+    pub degraded: Vec<&'static str>,
+    pub embed: Duration,
+    pub search: Duration,
+}
+
+impl Retrieval {
+    pub(crate) fn failed(reason: &'static str) -> Self {
+        Self {
+            degraded: vec![reason],
+            ..Default::default()
+        }
+    }
+}
+
+/// How a stage call ended.
+enum Call<T> {
+    Done(T),
+    Failed(String),
+    /// The stage died with the call queued or running.
+    Crashed,
+    Down,
+    TimedOut,
+}
+
+/// Sends `work` to the stage's current actor and waits for its answer until `by`. On timeout the
+/// call's token is cancelled (a queued call is then skipped; a running reranker stops).
+async fn call<T: Send + 'static>(
+    slot: &Slot<Job>,
+    token: CancelToken,
+    by: Instant,
+    work: impl FnOnce() -> Result<T, StageError> + Send + 'static,
+) -> Call<T> {
+    let Some(actor) = slot.current() else {
+        return Call::Down;
+    };
+    let (tx, rx) = oneshot::channel();
+    let job = Job {
+        cancel: token.clone(),
+        work: Box::new(move || drop(tx.send(work()))),
+    };
+    if actor.send_message(job).is_err() {
+        return Call::Down;
+    }
+    match timeout_at(by, rx).await {
+        Ok(Ok(Ok(v))) => Call::Done(v),
+        Ok(Ok(Err(e))) => Call::Failed(e.0),
+        Ok(Err(_)) => Call::Crashed,
+        Err(_) => {
+            token.cancel();
+            Call::TimedOut
+        }
+    }
+}
+
+/// A per-call token that is also cancelled when the request's token is.
+fn child_of(parent: &CancelToken) -> CancelToken {
+    let child = CancelToken::new();
+    let c = child.clone();
+    parent.on_cancel(move || c.cancel());
+    child
+}
+
+/// Embeds (unless BM25 mode) and searches. The embedder is awaited until `embed_by` at most, so a
+/// late embedder still leaves time for a BM25-only search, awaited until `search_by`.
+pub(crate) async fn retrieve(
+    core: &Core,
+    req: &Request,
+    embed_by: Instant,
+    search_by: Instant,
+    cancel: &CancelToken,
+) -> Retrieval {
+    let mut out = Retrieval::default();
+    let span =
+        tracing::info_span!("embed", conversation = %req.conversation, utterance = %req.utterance);
+    let embedding = if req.mode == SearchMode::Bm25 {
+        None
+    } else {
+        let started = now();
+        let embedder = core.stages.embedder.clone();
+        let text = req.text.clone();
+        let work = move || {
+            embedder
+                .embed(&[text.as_str()])?
+                .pop()
+                .ok_or_else(|| StageError::new("embedder returned no vector"))
+        };
+        let r = call(&core.registry.embedder, child_of(cancel), embed_by, work)
+            .instrument(span)
+            .await;
+        out.embed = now() - started;
+        match r {
+            Call::Done(v) => Some(v),
+            other => {
+                out.degraded.push(match other {
+                    Call::Down => "embedder down",
+                    Call::TimedOut => "embedder timeout",
+                    _ => "embedder failed",
+                });
+                if let Call::Failed(e) = other {
+                    tracing::warn!(conversation = %req.conversation, utterance = %req.utterance, error = %e, "embedder failed; BM25 only");
+                }
+                None
+            }
+        }
+    };
+    let search = SearchRequest {
+        namespace: req.namespace.clone(),
+        text: req.text.clone(),
+        embedding,
+        mode: req.mode,
+        top_n: core.config.candidates.max(req.top_k),
+        filter: req.filter.clone(),
+    };
+    let retriever = core.stages.retriever.clone();
+    let span =
+        tracing::info_span!("search", conversation = %req.conversation, utterance = %req.utterance);
+    let started = now();
+    let r = call(
+        &core.registry.retriever,
+        child_of(cancel),
+        search_by,
+        move || retriever.search(&search),
+    )
+    .instrument(span)
+    .await;
+    out.search = now() - started;
+    match r {
+        Call::Done(hits) => out.hits = hits,
+        Call::Down => out.degraded.push("retriever down"),
+        Call::TimedOut => out.degraded.push("retriever timeout"),
+        Call::Crashed => out.degraded.push("retriever failed"),
+        Call::Failed(e) => {
+            tracing::warn!(conversation = %req.conversation, utterance = %req.utterance, error = %e, "retriever failed; no hits");
+            out.degraded.push("retriever failed");
+        }
+    }
+    out
+}
+
+/// What a rerank run answered.
+enum RerankRun {
+    /// Nothing fitted in the time left.
+    Budget,
+    Scored(Vec<f32>),
+}
+
+/// Reranks as many top candidates as fit before the deadline; hybrid order otherwise.
+pub(crate) async fn rerank(
+    core: &Core,
+    req: &Request,
+    hits: Vec<Hit>,
+    cancel: &CancelToken,
+) -> (Vec<Hit>, RerankOutcome, Option<&'static str>, Duration) {
+    let (Some(slot), Some(reranker)) = (
+        core.registry.reranker.as_ref(),
+        core.stages.reranker.clone(),
+    ) else {
+        return (hits, RerankOutcome::Off, None, Duration::ZERO);
+    };
+    if hits.is_empty() {
+        return (
+            hits,
+            RerankOutcome::Skipped("no candidates".into()),
+            None,
+            Duration::ZERO,
+        );
+    }
+    let stop_by = core.stop_by(req.deadline);
+    let plan_by = stop_by
+        .checked_sub(core.config.rerank_safety_margin())
+        .unwrap_or(stop_by);
+    let passages: Vec<String> = hits.iter().map(|h| h.text.clone()).collect();
+    let query = req.text.clone();
+    let cost = Arc::clone(&core.cost);
+    let token = child_of(cancel);
+    let run_token = token.clone();
+    let work = move || -> Result<RerankRun, StageError> {
+        let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+        let tokens = reranker.pair_tokens(&query, &refs);
+        if tokens.len() != refs.len() {
+            return Err(StageError::new(format!(
+                "pair_tokens gave {} counts for {} passages",
+                tokens.len(),
+                refs.len()
+            )));
+        }
+        // Time left is measured when the run starts, after any wait in the mailbox.
+        let left = plan_by.saturating_duration_since(Instant::now());
+        let m = cost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .choose(&tokens, left);
+        if m == 0 {
+            return Ok(RerankRun::Budget);
+        }
+        let total: usize = tokens[..m].iter().sum();
+        let started = std::time::Instant::now();
+        let result = reranker.score(&query, &refs[..m], &run_token);
+        let elapsed = started.elapsed();
+        let mut cost = cost.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(scores) if scores.len() == m => {
+                cost.observe(total, elapsed);
+                Ok(RerankRun::Scored(scores))
+            }
+            Ok(scores) => Err(StageError::new(format!(
+                "reranker gave {} scores for {m} passages",
+                scores.len()
+            ))),
+            Err(e) => {
+                if run_token.is_cancelled() {
+                    cost.observe_lower_bound(total, elapsed);
+                }
+                Err(e)
+            }
+        }
+    };
+    let span =
+        tracing::info_span!("rerank", conversation = %req.conversation, utterance = %req.utterance);
+    let started = now();
+    let r = call(slot, token, stop_by, work).instrument(span).await;
+    let took = now() - started;
+    match r {
+        Call::Done(RerankRun::Budget) => {
+            (hits, RerankOutcome::Skipped("budget".into()), None, took)
+        }
+        Call::Done(RerankRun::Scored(scores)) => {
+            let m = scores.len();
+            let outcome = if m >= hits.len() {
+                RerankOutcome::Full
+            } else {
+                RerankOutcome::Partial(m)
+            };
+            (apply_scores(hits, &scores), outcome, None, took)
+        }
+        Call::Failed(e) => {
+            tracing::warn!(conversation = %req.conversation, utterance = %req.utterance, error = %e, "rerank failed; hybrid order");
+            (hits, RerankOutcome::Failed(e), None, took)
+        }
+        Call::Crashed => (
+            hits,
+            RerankOutcome::Failed("reranker crashed".into()),
+            None,
+            took,
+        ),
+        Call::Down => (
+            hits,
+            RerankOutcome::Skipped("down".into()),
+            Some("reranker down"),
+            took,
+        ),
+        // Late scores are discarded: the reply channel is gone and the run was told to stop.
+        Call::TimedOut => (hits, RerankOutcome::Skipped("timeout".into()), None, took),
+    }
+}
+
+/// The final step: cap the hits and stamp the times.
+pub(crate) fn assemble(
+    core: &Core,
+    req: &Request,
+    retrieval: Retrieval,
+    hits: Vec<Hit>,
+    rerank: RerankOutcome,
+    extra_degraded: Option<&'static str>,
+    rerank_time: Duration,
+) -> ContextResult {
+    let mut degraded = retrieval.degraded;
+    degraded.extend(extra_degraded);
+    let finished_at = now().into_std();
+    ContextResult {
+        namespace: req.namespace.clone(),
+        conversation: req.conversation.clone(),
+        utterance: req.utterance.clone(),
+        is_final: req.is_final,
+        text: req.text.clone(),
+        hits: cap_hits(hits, req.top_k, core.config.max_context_chars),
+        rerank,
+        degraded: (!degraded.is_empty()).then(|| degraded.join(", ")),
+        timings: StageTimings {
+            embed: retrieval.embed,
+            search: retrieval.search,
+            rerank: rerank_time,
+            total: finished_at.saturating_duration_since(req.received_at),
+        },
+        deadline: req.deadline.into_std(),
+        finished_at,
+    }
+}
+
+/// Serves a final transcript or a query: reuses speculative retrieval when given one.
+pub(crate) async fn serve(
+    core: &Core,
+    req: &Request,
+    speculative: Option<crate::coordinator::SharedRetrieval>,
+) -> ContextResult {
+    let cancel = CancelToken::new();
+    let stop_by = core.stop_by(req.deadline);
+    let fresh = |core, req| {
+        let embed_by = stop_by.checked_sub(core_reserve(core)).unwrap_or(stop_by);
+        retrieve(core, req, embed_by, stop_by, &cancel)
+    };
+    let retrieval = if req.text.trim().is_empty() {
+        Retrieval::default()
+    } else {
+        match speculative {
+            Some(shared) => match timeout_at(stop_by, shared).await {
+                Ok(Some(r)) => r,
+                Ok(None) => fresh(core, req).await,
+                Err(_) => Retrieval::failed("timeout"),
+            },
+            None => fresh(core, req).await,
+        }
+    };
+    let candidates = retrieval.hits.clone();
+    let (hits, outcome, extra, took) = if req.text.trim().is_empty() {
+        (candidates, core.no_rerank("empty"), None, Duration::ZERO)
+    } else {
+        rerank(core, req, candidates, &cancel).await
+    };
+    // Whatever is still queued for this request is stale now.
+    cancel.cancel();
+    assemble(core, req, retrieval, hits, outcome, extra, took)
+}
+
+fn core_reserve(core: &Core) -> Duration {
+    core.config.search_reserve()
+}

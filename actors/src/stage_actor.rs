@@ -1,0 +1,110 @@
+//! The actor that runs one stage's blocking calls (embedder, retriever or reranker).
+//!
+//! The coordinator sends it [`Job`]s: closures that call the stage and send the answer on their own
+//! reply channel. The actor runs each on tokio's blocking pool, one at a time (a model session is
+//! one core's worth of work), and fails, so that supervision restarts it, when a call panics or runs
+//! past the unresponsive limit. Dying drops the mailbox, so the coordinator sees every queued reply
+//! channel close at once and degrades those requests instead of waiting for their deadlines.
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::time::Duration;
+
+use crate::cancel::CancelToken;
+use crate::health::record_stage_time;
+
+/// One blocking call to run; `work` sends its own reply.
+pub(crate) struct Job {
+    /// Cancelled by the coordinator when it stopped waiting: the job is skipped if not yet started,
+    /// and a reranker run in progress is told to stop.
+    pub cancel: CancelToken,
+    pub work: Box<dyn FnOnce() + Send + 'static>,
+}
+
+/// Why a stage actor failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StageFault {
+    #[error("{stage} panicked: {message}")]
+    Panicked {
+        stage: &'static str,
+        message: String,
+    },
+    #[error("{stage} unresponsive: a call ran past {limit:?}")]
+    Unresponsive {
+        stage: &'static str,
+        limit: Duration,
+    },
+    #[error("{stage} call was aborted")]
+    Aborted { stage: &'static str },
+}
+
+pub(crate) struct StageArgs {
+    pub name: &'static str,
+    pub unresponsive: Duration,
+}
+
+pub(crate) struct StageActor;
+
+impl Actor for StageActor {
+    type Msg = Job;
+    type State = StageArgs;
+    type Arguments = StageArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Job>,
+        args: StageArgs,
+    ) -> Result<StageArgs, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Job>,
+        job: Job,
+        state: &mut StageArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        let Job { cancel, work } = job;
+        if cancel.is_cancelled() {
+            return Ok(()); // its requester gave up: never spend a core on stale work
+        }
+        run_blocking(state.name, state.unresponsive, &cancel, work).await?;
+        Ok(())
+    }
+}
+
+/// Runs `work` on the blocking pool; a panic or an overrun becomes a [`StageFault`].
+pub(crate) async fn run_blocking(
+    stage: &'static str,
+    limit: Duration,
+    cancel: &CancelToken,
+    work: Box<dyn FnOnce() + Send + 'static>,
+) -> Result<(), StageFault> {
+    let started = std::time::Instant::now();
+    let handle = tokio::task::spawn_blocking(work);
+    match tokio::time::timeout(limit, handle).await {
+        Ok(Ok(())) => {
+            record_stage_time(stage, started.elapsed());
+            Ok(())
+        }
+        Ok(Err(e)) if e.is_panic() => {
+            let message = panic_message(e.into_panic());
+            Err(StageFault::Panicked { stage, message })
+        }
+        Ok(Err(_)) => Err(StageFault::Aborted { stage }),
+        Err(_) => {
+            // The thread cannot be killed; a reranker stops on cancel, others return eventually.
+            cancel.cancel();
+            Err(StageFault::Unresponsive { stage, limit })
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic".to_string()
+    }
+}

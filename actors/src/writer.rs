@@ -1,0 +1,205 @@
+//! Memory writing: a queue of memories owned by the pipeline, and the actor that writes it in
+//! batches through the [`MemoryWriter`].
+//!
+//! The queue lives outside the actor and a batch leaves it only once the writer has returned Ok, so
+//! a writer that fails, panics or is restarted loses nothing: the next instance writes the same
+//! memories again (writes are idempotent by id).
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cancel::CancelToken;
+use crate::health::Stats;
+use crate::messages::Memory;
+use crate::stage_actor::run_blocking;
+use crate::stages::{MemoryWriter, StageError};
+
+/// Memories accepted but not yet durable.
+#[derive(Default)]
+pub(crate) struct MemoryQueue {
+    pending: Mutex<VecDeque<Memory>>,
+}
+
+impl MemoryQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Memory>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub(crate) fn push(&self, m: Memory) -> usize {
+        let mut q = self.lock();
+        q.push_back(m);
+        q.len()
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+    /// Copies of the oldest `n` memories (the next batch).
+    fn peek(&self, n: usize) -> Vec<Memory> {
+        self.lock().iter().take(n).cloned().collect()
+    }
+    /// Drops the oldest `n`, once written. Only the writer removes, so these are the peeked ones.
+    fn pop(&self, n: usize) {
+        let mut q = self.lock();
+        let n = n.min(q.len());
+        q.drain(..n);
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct WriterArgs {
+    pub writer: Arc<dyn MemoryWriter>,
+    pub queue: Arc<MemoryQueue>,
+    pub stats: Arc<Stats>,
+    pub batch_size: usize,
+    pub flush_after: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub unresponsive: Duration,
+}
+
+pub(crate) enum WriterMsg {
+    /// A memory was queued.
+    Wake,
+    /// Write whatever is queued (flush timer or retry timer).
+    Flush,
+}
+
+pub(crate) struct WriterState {
+    args: WriterArgs,
+    timer_armed: bool,
+    /// A write failed and a retry is scheduled: new memories wait for it.
+    backing_off: bool,
+    retry_delay: Duration,
+}
+
+pub(crate) struct WriterActor;
+
+impl Actor for WriterActor {
+    type Msg = WriterMsg;
+    type State = WriterState;
+    type Arguments = WriterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<WriterMsg>,
+        args: WriterArgs,
+    ) -> Result<WriterState, ActorProcessingErr> {
+        if args.queue.len() > 0 {
+            // A previous instance died with memories queued: write them now.
+            let _ = myself.send_message(WriterMsg::Flush);
+        }
+        let retry_delay = args.retry_initial;
+        Ok(WriterState {
+            args,
+            timer_armed: false,
+            backing_off: false,
+            retry_delay,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<WriterMsg>,
+        msg: WriterMsg,
+        state: &mut WriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WriterMsg::Wake => {
+                if state.backing_off {
+                    return Ok(()); // the retry timer will write everything queued
+                }
+                if state.args.queue.len() >= state.args.batch_size {
+                    flush(&myself, state).await?;
+                } else if !state.timer_armed {
+                    state.timer_armed = true;
+                    myself.send_after(state.args.flush_after, || WriterMsg::Flush);
+                }
+            }
+            WriterMsg::Flush => {
+                state.timer_armed = false;
+                state.backing_off = false;
+                flush(&myself, state).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes queued memories batch by batch; on a write error, schedules a retry with backoff.
+async fn flush(
+    myself: &ActorRef<WriterMsg>,
+    state: &mut WriterState,
+) -> Result<(), ActorProcessingErr> {
+    loop {
+        let batch = state.args.queue.peek(state.args.batch_size);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match write_batch(&state.args, batch).await? {
+            Ok(n) => {
+                state.args.queue.pop(n);
+                state.args.stats.memories_written(n);
+                state.retry_delay = state.args.retry_initial;
+            }
+            Err(e) => {
+                state.args.stats.memory_write_failed();
+                tracing::warn!(error = %e, pending = state.args.queue.len(), retry_in = ?state.retry_delay, "memory write failed; will retry");
+                state.backing_off = true;
+                state.timer_armed = true;
+                myself.send_after(state.retry_delay, || WriterMsg::Flush);
+                state.retry_delay = (state.retry_delay * 2).min(state.args.retry_max);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// One batch on the blocking pool. Outer error: the writer panicked or hung (the actor must fail);
+/// inner error: the writer reported a failure (retry later).
+async fn write_batch(
+    args: &WriterArgs,
+    batch: Vec<Memory>,
+) -> Result<Result<usize, StageError>, crate::stage_actor::StageFault> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let writer = args.writer.clone();
+    let n = batch.len();
+    let work = Box::new(move || {
+        let _ = tx.send(writer.write(&batch));
+    });
+    run_blocking("writer", args.unresponsive, &CancelToken::new(), work).await?;
+    match rx.try_recv() {
+        Ok(Ok(())) => Ok(Ok(n)),
+        Ok(Err(e)) => Ok(Err(e)),
+        Err(_) => Ok(Err(StageError::new("writer returned no answer"))),
+    }
+}
+
+/// Writes everything queued, directly (no actor), retrying until `deadline`: the shutdown path.
+pub(crate) async fn flush_all(
+    args: &WriterArgs,
+    deadline: tokio::time::Instant,
+) -> Result<(), (usize, String)> {
+    let mut delay = args.retry_initial;
+    loop {
+        let batch = args.queue.peek(args.batch_size);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let last_error = match write_batch(args, batch).await {
+            Ok(Ok(n)) => {
+                args.queue.pop(n);
+                args.stats.memories_written(n);
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        args.stats.memory_write_failed();
+        if tokio::time::Instant::now() + delay > deadline {
+            return Err((args.queue.len(), last_error));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(args.retry_max);
+    }
+}

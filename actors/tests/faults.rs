@@ -1,0 +1,253 @@
+//! Fault injection: thousands of transcripts while fake stages panic, hang, fail or slow down, the
+//! faults chosen by a seeded hash of (stage, request id). Runs on the real clock (stage calls are
+//! blocking threads), so assertions are about invariants that hold however the machine is loaded.
+//! A failure prints its seed; rerun it with `VOICERAG_FAULT_SEED=<seed>`.
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+use voicerag_actors::*;
+
+const FINALS: u64 = 2_000;
+const WAVE: u64 = 25;
+
+fn stage_salt(stage: &str) -> u64 {
+    stage.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn plan(seed: u64) -> Plan {
+    Arc::new(move |stage, id| {
+        let r = mix(seed ^ stage_salt(stage) ^ mix(id)) % 1000;
+        let slow = Duration::from_micros(mix(r ^ seed) % 2_000);
+        match (stage, r) {
+            ("embed", 0..5) | ("search", 0..3) | ("rerank", 0..5) => Fault::Panic,
+            ("embed", 5..15) | ("search", 3..10) | ("rerank", 5..15) => Fault::Error,
+            ("embed", 15..18) | ("search", 10..12) => Fault::Hang(Duration::from_millis(400)),
+            ("rerank", 15..20) => Fault::Hang(Duration::from_secs(2)), // until cancelled
+            ("write", 0..50) => Fault::Error,
+            ("write", 50..60) => Fault::Panic,
+            (_, 0..100) => Fault::Slow(slow),
+            _ => Fault::None,
+        }
+    })
+}
+
+fn seed() -> u64 {
+    std::env::var("VOICERAG_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_126)
+}
+
+fn is_fault(f: Fault) -> bool {
+    matches!(f, Fault::Panic | Fault::Error | Fault::Hang(_))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_final_gets_one_correctly_marked_result_under_random_faults() {
+    let seed = seed();
+    eprintln!("fault-injection seed = {seed} (rerun with VOICERAG_FAULT_SEED={seed})");
+    let plan = plan(seed);
+    let f = Fakes::new(plan.clone());
+    let config = PipelineConfig {
+        budget_ms: 250,
+        max_in_flight: 16,
+        queue_capacity: 4096,
+        writer_batch_size: 16,
+        writer_flush_ms: 20,
+        writer_retry_ms: 5,
+        rerank_initial_ns_per_token: 1,
+        restart: RestartPolicy {
+            max_restarts: 100_000,
+            window_ms: 60_000,
+            backoff_initial_ms: 1,
+            backoff_max_ms: 5,
+            unresponsive_ms: 150,
+            retry_down_after_ms: 100,
+        },
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(true), config).await.unwrap();
+    let mut results = p.results();
+    let mut got: HashMap<String, Vec<ContextResult>> = HashMap::new();
+    let mut remembered = HashSet::new();
+    let text_of = |id: u64| format!("q{id} final words {}", id % 7);
+    for wave in 0..FINALS / WAVE {
+        for id in wave * WAVE..(wave + 1) * WAVE {
+            let conv = format!("c{}", id % 5);
+            let utt = format!("u{id}");
+            match mix(seed ^ id) % 10 {
+                0 | 1 => {
+                    p.submit(transcript(&conv, &utt, &format!("q{id} final"), false))
+                        .unwrap();
+                    p.submit(transcript(&conv, &utt, &text_of(id), false))
+                        .unwrap();
+                }
+                2 => p
+                    .submit(transcript(
+                        &conv,
+                        &utt,
+                        &format!("q{id} something else"),
+                        false,
+                    ))
+                    .unwrap(),
+                _ => {}
+            }
+            p.submit(transcript(&conv, &utt, &text_of(id), true))
+                .unwrap();
+            remembered.insert(format!("{conv}/{utt}"));
+            if id % 7 == 0 {
+                let r = AgentReply {
+                    namespace: "ns".into(),
+                    conversation: conv.clone(),
+                    utterance: format!("r{id}"),
+                    text: "ok".into(),
+                };
+                p.reply(r).unwrap();
+                remembered.insert(format!("{conv}/r{id}"));
+            }
+        }
+        for _ in 0..WAVE {
+            let r = tokio::time::timeout(Duration::from_secs(20), results.next())
+                .await
+                .unwrap_or_else(|_| panic!("seed {seed}: a result is missing in wave {wave}"))
+                .expect("stream open");
+            got.entry(r.utterance.clone()).or_default().push(r);
+        }
+    }
+
+    let (mut shed, mut full) = (0, 0);
+    let bm25 = f.retriever.bm25_texts.lock().unwrap().clone();
+    for id in 0..FINALS {
+        let utt = format!("u{id}");
+        let rs = got
+            .get(&utt)
+            .unwrap_or_else(|| panic!("seed {seed}: no result for {utt}"));
+        assert_eq!(rs.len(), 1, "seed {seed}: {utt} got {} results", rs.len());
+        let r = &rs[0];
+        let ctx = format!("seed {seed} {utt}: {:?} {:?}", r.degraded, r.rerank);
+        assert!(r.is_final, "{ctx}");
+        assert_eq!(r.text, text_of(id), "{ctx}");
+        let degraded = r.degraded.clone().unwrap_or_default();
+        if degraded == "shed" {
+            shed += 1;
+            continue;
+        }
+        // Hits belong to this request only.
+        assert!(
+            r.hits.iter().all(|h| h.id.starts_with(&format!("q{id}-"))),
+            "{ctx}"
+        );
+        if is_fault(plan("search", id)) {
+            assert!(degraded.contains("retriever"), "{ctx}");
+        }
+        if degraded.contains("retriever") || degraded.contains("timeout") && r.hits.is_empty() {
+            assert!(r.hits.is_empty(), "{ctx}");
+            continue;
+        }
+        assert!(!r.hits.is_empty(), "{ctx}");
+        // Embedder marking matches what the retriever was actually asked.
+        if is_fault(plan("embed", id)) {
+            assert!(degraded.contains("embedder"), "{ctx}");
+        }
+        assert_eq!(
+            degraded.contains("embedder"),
+            bm25.contains(&r.text),
+            "{ctx}"
+        );
+        // Rerank marking matches the scores carried.
+        match &r.rerank {
+            RerankOutcome::Full | RerankOutcome::Partial(_) => {
+                assert!(!is_fault(plan("rerank", id)), "{ctx}");
+                let n = match r.rerank {
+                    RerankOutcome::Partial(n) => n.min(r.hits.len()),
+                    _ => r.hits.len(),
+                };
+                for (i, h) in r.hits.iter().enumerate() {
+                    if i < n {
+                        assert_eq!(
+                            h.rerank_score,
+                            Some(expected_score(&r.text, &h.text)),
+                            "{ctx}"
+                        );
+                    } else {
+                        assert_eq!(h.rerank_score, None, "{ctx}");
+                    }
+                }
+                full += matches!(r.rerank, RerankOutcome::Full) as usize;
+            }
+            RerankOutcome::Off => panic!("{ctx}: a reranker is configured"),
+            _ => assert!(r.hits.iter().all(|h| h.rerank_score.is_none()), "{ctx}"),
+        }
+    }
+    assert_eq!(
+        got.len() as u64,
+        FINALS,
+        "seed {seed}: results for unknown utterances"
+    );
+    assert!(shed < FINALS as usize / 10, "seed {seed}: {shed} shed");
+    assert!(
+        full > FINALS as usize / 2,
+        "seed {seed}: only {full} fully reranked"
+    );
+
+    // Every executed panic or hang of the embedder/retriever is one restart; a hung reranker is
+    // either cancelled by its deadline or restarted.
+    let expected = |c: &Counts| c.panics.load(SeqCst) + c.hangs.load(SeqCst);
+    let settled = until(
+        || {
+            let h = p.health();
+            h.stages[0].restarts as usize == expected(&f.embedder.counts)
+                && h.stages[1].restarts as usize == expected(&f.retriever.counts)
+                && h.stages[3].restarts as usize == f.writer.counts.panics.load(SeqCst)
+                && h.stages.iter().all(|s| s.state == StageState::Up)
+        },
+        25_000,
+    )
+    .await;
+    let h = p.health();
+    assert!(
+        settled,
+        "seed {seed}: restarts {:?} vs embedder {} retriever {} writer {}",
+        h.stages,
+        expected(&f.embedder.counts),
+        expected(&f.retriever.counts),
+        f.writer.counts.panics.load(SeqCst)
+    );
+    let rr = h.stages[2].restarts as usize;
+    let (rp, rh) = (
+        f.reranker.counts.panics.load(SeqCst),
+        f.reranker.counts.hangs.load(SeqCst),
+    );
+    assert!(
+        rr >= rp && rr <= rp + rh,
+        "seed {seed}: reranker restarts {rr}, panics {rp}, hangs {rh}"
+    );
+    assert!(
+        f.embedder.counts.panics.load(SeqCst) > 0 && rp > 0,
+        "seed {seed}: faults were injected"
+    );
+    assert_eq!(h.counters.final_results, FINALS);
+    assert_eq!(h.counters.results, FINALS);
+
+    p.shutdown().await.unwrap();
+    let stored = f.writer.ids();
+    let lost: Vec<_> = remembered.difference(&stored).collect();
+    assert!(lost.is_empty(), "seed {seed}: memories lost: {lost:?}");
+    assert_eq!(stored.len(), remembered.len());
+    assert!(
+        f.writer.counts.panics.load(SeqCst) + h.counters.memory_write_failures as usize > 0,
+        "seed {seed}: writer faults injected"
+    );
+    assert!(
+        results.next().await.is_none(),
+        "seed {seed}: no extra results"
+    );
+}

@@ -1,0 +1,620 @@
+//! Focused behaviour tests of the pipeline with fake stages. Deadline assertions run on tokio's
+//! paused clock: a blocking stage call holds the clock still, so these tests move it by hand.
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+use voicerag_actors::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+async fn next(results: &mut ResultStream) -> ContextResult {
+    tokio::time::timeout(Duration::from_secs(60), results.next())
+        .await
+        .expect("a result in time")
+        .expect("stream open")
+}
+
+/// Moves the paused clock forward 1 ms at a time, letting timers fire where they are due.
+async fn advance_ms(n: u64) {
+    for _ in 0..n {
+        tokio::time::advance(MS).await;
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_reranker_result_leaves_by_the_deadline_in_hybrid_order_and_the_run_is_cancelled() {
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    *f.reranker.gate.lock().unwrap() = Some(gate.clone());
+    let config = PipelineConfig {
+        rerank_initial_ns_per_token: 1,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(true), config).await.unwrap();
+    let mut results = p.results();
+    let t = transcript("c", "u1", "q1 hello", true);
+    let deadline = t.received_at + Duration::from_millis(100);
+    p.submit(t).unwrap();
+    assert!(
+        until(|| gate.entered.load(SeqCst) == 1, 20_000).await,
+        "reranker never started"
+    );
+    advance_ms(100).await;
+    let r = next(&mut results).await;
+    assert_eq!(r.rerank, RerankOutcome::Skipped("timeout".into()));
+    assert_eq!(r.degraded, None);
+    assert!(
+        r.deadline_met(),
+        "finished {:?} after the deadline",
+        r.finished_at - r.deadline
+    );
+    assert_eq!(r.deadline, deadline);
+    let ids: Vec<_> = r.hits.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(ids, ["q1-m0", "q1-m1", "q1-m2", "q1-m3", "q1-m4"]);
+    assert!(
+        r.hits.iter().all(|h| h.rerank_score.is_none()),
+        "late scores must be discarded"
+    );
+    assert!(
+        until(|| f.reranker.counts.cancelled.load(SeqCst) == 1, 20_000).await,
+        "the run was not cancelled"
+    );
+    assert_eq!(p.health().counters.rerank_skipped, 1);
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn reranker_reranks_what_fits_then_learns_its_real_cost() {
+    let f = Fakes::new(no_faults());
+    // 100 tokens a pair at 0.1 ms a token: 10 ms a pair; 100 - 1 (guard) - 5 (margin) = 94 ms left.
+    let reranker = FakeReranker::new(no_faults(), 100);
+    let stages = Stages {
+        reranker: Some(reranker.clone()),
+        ..f.stages(false)
+    };
+    let config = PipelineConfig {
+        rerank_initial_ns_per_token: 100_000,
+        top_k: 20,
+        max_context_chars: 100_000,
+        ..Default::default()
+    };
+    let p = Pipeline::start(stages, config).await.unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 where is my key", true))
+        .unwrap();
+    let r = next(&mut results).await;
+    assert_eq!(r.rerank, RerankOutcome::Partial(9));
+    assert_eq!(r.hits.len(), 20);
+    for h in &r.hits[..9] {
+        assert_eq!(
+            h.rerank_score,
+            Some(expected_score("q1 where is my key", &h.text))
+        );
+    }
+    assert!(
+        r.hits[..9]
+            .windows(2)
+            .all(|w| w[0].rerank_score >= w[1].rerank_score),
+        "reranked part sorted"
+    );
+    let rest: Vec<_> = r.hits[9..].iter().map(|h| h.id.clone()).collect();
+    let hybrid: Vec<_> = (9..20).map(|i| format!("q1-m{i}")).collect();
+    assert_eq!(rest, hybrid, "the rest keeps hybrid order");
+    // The fake costs microseconds: measured once, everything fits.
+    p.submit(transcript("c", "u2", "q2 where is my key", true))
+        .unwrap();
+    assert_eq!(next(&mut results).await.rerank, RerankOutcome::Full);
+    assert_eq!(*reranker.scored.lock().unwrap(), vec![9, 20]);
+    let c = p.health().counters;
+    assert_eq!((c.rerank_partial, c.rerank_full), (1, 1));
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_fits_means_skipped_for_budget_without_running_the_model() {
+    let f = Fakes::new(no_faults());
+    let config = PipelineConfig {
+        rerank_initial_ns_per_token: 1_000_000_000,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(true), config).await.unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 hi", true)).unwrap();
+    let r = next(&mut results).await;
+    assert_eq!(r.rerank, RerankOutcome::Skipped("budget".into()));
+    assert_eq!(r.hits.len(), 5);
+    assert!(f.reranker.scored.lock().unwrap().is_empty());
+    assert_eq!(p.health().counters.rerank_skipped_budget, 1);
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_reranker_is_off_and_hits_are_capped_by_count_and_characters() {
+    let f = Fakes::new(no_faults());
+    let config = PipelineConfig {
+        top_k: 5,
+        max_context_chars: 40,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(false), config).await.unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 hi", true)).unwrap();
+    let r = next(&mut results).await;
+    assert_eq!(r.rerank, RerankOutcome::Off);
+    // "memory 0 for q1" is 15 characters: two fit in 40.
+    assert_eq!(r.hits.len(), 2);
+    assert!(r.hits.iter().map(|h| h.text.chars().count()).sum::<usize>() <= 40);
+    let q = p
+        .query(QueryRequest {
+            namespace: "ns".into(),
+            text: "q7 hi".into(),
+            top_k: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(q.hits.len(), 1);
+    assert_eq!(q.hits[0].id, "q7-m0");
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn embedder_past_its_restart_limit_stays_down_gives_bm25_results_then_comes_back() {
+    let f = Fakes::new(no_faults());
+    f.embedder.broken.store(true, SeqCst);
+    let restart = RestartPolicy {
+        max_restarts: 2,
+        window_ms: 60_000,
+        backoff_initial_ms: 10,
+        backoff_max_ms: 10,
+        unresponsive_ms: 2_000,
+        retry_down_after_ms: 1_000,
+    };
+    let p = Pipeline::start(
+        f.stages(false),
+        PipelineConfig {
+            restart,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut results = p.results();
+    for i in 0..3u64 {
+        p.submit(transcript("c", &format!("u{i}"), &format!("q{i} hi"), true))
+            .unwrap();
+        let r = next(&mut results).await;
+        assert_eq!(r.degraded.as_deref(), Some("embedder failed"), "q{i}");
+        assert_eq!(r.hits.len(), 5, "BM25 hits still served");
+        assert!(f.retriever.bm25_only.lock().unwrap().contains(&i));
+        tokio::time::sleep(Duration::from_millis(50)).await; // past the backoff
+    }
+    let h = p.health();
+    let embedder = &h.stages[0];
+    assert_eq!(
+        (embedder.name, embedder.state, embedder.restarts),
+        ("embedder", StageState::Down, 2)
+    );
+    assert!(h.degraded);
+    assert!(
+        embedder
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("embedder broken")
+    );
+    let calls = f.embedder.counts.calls.load(SeqCst);
+    p.submit(transcript("c", "u3", "q3 hi", true)).unwrap();
+    let r = next(&mut results).await;
+    assert_eq!(r.degraded.as_deref(), Some("embedder down"));
+    assert!(f.retriever.bm25_only.lock().unwrap().contains(&3));
+    assert_eq!(
+        f.embedder.counts.calls.load(SeqCst),
+        calls,
+        "a down stage is not called"
+    );
+    f.embedder.broken.store(false, SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // retry_down_after
+    assert_eq!(p.health().stages[0].state, StageState::Up);
+    p.submit(transcript("c", "u4", "q4 hi", true)).unwrap();
+    let r = next(&mut results).await;
+    assert_eq!(r.degraded, None);
+    assert!(!f.retriever.bm25_only.lock().unwrap().contains(&4));
+    assert_eq!(p.health().stages[0].restarts, 3);
+    assert_eq!(p.health().counters.degraded, 4);
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn retriever_and_reranker_down_are_marked() {
+    let f = Fakes::new(no_faults());
+    f.retriever.broken.store(true, SeqCst);
+    f.reranker.broken.store(true, SeqCst);
+    let restart = RestartPolicy {
+        max_restarts: 0,
+        ..Default::default()
+    };
+    let p = Pipeline::start(
+        f.stages(true),
+        PipelineConfig {
+            restart,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 hi", true)).unwrap();
+    let r = next(&mut results).await;
+    assert_eq!(r.degraded.as_deref(), Some("retriever failed"));
+    assert!(r.hits.is_empty());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    p.submit(transcript("c", "u2", "q2 hi", true)).unwrap();
+    let r = next(&mut results).await;
+    assert_eq!(r.degraded.as_deref(), Some("retriever down"));
+    assert_eq!(p.health().stages[1].state, StageState::Down);
+    // Retriever back (after its retry), reranker now fails once and goes down.
+    f.retriever.broken.store(false, SeqCst);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    p.submit(transcript("c", "u3", "q3 hi", true)).unwrap();
+    let r = next(&mut results).await;
+    assert_eq!(r.rerank, RerankOutcome::Failed("reranker crashed".into()));
+    assert_eq!(r.hits.len(), 5, "hybrid order still served");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    p.submit(transcript("c", "u4", "q4 hi", true)).unwrap();
+    let r = next(&mut results).await;
+    assert_eq!(r.rerank, RerankOutcome::Skipped("down".into()));
+    assert_eq!(r.degraded.as_deref(), Some("reranker down"));
+    assert_eq!(
+        r.hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>()[0],
+        "q4-m0"
+    );
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn final_reuses_speculative_retrieval_of_identical_text() {
+    let f = Fakes::new(no_faults());
+    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
+        .await
+        .unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 hello", false)).unwrap();
+    p.submit(transcript("c", "u1", "q1 hello there", false))
+        .unwrap();
+    tokio::time::sleep(MS).await;
+    p.submit(transcript("c", "u1", "q1 hello there", true))
+        .unwrap();
+    let r = next(&mut results).await;
+    assert!(r.is_final);
+    assert_eq!(r.degraded, None);
+    assert_eq!(r.hits.len(), 5);
+    assert_eq!(
+        f.embedder.calls_for("q1 hello there"),
+        1,
+        "the final reused the partial's work"
+    );
+    // A partial after its final is ignored.
+    p.submit(transcript("c", "u1", "q1 hello there again", false))
+        .unwrap();
+    tokio::time::sleep(MS).await;
+    assert_eq!(f.embedder.calls_for("q1 hello there again"), 0);
+    let h = p.health();
+    assert_eq!(h.counters.partials_ignored, 1);
+    assert_eq!(
+        h.counters.partial_results, 0,
+        "partials emit nothing unless configured"
+    );
+    p.shutdown().await.unwrap();
+    assert!(
+        results.next().await.is_none(),
+        "exactly one result for the one final"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn superseded_partials_are_never_run_on_stale_text() {
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    *f.embedder.gate.lock().unwrap() = Some(gate.clone());
+    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
+        .await
+        .unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 a", false)).unwrap();
+    assert!(until(|| gate.entered.load(SeqCst) == 1, 20_000).await);
+    // The embedder is busy with "q1 a": the next partial queues, then is superseded.
+    p.submit(transcript("c", "u1", "q1 a b", false)).unwrap();
+    p.submit(transcript("c", "u1", "q1 a b c", false)).unwrap();
+    p.submit(transcript("c", "u1", "q1 a b c", true)).unwrap();
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    gate.open();
+    let r = next(&mut results).await;
+    assert_eq!(r.text, "q1 a b c");
+    assert_eq!(
+        f.embedder.calls_for("q1 a b"),
+        0,
+        "stale text must not reach the model"
+    );
+    assert_eq!(f.embedder.calls_for("q1 a b c"), 1);
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn speculative_state_expires_after_its_ttl() {
+    let f = Fakes::new(no_faults());
+    let config = PipelineConfig {
+        speculative_ttl_ms: 1_000,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(false), config).await.unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u2", "q2 x", false)).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(f.embedder.calls_for("q2 x"), 1);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    p.submit(transcript("c", "u2", "q2 x", true)).unwrap();
+    let r = next(&mut results).await;
+    assert_eq!(r.degraded, None);
+    assert_eq!(
+        f.embedder.calls_for("q2 x"),
+        2,
+        "expired work is not reused"
+    );
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn partial_results_are_emitted_when_configured() {
+    let f = Fakes::new(no_faults());
+    let config = PipelineConfig {
+        emit_partials: true,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(true), config).await.unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 hi", false)).unwrap();
+    let r = next(&mut results).await;
+    assert!(!r.is_final);
+    assert_eq!(r.rerank, RerankOutcome::Skipped("partial".into()));
+    p.submit(transcript("c", "u1", "q1 hi", true)).unwrap();
+    let r = next(&mut results).await;
+    assert!(r.is_final);
+    assert_eq!(r.rerank, RerankOutcome::Full);
+    assert_eq!(f.embedder.calls_for("q1 hi"), 1);
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn overload_sheds_requests_whose_deadline_passed_and_answers_every_final() {
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    *f.retriever.gate.lock().unwrap() = Some(gate.clone());
+    let config = PipelineConfig {
+        queue_capacity: 1,
+        max_in_flight: 1,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(false), config).await.unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 a", true)).unwrap();
+    assert!(until(|| gate.entered.load(SeqCst) == 1, 20_000).await);
+    p.submit(transcript("c", "u2", "q2 a", true)).unwrap(); // taken, waits for a slot
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    p.submit(transcript("c", "u3", "q3 a", true)).unwrap(); // queued
+    p.submit(transcript("c", "u4", "q4 a", true)).unwrap(); // queue full: shed at once
+    let r = next(&mut results).await;
+    assert_eq!(
+        (r.utterance.as_str(), r.degraded.as_deref()),
+        ("u4", Some("shed"))
+    );
+    advance_ms(100).await;
+    let mut rest = Vec::new();
+    for _ in 0..3 {
+        rest.push(next(&mut results).await);
+    }
+    rest.sort_by(|a, b| a.utterance.cmp(&b.utterance));
+    assert_eq!(rest[0].degraded.as_deref(), Some("retriever timeout"));
+    assert!(rest[0].deadline_met());
+    assert_eq!(rest[1].degraded.as_deref(), Some("shed"));
+    assert_eq!(rest[2].degraded.as_deref(), Some("shed"));
+    assert_eq!(p.health().counters.shed, 3);
+    gate.open();
+    p.shutdown().await.unwrap();
+    assert_eq!(f.writer.ids().len(), 4, "shed finals are still remembered");
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_embedder_leaves_time_for_a_bm25_search() {
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    *f.embedder.gate.lock().unwrap() = Some(gate.clone());
+    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
+        .await
+        .unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 a", true)).unwrap();
+    assert!(until(|| gate.entered.load(SeqCst) == 1, 20_000).await);
+    // 100 ms budget - 1 ms guard - 20 ms search reserve: the embedder is given up on at 79 ms.
+    advance_ms(78).await;
+    assert_eq!(f.retriever.counts.calls.load(SeqCst), 0);
+    advance_ms(1).await;
+    let r = next(&mut results).await;
+    assert_eq!(r.degraded.as_deref(), Some("embedder timeout"));
+    assert!(f.retriever.bm25_only.lock().unwrap().contains(&1));
+    assert_eq!(r.hits.len(), 5);
+    assert!(r.deadline_met());
+    gate.open();
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_flushes_every_pending_memory_through_write_failures() {
+    let f = Fakes::new(no_faults());
+    let writer = FakeWriter::new(3, no_faults());
+    let stages = Stages {
+        writer: writer.clone(),
+        ..f.stages(false)
+    };
+    let config = PipelineConfig {
+        writer_flush_ms: 600_000,
+        ..Default::default()
+    };
+    let p = Pipeline::start(stages, config).await.unwrap();
+    let mut results = p.results();
+    for i in 0..5 {
+        p.submit(transcript(
+            "c",
+            &format!("u{i}"),
+            &format!("q{i} text"),
+            true,
+        ))
+        .unwrap();
+    }
+    let mut agent = transcript("c", "a1", "q9 agent speech", true);
+    agent.speaker = "agent".into();
+    p.submit(agent).unwrap();
+    for i in 0..2 {
+        let r = AgentReply {
+            namespace: "ns".into(),
+            conversation: "c".into(),
+            utterance: format!("r{i}"),
+            text: "sure".into(),
+        };
+        p.reply(r).unwrap();
+    }
+    for _ in 0..6 {
+        next(&mut results).await;
+    }
+    assert!(
+        writer.ids().is_empty(),
+        "nothing written before the flush interval"
+    );
+    assert_eq!(p.health().memories_pending, 7);
+    p.shutdown().await.unwrap();
+    let expected: std::collections::HashSet<String> =
+        ["c/u0", "c/u1", "c/u2", "c/u3", "c/u4", "c/r0", "c/r1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    assert_eq!(writer.ids(), expected);
+    let stored = writer.stored.lock().unwrap();
+    assert_eq!(stored["c/u2"].text, "q2 text");
+    assert_eq!(stored["c/u2"].speaker, "user");
+    assert_eq!(stored["c/r1"].speaker, "agent");
+    assert_eq!(stored["c/r1"].namespace, "ns");
+    drop(stored);
+    assert_eq!(p.health().counters.memory_write_failures, 3);
+    assert_eq!(
+        p.submit(transcript("c", "u9", "q9", true)),
+        Err(PipelineError::ShuttingDown)
+    );
+    assert!(results.next().await.is_none());
+    assert_eq!(p.shutdown().await, Ok(()), "shutdown is idempotent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn memories_are_written_in_batches_in_the_background_and_queries_are_not_remembered() {
+    let f = Fakes::new(no_faults());
+    let writer = FakeWriter::new(2, no_faults());
+    let stages = Stages {
+        writer: writer.clone(),
+        ..f.stages(false)
+    };
+    let config = PipelineConfig {
+        writer_batch_size: 2,
+        writer_flush_ms: 50,
+        writer_retry_ms: 10,
+        ..Default::default()
+    };
+    let p = Pipeline::start(stages, config).await.unwrap();
+    let mut results = p.results();
+    for i in 0..3 {
+        p.submit(transcript(
+            "c",
+            &format!("u{i}"),
+            &format!("q{i} text"),
+            true,
+        ))
+        .unwrap();
+    }
+    for _ in 0..3 {
+        next(&mut results).await;
+    }
+    let q = p
+        .query(QueryRequest {
+            namespace: "ns".into(),
+            text: "q5 what".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(q.hits.len(), 5);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        writer.ids().len(),
+        3,
+        "written (after 2 failed attempts) without a shutdown"
+    );
+    let h = p.health();
+    assert_eq!(
+        (
+            h.counters.memories_written,
+            h.counters.memory_write_failures,
+            h.memories_pending
+        ),
+        (3, 2, 0)
+    );
+    assert_eq!(h.counters.query_results, 1);
+    p.shutdown().await.unwrap();
+    assert_eq!(writer.ids().len(), 3, "the query was not remembered");
+    assert!(
+        results.next().await.is_none(),
+        "the query's result went to its caller only"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_rejected_with_a_clear_error() {
+    let f = Fakes::new(no_faults());
+    let bad = PipelineConfig {
+        top_k: 0,
+        ..Default::default()
+    };
+    match Pipeline::start(f.stages(false), bad).await {
+        Err(PipelineError::Config(m)) => assert_eq!(m, "pipeline.top_k: must be > 0"),
+        other => panic!("expected a config error, got {:?}", other.err()),
+    }
+    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
+        .await
+        .unwrap();
+    let mut t = transcript("c", "u1", "q1", true);
+    t.namespace.clear();
+    assert!(
+        matches!(p.submit(t), Err(PipelineError::InvalidRequest(m)) if m.contains("namespace"))
+    );
+    let q = QueryRequest {
+        namespace: "ns".into(),
+        text: "x".into(),
+        top_k: Some(0),
+        ..Default::default()
+    };
+    assert!(matches!(
+        p.query(q).await,
+        Err(PipelineError::InvalidRequest(_))
+    ));
+    p.shutdown().await.unwrap();
+}
