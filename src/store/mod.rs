@@ -16,11 +16,11 @@ mod vector;
 pub use error::StoreError;
 pub use memory::{MemoryStore, ReindexReport, StoreStats};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use voicerag_actors::messages::Memory;
 
 /// `[store]`: where and how memories are kept.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// Data directory (flag `--data-dir` overrides).
@@ -65,7 +65,7 @@ impl Default for StoreConfig {
 }
 
 /// `[retrieval]`: how hybrid search fuses its lists.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetrievalConfig {
     /// Reciprocal-rank constant k.
