@@ -121,12 +121,36 @@ impl MemoryStore {
 
     /// Opens an existing store for searching only, without the writer lock: works while another
     /// process writes it. BM25 follows the writer's commits; writes return [`StoreError::ReadOnly`].
+    /// If BM25 lags and no writer runs (it crashed), BM25 is first caught up (briefly taking the
+    /// writer lock), so a `query` after a crash sees every acknowledged memory.
     pub fn open_read_only(
         dir: &Path,
         store: &StoreConfig,
         retrieval: &RetrievalConfig,
         model: &ModelInfo,
     ) -> Result<Self, StoreError> {
+        let (shared, lock) = open_shared(dir, store, retrieval, model, Mode::ReadOnly)?;
+        let lag = {
+            let rtxn = shared.env.read_txn()?;
+            lmdb::last_seq(&shared.dbs, &rtxn)? != shared.bm25.watermark()?
+        };
+        if !lag {
+            return Ok(Self {
+                shared: Arc::new(shared),
+                threads: Vec::new(),
+                lock,
+            });
+        }
+        // BM25 lags LMDB. A live writer catches it up within its commit cadence; with no
+        // writer (it crashed) nobody would, so take the writer's role for the catch-up only
+        // (derived data; memories are untouched) and reopen read-only. When a writer holds
+        // the lock, or the directory is not writable, search as is.
+        drop(shared);
+        match open_shared(dir, store, retrieval, model, Mode::Writer) {
+            Ok(writer) => drop(writer),
+            Err(StoreError::Locked { .. } | StoreError::Io { .. }) => {}
+            Err(e) => return Err(e),
+        }
         let (shared, lock) = open_shared(dir, store, retrieval, model, Mode::ReadOnly)?;
         Ok(Self {
             shared: Arc::new(shared),
