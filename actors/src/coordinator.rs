@@ -10,6 +10,7 @@ use futures::future::{BoxFuture, Shared};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -21,8 +22,14 @@ use crate::health::ResultKind;
 use crate::messages::{ContextResult, SearchFilter, Transcript};
 use crate::request::{Request, Retrieval, assemble, retrieve, serve};
 
-/// A speculative retrieval, awaitable by any number of requests; `None` if it was aborted.
-pub(crate) type SharedRetrieval = Shared<BoxFuture<'static, Option<Retrieval>>>;
+/// A speculative retrieval, awaitable by any number of requests.
+#[derive(Clone)]
+pub(crate) struct SharedRetrieval {
+    /// `None` if it was aborted.
+    pub result: Shared<BoxFuture<'static, Option<Retrieval>>>,
+    /// Set once embedding is over and the search has started.
+    pub searching: Arc<AtomicBool>,
+}
 
 pub(crate) enum Control {
     /// Serve what is queued, wait for everything in flight, then reply.
@@ -232,16 +239,27 @@ impl Coordinator {
         let cancel = CancelToken::new();
         // Speculative work has no deadline of its own: a final may reuse it well after the partial's.
         let until = Instant::from_std(t.received_at) + core.config.speculative_ttl();
+        let searching = Arc::new(AtomicBool::new(false));
         let task = {
-            let (core, req, cancel) = (Arc::clone(&core), req.clone(), cancel.clone());
-            tokio::spawn(async move { retrieve(&core, &req, until, until, &cancel).await })
+            let (core, req, cancel, searching) = (
+                Arc::clone(&core),
+                req.clone(),
+                cancel.clone(),
+                Arc::clone(&searching),
+            );
+            tokio::spawn(
+                async move { retrieve(&core, &req, until, until, &cancel, &searching).await },
+            )
         };
         let abort = task.abort_handle();
-        let shared = async move { task.await.ok() }.boxed().shared();
+        let shared = SharedRetrieval {
+            result: async move { task.await.ok() }.boxed().shared(),
+            searching,
+        };
         if core.config.emit_partials {
             let (shared, cancel) = (shared.clone(), cancel.clone());
             tokio::spawn(async move {
-                let retrieval = match timeout_at(core.stop_by(req.deadline), shared).await {
+                let retrieval = match timeout_at(core.stop_by(req.deadline), shared.result).await {
                     Ok(Some(r)) => r,
                     Ok(None) => return, // superseded
                     Err(_) => Retrieval::failed("timeout"),

@@ -4,6 +4,7 @@
 //! that is down, fails, crashes or is late makes the result degraded (and says why) instead of late.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
@@ -108,6 +109,7 @@ pub(crate) async fn retrieve(
     embed_by: Instant,
     search_by: Instant,
     cancel: &CancelToken,
+    searching: &AtomicBool,
 ) -> Retrieval {
     let mut out = Retrieval::default();
     let span =
@@ -335,18 +337,23 @@ pub(crate) async fn serve(
 ) -> ContextResult {
     let cancel = CancelToken::new();
     let stop_by = core.stop_by(req.deadline);
+    let searching = AtomicBool::new(false);
     let fresh = |core, req| {
         let embed_by = stop_by.checked_sub(core_reserve(core)).unwrap_or(stop_by);
-        retrieve(core, req, embed_by, stop_by, &cancel)
+        retrieve(core, req, embed_by, stop_by, &cancel, &searching)
     };
     let retrieval = if req.text.trim().is_empty() {
         Retrieval::default()
     } else {
         match speculative {
-            Some(shared) => match timeout_at(stop_by, shared).await {
+            Some(spec) => match timeout_at(stop_by, spec.result.clone()).await {
                 Ok(Some(r)) => r,
                 Ok(None) => fresh(core, req).await,
-                Err(_) => Retrieval::failed("timeout"),
+                // Say which stage the speculative work was stuck in.
+                Err(_) if spec.searching.load(Ordering::SeqCst) => {
+                    Retrieval::failed("retriever timeout")
+                }
+                Err(_) => Retrieval::failed("embedder timeout"),
             },
             None => fresh(core, req).await,
         }

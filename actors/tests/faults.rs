@@ -145,10 +145,13 @@ async fn every_final_gets_one_correctly_marked_result_under_random_faults() {
             r.hits.iter().all(|h| h.id.starts_with(&format!("q{id}-"))),
             "{ctx}"
         );
+        // A search fault shows, unless the request never got as far as searching (its speculative
+        // work was still embedding at the deadline).
+        let stuck_embedding = degraded == "embedder timeout" && r.hits.is_empty();
         if is_fault(plan("search", id)) {
-            assert!(degraded.contains("retriever"), "{ctx}");
+            assert!(degraded.contains("retriever") || stuck_embedding, "{ctx}");
         }
-        if degraded.contains("retriever") || degraded.contains("timeout") && r.hits.is_empty() {
+        if degraded.contains("retriever") || stuck_embedding {
             assert!(r.hits.is_empty(), "{ctx}");
             continue;
         }
@@ -213,6 +216,10 @@ async fn every_final_gets_one_correctly_marked_result_under_random_faults() {
     )
     .await;
     let h = p.health();
+    eprintln!(
+        "seed {seed}: shed {shed}, fully reranked {full}, {:?}, {:?}",
+        h.counters, h.stages
+    );
     assert!(
         settled,
         "seed {seed}: restarts {:?} vs embedder {} retriever {} writer {}",
