@@ -487,3 +487,16 @@ fn int8_minilm_batch_drift_is_small() {
     );
     assert!(worst_cos >= 0.98, "min cosine {worst_cos}");
 }
+
+#[test]
+fn check_model_dir_validates_without_loading() {
+    assert!(voicerag::models::check_model_dir(TINY_EMBEDDER, "[embedder] model_dir").is_ok());
+    let dir = copy_of_tiny_embedder();
+    std::fs::write(dir.path().join("tokenizer.json"), "[]").unwrap();
+    let err = voicerag::models::check_model_dir(
+        &dir.path().display().to_string(),
+        "[embedder] model_dir",
+    )
+    .unwrap_err();
+    assert!(matches!(err, ModelError::TokenizerInvalid { .. }), "{err}");
+}
