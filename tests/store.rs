@@ -978,3 +978,63 @@ fn stats_report_counts_and_lag() {
         chunks: vec![],
     };
 }
+
+#[test]
+fn concurrent_writers_and_readers_share_one_store() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<MemoryStore>();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        vector_build_batch: 50,
+        ..fast_config()
+    };
+    let store = std::sync::Arc::new(
+        MemoryStore::open(dir.path(), &cfg, &RetrievalConfig::default(), &model()).unwrap(),
+    );
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    let id = format!("w{w}/{i}");
+                    let text = format!("writer{w} item{i} uniq{w}x{i}");
+                    assert_eq!(
+                        store.add(vec![simple("u", &id, &text)]).unwrap().stored,
+                        vec![id.clone()]
+                    );
+                    // Acknowledged means findable by vector search, whatever the builder is doing.
+                    let hits = store
+                        .search(&request("u", &text, SearchMode::Vector, 1))
+                        .unwrap();
+                    assert_eq!(ids(&hits), vec![id]);
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    for mode in MODES {
+                        let hits = store
+                            .search(&request(
+                                "u",
+                                &format!("writer{} item{}", r, i % 100),
+                                mode,
+                                5,
+                            ))
+                            .unwrap();
+                        assert!(hits.len() <= 5);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in writers.into_iter().chain(readers) {
+        t.join().unwrap();
+    }
+    store.flush().unwrap();
+    assert_eq!(store.len().unwrap(), 200);
+    assert_eq!(store.stats().unwrap().bm25_docs, 200);
+}
