@@ -125,7 +125,8 @@ impl CrossEncoder {
             let refs: Vec<&Encoding> = group.iter().map(|&i| &encodings[i]).collect();
             let batch = TokenBatch::new(&refs, self.pad_id);
             let run = self.session.run(&batch, &options, |shape, values| {
-                self.logits(shape, values, group.len())
+                relevance_logits(shape, values, group.len())
+                    .map_err(|message| self.inference_error(message))
             });
             let logits = match run {
                 Ok(logits) => logits,
@@ -142,22 +143,22 @@ impl CrossEncoder {
         Ok(scores)
     }
 
-    /// The relevance logit of each row: the single output, or the positive class of two.
-    fn logits(&self, shape: &[usize], values: &[f32], rows: usize) -> Result<Vec<f32>, ModelError> {
-        match shape {
-            [b] | [b, 1] if *b == rows => Ok(values.to_vec()),
-            [b, 2] if *b == rows => Ok(values.chunks(2).map(|pair| pair[1]).collect()),
-            other => Err(self.inference_error(format!(
-                "unexpected logits shape {other:?} for {rows} pairs (expected [{rows}, 1] or [{rows}, 2])"
-            ))),
-        }
-    }
-
     fn inference_error(&self, message: String) -> ModelError {
         ModelError::Inference {
             path: self.session.path().to_path_buf(),
             message,
         }
+    }
+}
+
+/// The relevance logit of each row: the single output, or the positive class of two.
+fn relevance_logits(shape: &[usize], values: &[f32], rows: usize) -> Result<Vec<f32>, String> {
+    match shape {
+        [b] | [b, 1] if *b == rows => Ok(values.to_vec()),
+        [b, 2] if *b == rows => Ok(values.chunks(2).map(|pair| pair[1]).collect()),
+        other => Err(format!(
+            "unexpected logits shape {other:?} for {rows} pairs (expected [{rows}, 1] or [{rows}, 2])"
+        )),
     }
 }
 
@@ -192,6 +193,21 @@ impl Reranker for CrossEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_logit_or_the_positive_of_two() {
+        assert_eq!(
+            relevance_logits(&[3, 1], &[0.5, -1.0, 2.0], 3),
+            Ok(vec![0.5, -1.0, 2.0])
+        );
+        assert_eq!(relevance_logits(&[2], &[0.5, -1.0], 2), Ok(vec![0.5, -1.0]));
+        assert_eq!(
+            relevance_logits(&[2, 2], &[0.1, 0.9, 0.7, 0.3], 2),
+            Ok(vec![0.9, 0.3])
+        );
+        assert!(relevance_logits(&[2, 3], &[0.0; 6], 2).is_err());
+        assert!(relevance_logits(&[3, 1], &[0.0; 3], 2).is_err());
+    }
 
     #[test]
     fn cancelling_the_token_terminates_runs_under_its_options() {
