@@ -1,7 +1,7 @@
 //! `[nats]`: how the bus connects, names things and scales out. Secrets never reach a log: the
-//! `Debug` form redacts them.
+//! `Debug` and `Serialize` forms (logs, `voicerag config check`) redact them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,17 +11,21 @@ use super::subjects::validate_prefix;
 use super::wire::validate_token;
 
 /// `[nats]` section of the configuration.
-#[derive(Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
     /// Server URLs, tried in order and on reconnect (`nats://host:4222`, `tls://...`).
+    #[serde(serialize_with = "serialize_urls")]
     pub urls: Vec<String>,
     /// Token authentication.
+    #[serde(serialize_with = "serialize_secret")]
     pub token: Option<String>,
     /// User/password authentication (both or neither).
     pub user: Option<String>,
+    #[serde(serialize_with = "serialize_secret")]
     pub password: Option<String>,
     /// NKey seed (`SU...`) authentication.
+    #[serde(serialize_with = "serialize_secret")]
     pub nkey_seed: Option<String>,
     /// `.creds` file (JWT + NKey) authentication.
     pub credentials_file: Option<PathBuf>,
@@ -118,6 +122,17 @@ fn redact_url(url: &str) -> String {
             None => url.to_string(),
         },
     }
+}
+
+fn serialize_secret<S: Serializer>(secret: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => s.serialize_some(REDACTED),
+        None => s.serialize_none(),
+    }
+}
+
+fn serialize_urls<S: Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|u| redact_url(u)))
 }
 
 impl fmt::Debug for NatsConfig {
@@ -331,6 +346,20 @@ mod tests {
         }
         assert!(shown.contains("tls://host2"));
         assert!(shown.contains("host:4222"));
+        let serialized = toml::to_string(&config).unwrap();
+        for secret in ["hunter2", "tok-secret", "pw-secret", "SUAseed"] {
+            assert!(
+                !serialized.contains(secret),
+                "{secret} leaked: {serialized}"
+            );
+        }
+        assert!(
+            serialized.contains("token = \"<redacted>\""),
+            "{serialized}"
+        );
+        let back: NatsConfig =
+            toml::from_str(&toml::to_string(&NatsConfig::default()).unwrap()).unwrap();
+        assert_eq!(back, NatsConfig::default());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::future::Future;
 use voicerag_actors::{ContextResult, Memory, Transcript};
 
 pub use config::NatsConfig;
-pub use service::{BusConnection, BusStats, RunningBus, serve};
+pub use service::{BusConnection, BusStats, RunningBus, serve, serve_connected};
 pub use subjects::Subjects;
 pub use wire::{ContextQuery, context_json};
 pub use writer::JetStreamWriter;

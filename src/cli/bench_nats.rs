@@ -4,16 +4,24 @@
 
 use anyhow::Context as _;
 use futures::StreamExt;
+use rand::SeedableRng;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use voicerag_actors::Memory;
 
+use super::args::BenchNatsArgs;
+use super::bench_pipeline::synthetic_utterance;
 use crate::bus::server::LocalNatsServer;
 use crate::bus::{
     BusConnection, ContextService, JetStreamWriter, MemorySink, NatsConfig, Subjects,
 };
+use crate::config::Config;
+use crate::ingest;
+use crate::pipeline::{Engines, StoreAccess};
 
 /// What the load generator sends.
 #[derive(Debug, Clone)]
@@ -260,4 +268,76 @@ where
         let _ = std::fs::remove_dir_all(&store_dir);
     }
     report
+}
+
+/// Memories in the benchmark's store, so that retrieval does real work.
+const SEED_MEMORIES: usize = 2000;
+const NAMESPACE: &str = "bench";
+
+/// `voicerag bench nats`: the real models and a fresh store in a temporary directory, served over
+/// a private `nats-server` (or `--nats-url`). Fails (exit 1) if any answer was lost or duplicated.
+pub async fn run(config: &Config, args: &BenchNatsArgs) -> anyhow::Result<ExitCode> {
+    let data =
+        std::env::temp_dir().join(format!("voicerag-bench-nats-store-{}", std::process::id()));
+    let mut config = config.clone();
+    config.store.data_dir = data.display().to_string();
+    let result = bench(&config, args).await;
+    let _ = std::fs::remove_dir_all(&data);
+    let report = result?;
+    println!("{report}");
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(if report.lost == 0 && report.duplicates == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn bench(config: &Config, args: &BenchNatsArgs) -> anyhow::Result<LoadReport> {
+    let engines = Engines::load(config, StoreAccess::ReadWrite, true)?;
+    let started = Instant::now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let seed: Vec<Memory> = (0..SEED_MEMORIES)
+        .map(|i| Memory {
+            id: format!("seed{i}"),
+            namespace: NAMESPACE.into(),
+            conversation: format!("earlier{}", i / 20),
+            speaker: if i % 2 == 0 {
+                "user".into()
+            } else {
+                "agent".into()
+            },
+            text: synthetic_utterance(&mut rng),
+            ts_ms: 1_700_000_000_000 + i as i64 * 1000,
+        })
+        .collect();
+    for chunk in seed.chunks(512) {
+        let prepared = ingest::embed_memories(&engines.embedder, chunk.to_vec())?;
+        engines.store.add(prepared)?;
+    }
+    engines.store.flush()?;
+    eprintln!(
+        "bench nats: {SEED_MEMORIES} memories stored in {:.1} s; reranker {}",
+        started.elapsed().as_secs_f64(),
+        if engines.reranker.is_some() {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    let spec = LoadSpec {
+        conversations: args.conversations,
+        interval: Duration::from_millis(args.interval_ms),
+        duration: Duration::from_secs(args.seconds),
+        grace: Duration::from_secs(10),
+        namespace: NAMESPACE.into(),
+    };
+    let mut nats = config.nats.clone();
+    nats.replica_id = format!("bench-{}", std::process::id());
+    let engines = &engines;
+    run_with(nats, args.nats_url.as_deref(), &spec, |writer| async move {
+        let handle = engines.start(config, Arc::new(writer)).await?;
+        Ok((Arc::new(handle), engines.store_writer()))
+    })
+    .await
 }
