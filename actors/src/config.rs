@@ -45,7 +45,7 @@ pub struct PipelineConfig {
     /// Time kept before the deadline for a BM25-only search when the embedder is late (default 20).
     pub search_reserve_ms: u64,
     /// The coordinator stops waiting for stages this long before the deadline, so the result it
-    /// then builds still leaves by the deadline (default 1).
+    /// then builds still leaves by the deadline; tokio's timers have 1 ms granularity (default 2).
     pub deadline_guard_ms: u64,
     /// `shutdown()` gives up flushing memories after this long (default 10000).
     pub shutdown_timeout_ms: u64,
@@ -72,7 +72,7 @@ impl Default for PipelineConfig {
             rerank_safety_margin_ms: 5,
             rerank_initial_ns_per_token: 20_000,
             search_reserve_ms: 20,
-            deadline_guard_ms: 1,
+            deadline_guard_ms: 2,
             shutdown_timeout_ms: 10_000,
             restart: RestartPolicy::default(),
         }

@@ -153,6 +153,7 @@ pub(crate) async fn retrieve(
         top_n: core.config.candidates.max(req.top_k),
         filter: req.filter.clone(),
     };
+    searching.store(true, Ordering::SeqCst);
     let retriever = core.stages.retriever.clone();
     let span =
         tracing::info_span!("search", conversation = %req.conversation, utterance = %req.utterance);

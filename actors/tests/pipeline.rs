@@ -73,7 +73,7 @@ async fn hung_reranker_result_leaves_by_the_deadline_in_hybrid_order_and_the_run
 #[tokio::test(start_paused = true)]
 async fn reranker_reranks_what_fits_then_learns_its_real_cost() {
     let f = Fakes::new(no_faults());
-    // 100 tokens a pair at 0.1 ms a token: 10 ms a pair; 100 - 1 (guard) - 5 (margin) = 94 ms left.
+    // 100 tokens a pair at 0.1 ms a token: 10 ms a pair; 100 - 2 (guard) - 5 (margin) = 93 ms left.
     let reranker = FakeReranker::new(no_faults(), 100);
     let stages = Stages {
         reranker: Some(reranker.clone()),
@@ -448,8 +448,8 @@ async fn late_embedder_leaves_time_for_a_bm25_search() {
     let mut results = p.results();
     p.submit(transcript("c", "u1", "q1 a", true)).unwrap();
     assert!(until(|| gate.entered.load(SeqCst) == 1, 20_000).await);
-    // 100 ms budget - 1 ms guard - 20 ms search reserve: the embedder is given up on at 79 ms.
-    advance_ms(78).await;
+    // 100 ms budget - 2 ms guard - 20 ms search reserve: the embedder is given up on at 78 ms.
+    advance_ms(77).await;
     assert_eq!(f.retriever.counts.calls.load(SeqCst), 0);
     advance_ms(1).await;
     let r = next(&mut results).await;
