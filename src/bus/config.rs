@@ -39,8 +39,10 @@ pub struct NatsConfig {
     pub replica_id: String,
     /// The JetStream stream that holds memories (limits retention; created if missing).
     pub stream: String,
-    /// Stream limits: age in seconds and size in bytes (0 = unlimited).
+    /// Oldest memory the stream keeps, in seconds (0 = forever). A replica that starts later than
+    /// this after a memory was published never sees it.
     pub stream_max_age_s: u64,
+    /// Largest the stream may grow, in bytes (0 = unlimited); the oldest memories go first.
     pub stream_max_bytes: i64,
     /// Window in which a repeated `Nats-Msg-Id` is dropped by the server.
     pub duplicate_window_s: u64,
