@@ -511,12 +511,13 @@ async fn shutdown_flushes_every_pending_memory_through_write_failures() {
             .map(|s| s.to_string())
             .collect();
     assert_eq!(writer.ids(), expected);
-    let stored = writer.stored.lock().unwrap();
-    assert_eq!(stored["c/u2"].text, "q2 text");
-    assert_eq!(stored["c/u2"].speaker, "user");
-    assert_eq!(stored["c/r1"].speaker, "agent");
-    assert_eq!(stored["c/r1"].namespace, "ns");
-    drop(stored);
+    {
+        let stored = writer.stored.lock().unwrap();
+        assert_eq!(stored["c/u2"].text, "q2 text");
+        assert_eq!(stored["c/u2"].speaker, "user");
+        assert_eq!(stored["c/r1"].speaker, "agent");
+        assert_eq!(stored["c/r1"].namespace, "ns");
+    }
     assert_eq!(p.health().counters.memory_write_failures, 3);
     assert_eq!(
         p.submit(transcript("c", "u9", "q9", true)),
