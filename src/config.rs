@@ -5,9 +5,12 @@
 //! the value is read as a TOML value when it parses as one (numbers, booleans, arrays), else as a
 //! string. `ORT_DYLIB_PATH` also sets `runtime.library`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+use voicerag_actors::PipelineConfig;
+
+use crate::bus::NatsConfig;
 use crate::models::{EmbedderConfig, RerankerConfig, RuntimeConfig};
 use crate::store::{RetrievalConfig, StoreConfig};
 
@@ -18,7 +21,10 @@ pub const ENV_PREFIX: &str = "VOICERAG_";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("environment variable {var}: {message}")]
@@ -28,7 +34,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration. Every section has documented defaults (see `config.toml`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub runtime: RuntimeConfig,
@@ -36,6 +42,37 @@ pub struct Config {
     pub reranker: RerankerConfig,
     pub store: StoreConfig,
     pub retrieval: RetrievalConfig,
+    pub pipeline: PipelineConfig,
+    pub nats: NatsConfig,
+    pub logging: LoggingConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[logging]`: tracing output on stderr.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// "auto" (pretty), "pretty" or "json".
+    pub format: String,
+    /// tracing filter, e.g. "info" or "voicerag=debug" (env `VOICERAG_LOG` wins).
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: "auto".into(),
+            level: "info,ort=warn".into(),
+        }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Listen address of the Prometheus exporter, e.g. "127.0.0.1:9464"; empty means off.
+    pub listen: String,
 }
 
 impl Config {
@@ -47,15 +84,19 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let (mut value, source) = match path {
             Some(p) => (read_toml(p)?, p.display().to_string()),
-            None if Path::new("config.toml").exists() => {
-                (read_toml(Path::new("config.toml"))?, "config.toml".to_string())
-            }
-            None => (toml::Value::Table(Default::default()), "defaults".to_string()),
+            None if Path::new("config.toml").exists() => (
+                read_toml(Path::new("config.toml"))?,
+                "config.toml".to_string(),
+            ),
+            None => (
+                toml::Value::Table(Default::default()),
+                "defaults".to_string(),
+            ),
         };
         apply_env(&mut value, env)?;
-        let config: Config = value
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(format!("{source}: {}", e.message())))?;
+        let config: Config = value.try_into().map_err(|e: toml::de::Error| {
+            ConfigError::Invalid(format!("{source}: {}", e.message()))
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -63,6 +104,35 @@ impl Config {
     /// Loads from the process environment.
     pub fn load_from_process_env(path: Option<&Path>) -> Result<Self, ConfigError> {
         Self::load(path, std::env::vars())
+    }
+
+    /// Checks that the files the configuration names exist and parse: the ONNX Runtime library,
+    /// the embedder and (when set) the cross-encoder. Errors name the key.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        crate::models::runtime::resolve_library(&self.runtime)
+            .map_err(|e| ConfigError::Invalid(format!("runtime.library: {e}")))?;
+        crate::models::check_model_dir(&self.embedder.model_dir, "[embedder] model_dir")
+            .map_err(|e| ConfigError::Invalid(format!("embedder.model_dir: {e}")))?;
+        if !self.reranker.model_dir.is_empty() {
+            crate::models::check_model_dir(&self.reranker.model_dir, "[reranker] model_dir")
+                .map_err(|e| ConfigError::Invalid(format!("reranker.model_dir: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets replaced by `<redacted>`.
+    pub fn to_toml_redacted(&self) -> Result<String, ConfigError> {
+        let mut value = toml::Value::try_from(self)
+            .map_err(|e| ConfigError::Invalid(format!("cannot print the configuration: {e}")))?;
+        if let Some(nats) = value.get_mut("nats").and_then(toml::Value::as_table_mut) {
+            for key in ["token", "password", "nkey_seed"] {
+                if let Some(v) = nats.get_mut(key) {
+                    *v = toml::Value::String("<redacted>".into());
+                }
+            }
+        }
+        toml::to_string_pretty(&value)
+            .map_err(|e| ConfigError::Invalid(format!("cannot print the configuration: {e}")))
     }
 
     /// Rejects impossible values, naming the key.
@@ -89,16 +159,36 @@ impl Config {
         if self.retrieval.candidates == 0 {
             return bad("retrieval.candidates", "must be at least 1");
         }
+        self.pipeline.validate().map_err(ConfigError::Invalid)?;
+        self.nats.validate().map_err(|e| {
+            ConfigError::Invalid(e.to_string().replace("invalid configuration: ", ""))
+        })?;
+        if !["auto", "pretty", "json"].contains(&self.logging.format.as_str()) {
+            return bad("logging.format", "must be \"auto\", \"pretty\" or \"json\"");
+        }
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad(
+                "metrics.listen",
+                "must be an address like 127.0.0.1:9464, or empty for off",
+            );
+        }
         Ok(())
     }
 }
 
 fn read_toml(path: &Path) -> Result<toml::Value, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     text.parse::<toml::Table>()
         .map(toml::Value::Table)
-        .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.message().to_string() })
+        .map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
 }
 
 /// Applies `VOICERAG_SECTION__KEY=value` (and `ORT_DYLIB_PATH`) to the parsed file.
@@ -114,24 +204,27 @@ fn apply_env(
         } else {
             continue;
         };
-        if path.len() != 2 || path.iter().any(|p| p.is_empty()) {
+        if path.len() < 2 || path.iter().any(|p| p.is_empty()) {
             return Err(ConfigError::Env {
                 var,
-                message: "expected VOICERAG_<SECTION>__<KEY>".into(),
+                message: "expected VOICERAG_<SECTION>__<KEY> (or <SECTION>__<TABLE>__<KEY>)".into(),
             });
         }
         let parsed = parse_env_value(&raw);
-        let table = value
+        let (key, tables) = path.split_last().expect("at least two parts");
+        let mut table = value
             .as_table_mut()
             .ok_or_else(|| ConfigError::Invalid("config root is not a table".into()))?;
-        let section = table
-            .entry(path[0].clone())
-            .or_insert_with(|| toml::Value::Table(Default::default()));
-        let section = section.as_table_mut().ok_or_else(|| ConfigError::Env {
-            var: var.clone(),
-            message: format!("[{}] is not a table in the config file", path[0]),
-        })?;
-        section.insert(path[1].clone(), parsed);
+        for name in tables {
+            let next = table
+                .entry(name.clone())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            table = next.as_table_mut().ok_or_else(|| ConfigError::Env {
+                var: var.clone(),
+                message: format!("{name} is not a table in the config file"),
+            })?;
+        }
+        table.insert(key.clone(), parsed);
     }
     Ok(())
 }
@@ -140,7 +233,9 @@ fn apply_env(
 fn parse_env_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match doc.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -150,23 +245,75 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn env_overrides_file_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "[runtime]\nthreads = 2\n[store]\ndata_dir = \"from-file\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "[runtime]\nthreads = 2\n[store]\ndata_dir = \"from-file\"\n",
+        )
+        .unwrap();
         let c = Config::load(
             Some(&file),
-            env(&[("VOICERAG_RUNTIME__THREADS", "3"), ("ORT_DYLIB_PATH", "/x/libort.so")]),
+            env(&[
+                ("VOICERAG_RUNTIME__THREADS", "3"),
+                ("ORT_DYLIB_PATH", "/x/libort.so"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.runtime.threads, 3);
         assert_eq!(c.runtime.library, "/x/libort.so");
         assert_eq!(c.store.data_dir, "from-file");
         assert_eq!(c.embedder, EmbedderConfig::default());
+    }
+
+    #[test]
+    fn nested_env_keys_reach_sub_tables() {
+        let c = Config::load(
+            None,
+            env(&[("VOICERAG_PIPELINE__RESTART__MAX_RESTARTS", "9")]),
+        )
+        .unwrap();
+        assert_eq!(c.pipeline.restart.max_restarts, 9);
+    }
+
+    #[test]
+    fn shipped_config_toml_documents_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let shipped = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(
+            shipped,
+            Config::default(),
+            "config.toml drifted from the built-in defaults"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.windows(2) {
+            if pair[1].contains(" = ") && !pair[1].starts_with('#') {
+                assert!(
+                    pair[0].starts_with("# ") && pair[0].len() > 3,
+                    "no comment above {:?}",
+                    pair[1]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_printed() {
+        let c = Config::load(None, env(&[("VOICERAG_NATS__TOKEN", "s3cret")])).unwrap();
+        let printed = c.to_toml_redacted().unwrap();
+        assert!(
+            !printed.contains("s3cret") && printed.contains("<redacted>"),
+            "{printed}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod fusion;
+pub mod ingest;
 pub mod models;
 pub mod pipeline;
 pub mod store;

@@ -1,3 +1,3 @@
-fn main() -> anyhow::Result<()> {
-    Ok(())
+fn main() -> std::process::ExitCode {
+    voicerag::cli::main()
 }

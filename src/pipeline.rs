@@ -1,1 +1,194 @@
-//! The real stages (ONNX engines, memory store) behind the `voicerag-actors` traits.
+//! The real stages (ONNX engines, memory store) behind the `voicerag-actors` traits, and the
+//! in-process entry point [`Pipeline::start`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use voicerag_actors::{Memory, MemoryWriter, PipelineHandle, StageError, Stages};
+
+use crate::bus::{MemorySink, SinkError};
+use crate::config::Config;
+use crate::ingest;
+use crate::models::{CrossEncoder, ModelError, SentenceEmbedder};
+use crate::store::{MemoryStore, ModelInfo, StoreError};
+
+/// Loading or starting the engines failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("pipeline: {0}")]
+    Pipeline(String),
+}
+
+/// How the memory store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreAccess {
+    /// Takes the single-writer lock.
+    ReadWrite,
+    /// Works on a store another process serves.
+    ReadOnly,
+}
+
+/// The loaded engines: embedder, optional cross-encoder, memory store.
+pub struct Engines {
+    pub embedder: Arc<SentenceEmbedder>,
+    pub reranker: Option<Arc<CrossEncoder>>,
+    pub store: Arc<MemoryStore>,
+    /// `store.max_text_bytes`: longer memories are refused before embedding.
+    pub max_text_bytes: usize,
+}
+
+impl Engines {
+    /// Loads the models named by the config and opens the store. The reranker is loaded only when
+    /// `with_reranker` and `reranker.model_dir` is set.
+    pub fn load(
+        config: &Config,
+        access: StoreAccess,
+        with_reranker: bool,
+    ) -> Result<Self, EngineError> {
+        let embedder = Arc::new(SentenceEmbedder::load(&config.runtime, &config.embedder)?);
+        let reranker = if with_reranker && !config.reranker.model_dir.is_empty() {
+            Some(Arc::new(CrossEncoder::load(
+                &config.runtime,
+                &config.reranker,
+            )?))
+        } else {
+            None
+        };
+        let store = open_store(config, &embedder, access)?;
+        Ok(Self {
+            embedder,
+            reranker,
+            store: Arc::new(store),
+            max_text_bytes: config.store.max_text_bytes,
+        })
+    }
+
+    /// A writer that chunks, embeds and commits memories to this store.
+    pub fn store_writer(&self) -> Arc<StoreWriter> {
+        Arc::new(StoreWriter {
+            embedder: self.embedder.clone(),
+            store: self.store.clone(),
+            max_text_bytes: self.max_text_bytes,
+        })
+    }
+
+    /// Starts the actor pipeline over these engines, writing memories through `writer`.
+    pub async fn start(
+        &self,
+        config: &Config,
+        writer: Arc<dyn MemoryWriter>,
+    ) -> Result<PipelineHandle, EngineError> {
+        let stages = Stages {
+            embedder: self.embedder.clone(),
+            retriever: self.store.clone(),
+            reranker: self
+                .reranker
+                .clone()
+                .map(|r| r as Arc<dyn voicerag_actors::Reranker>),
+            writer,
+        };
+        voicerag_actors::Pipeline::start(stages, config.pipeline.clone())
+            .await
+            .map_err(|e| EngineError::Pipeline(e.to_string()))
+    }
+}
+
+/// Opens the store for the embedder's model (name and dimension are checked against the store).
+pub fn open_store(
+    config: &Config,
+    embedder: &SentenceEmbedder,
+    access: StoreAccess,
+) -> Result<MemoryStore, StoreError> {
+    let model = ModelInfo {
+        name: embedder.model_name().to_string(),
+        dimension: embedder.dimension(),
+    };
+    let dir = Path::new(&config.store.data_dir);
+    match access {
+        StoreAccess::ReadWrite => MemoryStore::open(dir, &config.store, &config.retrieval, &model),
+        StoreAccess::ReadOnly => {
+            MemoryStore::open_read_only(dir, &config.store, &config.retrieval, &model)
+        }
+    }
+}
+
+/// The in-process entry point for a voice agent that embeds voicerag.
+pub struct Pipeline;
+
+impl Pipeline {
+    /// Loads the models, opens the store for writing and starts the supervised pipeline; memories
+    /// are committed to the store directly.
+    pub async fn start(config: &Config) -> Result<PipelineHandle, EngineError> {
+        let engines = Engines::load(config, StoreAccess::ReadWrite, true)?;
+        let writer = engines.store_writer();
+        engines.start(config, writer).await
+    }
+}
+
+/// Commits memories to the store: chunk, embed, one LMDB transaction.
+pub struct StoreWriter {
+    embedder: Arc<SentenceEmbedder>,
+    store: Arc<MemoryStore>,
+    max_text_bytes: usize,
+}
+
+impl MemoryWriter for StoreWriter {
+    fn write(&self, batch: &[Memory]) -> Result<(), StageError> {
+        self.commit(batch).map_err(StageError::new)
+    }
+}
+
+/// In bus mode the JetStream consumer commits through the same path.
+impl MemorySink for StoreWriter {
+    fn store(&self, batch: &[Memory]) -> Result<(), SinkError> {
+        self.commit(batch).map_err(SinkError)
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        match self.store.stats() {
+            Ok(s) => serde_json::json!({
+                "memories": s.memories, "chunks": s.chunks, "disk_bytes": s.disk_bytes,
+                "bm25_lag": s.bm25_lag, "model": s.model, "dimension": s.dimension,
+            }),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        }
+    }
+}
+
+impl StoreWriter {
+    /// Validates, chunks, embeds and commits; returns once LMDB has committed.
+    pub fn commit(&self, batch: &[Memory]) -> Result<(), String> {
+        let mut valid = Vec::with_capacity(batch.len());
+        for memory in batch {
+            // An unusable memory (empty text) can never succeed: log and drop it rather than retry forever.
+            match ingest::validate_text(&memory.text, self.max_text_bytes) {
+                Ok(()) => valid.push(memory.clone()),
+                Err(e) => tracing::warn!(id = %memory.id, reason = %e, "memory not stored"),
+            }
+        }
+        if valid.is_empty() {
+            return Ok(());
+        }
+        let prepared = ingest::embed_memories(&self.embedder, valid).map_err(|e| e.to_string())?;
+        let report = self.store.add(prepared).map_err(|e| e.to_string())?;
+        for (index, reason) in &report.rejected {
+            tracing::warn!(index, %reason, "memory rejected by the store");
+        }
+        Ok(())
+    }
+}
+
+/// For read-only processes (`voicerag query`): remembering is refused, loudly.
+pub struct ReadOnlyWriter;
+
+impl MemoryWriter for ReadOnlyWriter {
+    fn write(&self, _batch: &[Memory]) -> Result<(), StageError> {
+        Err(StageError::new(
+            "the store is open read-only in this process",
+        ))
+    }
+}

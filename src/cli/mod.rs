@@ -1,5 +1,124 @@
 //! The `voicerag` command line: the edge where `anyhow` errors live.
+//!
+//! stdout carries only results (JSON lines with `--json`); progress, logs and summaries go to
+//! stderr. Exit code 0 on success, 1 on a runtime failure, 2 on a usage or config error.
 
+pub mod args;
 pub mod bench_models;
 pub mod bench_nats;
+pub mod bench_pipeline;
 pub mod bench_store;
+mod commands;
+pub mod demo;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::{Config, ConfigError};
+use args::{Cli, Command};
+
+/// A usage or configuration error: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs the command line and maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<UsageError>().is_some()
+                || err.downcast_ref::<ConfigError>().is_some()
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// The effective configuration: file, then environment, then flags on top.
+pub fn effective_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load_from_process_env(cli.config.as_deref())?;
+    if let Some(dir) = &cli.data_dir {
+        config.store.data_dir = dir.display().to_string();
+    }
+    if let Some(lib) = &cli.ort_lib {
+        config.runtime.library = lib.display().to_string();
+    }
+    if let Some(threads) = cli.threads {
+        config.runtime.threads = threads;
+    }
+    if let Some(format) = cli.log_format {
+        config.logging.format = match format {
+            args::LogFormat::Pretty => "pretty".into(),
+            args::LogFormat::Json => "json".into(),
+        };
+    }
+    Ok(config)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut config = effective_config(&cli)?;
+    logging::init(&config.logging)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Ingest(a) => commands::ingest(&config, &a).await,
+            Command::Query(a) => {
+                apply_rerank_flags(&mut config, &a.rerank)?;
+                commands::query(&config, &a).await
+            }
+            Command::Forget(a) => commands::forget(&config, &a).await,
+            Command::Reindex => commands::reindex(&config).await,
+            Command::Serve(a) => {
+                if let Some(url) = &a.nats_url {
+                    config.nats.urls = url.split(',').map(|s| s.trim().to_string()).collect();
+                }
+                config.validate()?;
+                commands::serve(config).await
+            }
+            Command::Demo(a) => {
+                apply_rerank_flags(&mut config, &a.rerank)?;
+                demo::run(&config, &a).await
+            }
+            Command::Config(args::ConfigCommand::Check) => commands::config_check(&config),
+            Command::Bench(b) => match b {
+                args::BenchCommand::Models { iterations } => {
+                    bench_models::run(&config, iterations).map(|_| ExitCode::SUCCESS)
+                }
+                args::BenchCommand::Store { sizes } => {
+                    bench_store::run(&config, &sizes).map(|_| ExitCode::SUCCESS)
+                }
+                args::BenchCommand::Pipeline(a) => bench_pipeline::run(&config, &a).await,
+                args::BenchCommand::Nats(a) => bench_nats::run(&config, &a).await,
+            },
+        }
+    })
+}
+
+/// `--budget-ms` and `--reranker` override the config, then the result is validated again.
+fn apply_rerank_flags(config: &mut Config, flags: &args::RerankFlags) -> anyhow::Result<()> {
+    if let Some(ms) = flags.budget_ms {
+        config.pipeline.budget_ms = ms;
+    }
+    if let Some(dir) = &flags.reranker {
+        config.reranker.model_dir = dir.display().to_string();
+    }
+    config.validate()?;
+    Ok(())
+}

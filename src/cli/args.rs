@@ -1,0 +1,188 @@
+//! Command-line arguments. Flags override environment variables, which override the config file.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "voicerag",
+    version,
+    about = "Memory and context for voice agents, on time"
+)]
+pub struct Cli {
+    /// Config file (default: ./config.toml if present, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory of the memory store (overrides store.data_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// ONNX Runtime library (overrides ORT_DYLIB_PATH and runtime.library).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    /// Intra-op threads per ONNX session (overrides runtime.threads).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Log format on stderr (overrides logging.format).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Store memories from a JSONL file ({"id","text","namespace"?,"conversation"?,"speaker"?,"ts"?}).
+    Ingest(IngestArgs),
+    /// Recall memories for a text (or a batch of queries) through the pipeline.
+    Query(QueryArgs),
+    /// Delete memories by id, conversation or namespace.
+    Forget(ForgetArgs),
+    /// Re-embed every stored memory with the configured embedding model.
+    Reindex,
+    /// Serve voice agents over NATS.
+    Serve(ServeArgs),
+    /// Replay a scripted voice session through the in-process pipeline.
+    Demo(DemoArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Benchmarks (run in release mode).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// JSONL file, or - for standard input.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RerankFlags {
+    /// Deadline budget per query in ms (overrides pipeline.budget_ms).
+    #[arg(long)]
+    pub budget_ms: Option<u64>,
+    /// Cross-encoder model directory (overrides reranker.model_dir).
+    #[arg(long, value_name = "MODEL_DIR")]
+    pub reranker: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The query text (or use --batch).
+    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+    pub text: Option<String>,
+    /// JSONL file of queries ({"id","text","namespace"?,"top_k"?,"mode"?,"conversation"?}).
+    #[arg(long, value_name = "QUERIES.jsonl")]
+    pub batch: Option<PathBuf>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long, value_parser = ["hybrid", "vector", "bm25"])]
+    pub mode: Option<String>,
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// One JSON line per query on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Queries in flight at once with --batch (answers still print in input order).
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub rerank: RerankFlags,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ForgetArgs {
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long)]
+    pub conversation: Option<String>,
+    /// With --id or --conversation: the namespace they belong to (default "default");
+    /// alone (no --id / --conversation): forget the whole namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// NATS server URL(s), comma-separated (overrides nats.urls).
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// No real-time sleeps (same code path).
+    #[arg(long)]
+    pub fast: bool,
+    /// One JSON line per result, then one summary line.
+    #[arg(long)]
+    pub json: bool,
+    /// Scripted session to replay.
+    #[arg(long, default_value = "fixtures/conversations/session.jsonl")]
+    pub session: PathBuf,
+    /// Earlier conversations to seed memory with.
+    #[arg(long, default_value = "fixtures/conversations/earlier.jsonl")]
+    pub seed: PathBuf,
+    #[command(flatten)]
+    pub rerank: RerankFlags,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective one (TOML).
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Embedder and cross-encoder latency.
+    Models {
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+    },
+    /// Store ingest, search and reopen at scale.
+    Store {
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        sizes: Vec<usize>,
+    },
+    /// End-to-end latency per final transcript through the pipeline with the real models.
+    Pipeline(BenchPipelineArgs),
+    /// Load over NATS on loopback.
+    Nats(BenchNatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPipelineArgs {
+    /// Memories in the store.
+    #[arg(long, default_value_t = 10_000)]
+    pub memories: usize,
+    /// Final transcripts measured per configuration.
+    #[arg(long, default_value_t = 300)]
+    pub queries: usize,
+    /// Budgets (ms) to run the reranker at.
+    #[arg(long, value_delimiter = ',', default_value = "50,100,200")]
+    pub budgets: Vec<u64>,
+    /// Cross-encoder to benchmark.
+    #[arg(long, default_value = "models/bench-untrained-ce-L12")]
+    pub reranker: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchNatsArgs {
+    #[arg(long, default_value_t = 8)]
+    pub conversations: usize,
+    #[arg(long, default_value_t = 250)]
+    pub interval_ms: u64,
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+}

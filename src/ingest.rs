@@ -1,0 +1,182 @@
+//! Turning input records into storable memories: validation, timestamps, chunking, embedding.
+
+use serde::Deserialize;
+use voicerag_actors::Memory;
+
+use crate::models::{ModelError, SentenceEmbedder};
+use crate::store::{ChunkInput, NewMemory};
+
+/// Tokens shared by neighbouring chunks of a long memory, so a fact cut at a border is still whole.
+pub const CHUNK_OVERLAP_TOKENS: usize = 32;
+
+/// One line of `voicerag ingest FILE.jsonl`.
+/// Unknown fields are ignored, so callers can carry their own metadata.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngestLine {
+    pub id: Option<String>,
+    pub text: Option<String>,
+    pub namespace: Option<String>,
+    pub conversation: Option<String>,
+    pub speaker: Option<String>,
+    pub ts: Option<Timestamp>,
+}
+
+/// A timestamp on input: RFC 3339 string or unix seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Timestamp {
+    Seconds(f64),
+    Text(String),
+}
+
+/// Why an input record was not used.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum RecordError {
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    #[error("missing \"id\"")]
+    MissingId,
+    #[error("empty \"id\"")]
+    EmptyId,
+    #[error("missing \"text\"")]
+    MissingText,
+    #[error("\"text\" is empty or only white space")]
+    EmptyText,
+    #[error("\"text\" is {0} bytes, over the limit of {1} (store.max_text_bytes)")]
+    TooLong(usize, usize),
+    #[error("bad \"ts\": {0}")]
+    BadTimestamp(String),
+}
+
+impl Timestamp {
+    /// Unix milliseconds, UTC.
+    pub fn to_ms(&self) -> Result<i64, RecordError> {
+        match self {
+            Timestamp::Seconds(s) if s.is_finite() && s.abs() < 1e12 => {
+                Ok((s * 1000.0).round() as i64)
+            }
+            Timestamp::Seconds(s) => {
+                Err(RecordError::BadTimestamp(format!("{s} is not a unix time")))
+            }
+            Timestamp::Text(t) => chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| d.timestamp_millis())
+                .map_err(|e| RecordError::BadTimestamp(format!("{t:?} is not RFC 3339: {e}"))),
+        }
+    }
+}
+
+/// Current time as unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Parses and validates one JSONL line into a memory (not yet embedded).
+pub fn parse_line(line: &str, max_text_bytes: usize) -> Result<Memory, RecordError> {
+    let raw: IngestLine =
+        serde_json::from_str(line).map_err(|e| RecordError::Json(e.to_string()))?;
+    let id = raw.id.ok_or(RecordError::MissingId)?;
+    if id.trim().is_empty() {
+        return Err(RecordError::EmptyId);
+    }
+    let text = raw.text.ok_or(RecordError::MissingText)?;
+    validate_text(&text, max_text_bytes)?;
+    let ts_ms = match &raw.ts {
+        Some(ts) => ts.to_ms()?,
+        None => now_ms(),
+    };
+    Ok(Memory {
+        id,
+        namespace: raw
+            .namespace
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".into()),
+        conversation: raw.conversation.unwrap_or_default(),
+        speaker: raw.speaker.unwrap_or_default(),
+        text,
+        ts_ms,
+    })
+}
+
+/// Empty, white-space-only and over-long texts are refused.
+pub fn validate_text(text: &str, max_text_bytes: usize) -> Result<(), RecordError> {
+    if text.trim().is_empty() {
+        return Err(RecordError::EmptyText);
+    }
+    if text.len() > max_text_bytes {
+        return Err(RecordError::TooLong(text.len(), max_text_bytes));
+    }
+    Ok(())
+}
+
+/// Chunks and embeds memories in as few ONNX runs as the batch size allows.
+pub fn embed_memories(
+    embedder: &SentenceEmbedder,
+    memories: Vec<Memory>,
+) -> Result<Vec<NewMemory>, ModelError> {
+    let chunked: Vec<Vec<String>> = memories
+        .iter()
+        .map(|m| embedder.chunk(&m.text, CHUNK_OVERLAP_TOKENS))
+        .collect();
+    let flat: Vec<&str> = chunked.iter().flatten().map(String::as_str).collect();
+    let mut vectors = embedder.embed(&flat)?.into_iter();
+    let mut out = Vec::with_capacity(memories.len());
+    for (memory, chunks) in memories.into_iter().zip(chunked) {
+        let chunks = chunks
+            .into_iter()
+            .filter_map(|text| {
+                vectors
+                    .next()
+                    .map(|embedding| ChunkInput { text, embedding })
+            })
+            .collect();
+        out.push(NewMemory { memory, chunks });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_line() {
+        let m = parse_line(
+            r#"{"id":"c1/u1","text":"my dog is Rex","namespace":"alice","conversation":"c1","speaker":"user","ts":"2026-01-02T03:04:05Z"}"#,
+            100,
+        )
+        .unwrap();
+        assert_eq!(m.namespace, "alice");
+        assert_eq!(m.ts_ms, 1_767_323_045_000);
+    }
+
+    #[test]
+    fn defaults_namespace_and_accepts_unix_seconds() {
+        let m = parse_line(r#"{"id":"a","text":"hi","ts":1700000000}"#, 100).unwrap();
+        assert_eq!(m.namespace, "default");
+        assert_eq!(m.ts_ms, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn rejects_bad_records_with_reasons() {
+        assert_eq!(
+            parse_line(r#"{"text":"x"}"#, 100),
+            Err(RecordError::MissingId)
+        );
+        assert_eq!(
+            parse_line(r#"{"id":"a","text":"  \n"}"#, 100),
+            Err(RecordError::EmptyText)
+        );
+        assert_eq!(
+            parse_line(r#"{"id":"a","text":"abcdef"}"#, 3),
+            Err(RecordError::TooLong(6, 3))
+        );
+        assert!(matches!(
+            parse_line("{not json", 100),
+            Err(RecordError::Json(_))
+        ));
+        assert!(matches!(
+            parse_line(r#"{"id":"a","text":"x","ts":"yesterday"}"#, 100),
+            Err(RecordError::BadTimestamp(_))
+        ));
+    }
+}
