@@ -150,12 +150,41 @@ pub struct MemoryRecord {
 }
 
 /// A stored chunk: which memory it belongs to and, for long memories, its own text.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChunkRecord {
+/// Binary (read for every search candidate): `[key len u16][memory key][text]`, no text
+/// meaning the chunk is the whole memory text (not stored twice).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkRecord<'a> {
     /// The memory key `(namespace, id)`.
-    pub memory: Vec<u8>,
-    /// `None` when the chunk is the whole memory text (not stored twice).
-    pub text: Option<String>,
+    pub memory: &'a [u8],
+    pub text: Option<&'a str>,
+}
+
+impl<'a> ChunkRecord<'a> {
+    pub fn encode(&self) -> Vec<u8> {
+        let text = self.text.unwrap_or("");
+        let mut out = Vec::with_capacity(2 + self.memory.len() + text.len());
+        out.extend_from_slice(&(self.memory.len() as u16).to_be_bytes());
+        out.extend_from_slice(self.memory);
+        out.extend_from_slice(text.as_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, StoreError> {
+        let len = bytes
+            .get(..2)
+            .ok_or_else(|| corrupt("chunk record truncated"))?;
+        let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+        let memory = bytes
+            .get(2..2 + len)
+            .ok_or_else(|| corrupt("chunk record truncated"))?;
+        let rest = &bytes[2 + len..];
+        let text = if rest.is_empty() {
+            None
+        } else {
+            Some(std::str::from_utf8(rest).map_err(|_| corrupt("chunk text is not UTF-8"))?)
+        };
+        Ok(Self { memory, text })
+    }
 }
 
 /// One entry of the operation log that BM25 replays (the LMDB sequence is its key).
@@ -192,6 +221,17 @@ mod tests {
         for w in ts.windows(2) {
             assert!(ts_bytes(w[0]) < ts_bytes(w[1]), "{} vs {}", w[0], w[1]);
         }
+    }
+
+    #[test]
+    fn chunk_records_round_trip() {
+        let key = ns_name_key("ns", "id/1");
+        for text in [None, Some("a chunk")] {
+            let rec = ChunkRecord { memory: &key, text };
+            let bytes = rec.encode();
+            assert_eq!(ChunkRecord::decode(&bytes).unwrap(), rec);
+        }
+        assert!(ChunkRecord::decode(&[0, 9, 1]).is_err());
     }
 
     #[test]

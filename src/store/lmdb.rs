@@ -351,16 +351,16 @@ impl<'t> WriteBatch<'t> {
             self.next_chunk += 1;
             debug_assert_eq!(vector.len(), self.dim);
             let rec = ChunkRecord {
-                memory: mkey.clone(),
+                memory: &mkey,
                 text: if chunks.len() == 1 && *text == m.text {
                     None
                 } else {
-                    Some(text.clone())
+                    Some(text.as_str())
                 },
             };
             self.dbs
                 .chunks
-                .put(&mut self.wtxn, &id.to_be_bytes(), &codec::encode(&rec))?;
+                .put(&mut self.wtxn, &id.to_be_bytes(), &rec.encode())?;
             self.dbs.pending.put(
                 &mut self.wtxn,
                 &codec::index_chunk_key(index, id),
@@ -517,17 +517,17 @@ pub fn chunk_memory(
     let Some(cbytes) = dbs.chunks.get(txn, &chunk.to_be_bytes())? else {
         return Ok(None);
     };
-    let crec: ChunkRecord = codec::decode(cbytes, "chunk record")?;
-    let Some(mbytes) = dbs.memories.get(txn, &crec.memory)? else {
+    let crec = ChunkRecord::decode(cbytes)?;
+    let Some(mbytes) = dbs.memories.get(txn, crec.memory)? else {
         return Ok(None);
     };
     let rec: MemoryRecord = codec::decode(mbytes, "memory record")?;
-    let (ns, id) = codec::split_memory_key(&crec.memory)?;
+    let (ns, id) = codec::split_memory_key(crec.memory)?;
     Ok(Some(ChunkOwner {
         namespace: ns.to_string(),
         id: id.to_string(),
         record: rec,
-        text: crec.text,
+        text: crec.text.map(str::to_string),
     }))
 }
 

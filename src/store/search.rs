@@ -8,7 +8,7 @@ use roaring::RoaringBitmap;
 use voicerag_actors::messages::{Hit, SearchMode, SearchRequest};
 
 use super::bm25::Bm25Filter;
-use super::codec::{self, MemoryRecord};
+use super::codec::{self, ChunkRecord, MemoryRecord};
 use super::lmdb::{self, Dbs};
 use super::memory::Shared;
 use super::{StoreError, vector};
@@ -35,17 +35,20 @@ struct Records<'a> {
 }
 
 impl<'a> Records<'a> {
-    /// The memory key of a chunk, if the chunk still exists in this namespace.
+    /// The memory key of a chunk, if the chunk still exists in this namespace. Reads only the
+    /// small chunk record: memory records are read for the final hits alone.
     fn memory_of(&mut self, chunk: u32) -> Result<Option<Vec<u8>>, StoreError> {
         if !self.chunks.contains_key(&chunk) {
-            let found = match lmdb::chunk_memory(self.dbs, self.rtxn, chunk)? {
-                // Defence in depth: a chunk of another namespace never leaves this search.
-                Some(o) if o.namespace == self.namespace => {
-                    let key = codec::ns_name_key(&o.namespace, &o.id);
-                    self.memories.entry(key.clone()).or_insert(o.record);
-                    Some((key, o.text))
+            let found = match self.dbs.chunks.get(self.rtxn, &chunk.to_be_bytes())? {
+                Some(bytes) => {
+                    let rec = ChunkRecord::decode(bytes)?;
+                    // Defence in depth: a chunk of another namespace never leaves this search.
+                    let (ns, _) = codec::split_memory_key(rec.memory)?;
+                    (ns == self.namespace)
+                        .then(|| (rec.memory.to_vec(), rec.text.map(str::to_string)))
                 }
-                _ => None,
+                // Deleted (BM25 may still hold it for a moment).
+                None => None,
             };
             self.chunks.insert(chunk, found);
         }
@@ -72,12 +75,22 @@ impl<'a> Records<'a> {
     }
 
     fn hit(
-        &self,
+        &mut self,
         found: &Found,
         score: f32,
         vector_rank: Option<usize>,
         bm25_rank: Option<usize>,
     ) -> Result<Hit, StoreError> {
+        if !self.memories.contains_key(&found.key) {
+            // A chunk and its memory live and die in the same transaction: this snapshot has it.
+            let bytes = self
+                .dbs
+                .memories
+                .get(self.rtxn, &found.key)?
+                .ok_or_else(|| codec::corrupt("memory record missing"))?;
+            let rec: MemoryRecord = codec::decode(bytes, "memory record")?;
+            self.memories.insert(found.key.clone(), rec);
+        }
         let rec = self
             .memories
             .get(&found.key)
