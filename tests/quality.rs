@@ -74,6 +74,8 @@ fn debfaq_hybrid_holds_the_python_baseline() {
             .env("VOICERAG_STORE__DATA_DIR", tmp.path().join("data"))
             .env("VOICERAG_PIPELINE__BUDGET_MS", "5000")
             .env("VOICERAG_PIPELINE__TOP_K", "10")
+            // FAQ answers are long: lift the prompt-size cap so ten hits fit.
+            .env("VOICERAG_PIPELINE__MAX_CONTEXT_CHARS", "1000000")
             .arg("--config")
             .arg(root().join("config.toml"));
     };
