@@ -258,3 +258,100 @@ async fn every_final_gets_one_correctly_marked_result_under_random_faults() {
         "seed {seed}: no extra results"
     );
 }
+
+/// The same faults on tokio's paused clock, driven forward 1 ms at a time: stage calls run in real
+/// time on blocking threads while virtual time moves on, so however slow the machine, a result
+/// must leave by its (virtual) deadline. This is the deadline guarantee, independent of load.
+#[tokio::test(start_paused = true)]
+async fn every_result_meets_its_deadline_on_the_paused_clock_under_random_faults() {
+    let seed = seed();
+    eprintln!("fault-injection seed = {seed} (rerun with VOICERAG_FAULT_SEED={seed})");
+    let plan = plan(seed);
+    let f = Fakes::new(plan.clone());
+    let config = PipelineConfig {
+        max_in_flight: 8,
+        writer_flush_ms: 20,
+        writer_retry_ms: 5,
+        restart: RestartPolicy {
+            max_restarts: 100_000,
+            backoff_initial_ms: 1,
+            backoff_max_ms: 5,
+            unresponsive_ms: 150,
+            retry_down_after_ms: 100,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(true), config).await.unwrap();
+    let mut results = p.results();
+    let driving = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let driver = {
+        let driving = driving.clone();
+        tokio::spawn(async move {
+            while driving.load(SeqCst) {
+                tokio::time::advance(Duration::from_millis(1)).await;
+                tokio::task::yield_now().await;
+                // Roughly 1 virtual ms per 100 real µs, so fault-free calls usually finish in time.
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        })
+    };
+    const N: u64 = 400;
+    let mut got: HashMap<String, usize> = HashMap::new();
+    for wave in 0..N / 20 {
+        for id in wave * 20..(wave + 1) * 20 {
+            let text = format!("q{id} words");
+            if id % 4 == 0 {
+                p.submit(transcript("c", &format!("u{id}"), &text, false))
+                    .unwrap();
+            }
+            p.submit(transcript("c", &format!("u{id}"), &text, true))
+                .unwrap();
+        }
+        for _ in 0..20 {
+            let r = tokio::time::timeout(Duration::from_secs(60), results.next())
+                .await
+                .unwrap_or_else(|_| panic!("seed {seed}: a result is missing in wave {wave}"))
+                .expect("stream open");
+            let ctx = format!(
+                "seed {seed} {}: {:?} {:?}",
+                r.utterance, r.degraded, r.rerank
+            );
+            assert!(
+                r.deadline_met(),
+                "{ctx}: {:?} late",
+                r.finished_at - r.deadline
+            );
+            let id = id_of(&r.text);
+            if is_fault(plan("rerank", id)) {
+                assert!(
+                    !matches!(r.rerank, RerankOutcome::Full | RerankOutcome::Partial(_)),
+                    "{ctx}"
+                );
+            }
+            if is_fault(plan("embed", id)) && r.degraded.as_deref() != Some("shed") {
+                assert!(
+                    r.degraded.as_deref().unwrap_or("").contains("embedder"),
+                    "{ctx}"
+                );
+            }
+            *got.entry(r.utterance).or_default() += 1;
+        }
+    }
+    assert_eq!(got.len() as u64, N, "seed {seed}: one result per final");
+    assert!(got.values().all(|&n| n == 1), "seed {seed}: duplicates");
+    let h = p.health();
+    eprintln!(
+        "seed {seed}: {:?}, restarts {:?}",
+        h.counters,
+        h.stages.iter().map(|s| s.restarts).collect::<Vec<_>>()
+    );
+    assert!(
+        h.counters.degraded > 0 && h.stages.iter().any(|s| s.restarts > 0),
+        "seed {seed}: faults were injected"
+    );
+    p.shutdown().await.unwrap();
+    assert_eq!(f.writer.ids().len() as u64, N, "seed {seed}: memories lost");
+    driving.store(false, SeqCst);
+    driver.await.unwrap();
+}
