@@ -76,7 +76,11 @@ pub async fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             let id = format!("{}/{}", result.conversation, result.utterance);
             let mut out = std::io::stdout().lock();
             let written = if json {
-                writeln!(out, "{}", crate::bus::wire::context_json(&result, &id))
+                writeln!(
+                    out,
+                    "{}",
+                    crate::bus::wire::transcript_context_json(&result)
+                )
             } else {
                 print_human(&mut out, &id, &result)
             };
