@@ -619,3 +619,85 @@ async fn bad_input_is_rejected_with_a_clear_error() {
     ));
     p.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stage_hung_past_the_unresponsive_limit_is_restarted() {
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    *f.embedder.gate.lock().unwrap() = Some(gate.clone());
+    let restart = RestartPolicy {
+        unresponsive_ms: 150,
+        backoff_initial_ms: 10,
+        ..Default::default()
+    };
+    let p = Pipeline::start(
+        f.stages(false),
+        PipelineConfig {
+            restart,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 a", true)).unwrap();
+    assert!(until(|| gate.entered.load(SeqCst) == 1, 20_000).await);
+    advance_ms(78).await; // the request gives up on the embedder and searches BM25-only
+    assert_eq!(
+        next(&mut results).await.degraded.as_deref(),
+        Some("embedder timeout")
+    );
+    assert_eq!(
+        p.health().stages[0].state,
+        StageState::Up,
+        "not yet past the limit"
+    );
+    advance_ms(73).await; // 150 ms into the call: killed
+    assert_eq!(p.health().stages[0].state, StageState::Restarting);
+    advance_ms(11).await; // backoff
+    assert!(until(|| p.health().stages[0].state == StageState::Up, 20_000).await);
+    let h = p.health();
+    assert_eq!(h.stages[0].restarts, 1);
+    assert!(
+        h.stages[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("unresponsive"),
+        "{:?}",
+        h.stages[0]
+    );
+    // The new instance serves; the old call is still stuck on its thread until released.
+    *f.embedder.gate.lock().unwrap() = None;
+    p.submit(transcript("c", "u2", "q2 a", true)).unwrap();
+    assert_eq!(next(&mut results).await.degraded, None);
+    gate.open();
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn results_sent_before_anyone_listens_are_kept_for_the_first_stream() {
+    let f = Fakes::new(no_faults());
+    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        p.submit(transcript("c", &format!("u{i}"), &format!("q{i} a"), true))
+            .unwrap();
+    }
+    assert!(until(|| p.health().counters.results == 3, 20_000).await);
+    let mut late = p.results();
+    let mut got: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        got.push(next(&mut late).await.utterance);
+    }
+    got.sort();
+    assert_eq!(got, ["u0", "u1", "u2"]);
+    // Two streams open: both get every result.
+    let mut second = p.results();
+    p.submit(transcript("c", "u3", "q3 a", true)).unwrap();
+    assert_eq!(next(&mut late).await.utterance, "u3");
+    assert_eq!(next(&mut second).await.utterance, "u3");
+    p.shutdown().await.unwrap();
+}
