@@ -120,6 +120,28 @@ struct Inner {
     shutdown: tokio::sync::Mutex<Option<Result<(), PipelineError>>>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let shut_down = self
+            .shutdown
+            .try_lock()
+            .map(|d| d.is_some())
+            .unwrap_or(true);
+        if !shut_down {
+            // Without shutdown() nothing drains: say what is lost, and stop the actors.
+            let pending = self.core.memories.len();
+            if pending > 0 {
+                tracing::error!(
+                    pending,
+                    "pipeline dropped without shutdown(): memories not written"
+                );
+            }
+            let (tx, _) = oneshot::channel();
+            let _ = self.supervisor.send_message(SupervisorMsg::Shutdown(tx));
+        }
+    }
+}
+
 /// A running pipeline. Cheap to clone; every clone drives the same pipeline.
 #[derive(Clone)]
 pub struct PipelineHandle {
@@ -287,7 +309,6 @@ impl PipelineHandle {
         {
             let _ = rx.await;
         }
-        self.inner.supervisor.stop(None);
         let deadline = Instant::now() + core.config.shutdown_timeout();
         let result =
             flush_all(&self.inner.writer, deadline)

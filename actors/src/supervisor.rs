@@ -393,6 +393,7 @@ impl Actor for Supervisor {
                     }
                 }
                 let _ = reply.send(());
+                myself.stop(None);
             }
         }
         Ok(())
