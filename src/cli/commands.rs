@@ -313,6 +313,9 @@ pub async fn reindex(config: &Config) -> anyhow::Result<ExitCode> {
 pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let _metrics = super::logging::init_metrics(&config.metrics)?;
     let engines = Engines::load(&config, StoreAccess::ReadWrite, true)?;
+    if _metrics.is_some() {
+        super::logging::spawn_store_gauges(engines.store.clone());
+    }
     let connection = BusConnection::connect(config.nats.clone(), Duration::from_secs(30)).await?;
     let handle = engines
         .start(&config, Arc::new(connection.writer()))

@@ -48,8 +48,13 @@ pub async fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let mut config = config.clone();
     config.store.data_dir = data.path().display().to_string();
 
+    // Off unless `metrics.listen` is set: the demo then shows the same Prometheus endpoint as serve.
+    let metrics = super::logging::init_metrics(&config.metrics)?;
     let load_started = Instant::now();
     let engines = Engines::load(&config, StoreAccess::ReadWrite, true)?;
+    if metrics.is_some() {
+        super::logging::spawn_store_gauges(engines.store.clone());
+    }
     let seeded = seed(&engines, &config, &args.seed)?;
     eprintln!(
         "demo: models loaded and {seeded} earlier memories seeded in {:.0} ms (embedder {}, reranker {})",
