@@ -55,6 +55,7 @@ async fn every_final_gets_one_correctly_marked_result_under_random_faults() {
     let seed = seed();
     eprintln!("fault-injection seed = {seed} (rerun with VOICERAG_FAULT_SEED={seed})");
     let plan = plan(seed);
+    quiet_injected_panics();
     let f = Fakes::new(plan.clone());
     let config = PipelineConfig {
         budget_ms: 250,
@@ -267,6 +268,7 @@ async fn every_result_meets_its_deadline_on_the_paused_clock_under_random_faults
     let seed = seed();
     eprintln!("fault-injection seed = {seed} (rerun with VOICERAG_FAULT_SEED={seed})");
     let plan = plan(seed);
+    quiet_injected_panics();
     let f = Fakes::new(plan.clone());
     let config = PipelineConfig {
         max_in_flight: 8,

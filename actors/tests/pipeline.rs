@@ -29,6 +29,7 @@ async fn advance_ms(n: u64) {
 
 #[tokio::test(start_paused = true)]
 async fn hung_reranker_result_leaves_by_the_deadline_in_hybrid_order_and_the_run_is_cancelled() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let gate = Arc::new(Gate::default());
     let _release = OpenOnDrop(gate.clone());
@@ -72,6 +73,7 @@ async fn hung_reranker_result_leaves_by_the_deadline_in_hybrid_order_and_the_run
 
 #[tokio::test(start_paused = true)]
 async fn reranker_reranks_what_fits_then_learns_its_real_cost() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     // 100 tokens a pair at 0.1 ms a token: 10 ms a pair; 100 - 2 (guard) - 5 (margin) = 93 ms left.
     let reranker = FakeReranker::new(no_faults(), 100);
@@ -119,6 +121,7 @@ async fn reranker_reranks_what_fits_then_learns_its_real_cost() {
 
 #[tokio::test(start_paused = true)]
 async fn nothing_fits_means_skipped_for_budget_without_running_the_model() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let config = PipelineConfig {
         rerank_initial_ns_per_token: 1_000_000_000,
@@ -137,6 +140,7 @@ async fn nothing_fits_means_skipped_for_budget_without_running_the_model() {
 
 #[tokio::test(start_paused = true)]
 async fn no_reranker_is_off_and_hits_are_capped_by_count_and_characters() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let config = PipelineConfig {
         top_k: 5,
@@ -167,6 +171,7 @@ async fn no_reranker_is_off_and_hits_are_capped_by_count_and_characters() {
 
 #[tokio::test(start_paused = true)]
 async fn embedder_past_its_restart_limit_stays_down_gives_bm25_results_then_comes_back() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     f.embedder.broken.store(true, SeqCst);
     let restart = RestartPolicy {
@@ -234,6 +239,7 @@ async fn embedder_past_its_restart_limit_stays_down_gives_bm25_results_then_come
 
 #[tokio::test(start_paused = true)]
 async fn retriever_and_reranker_down_are_marked() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     f.retriever.broken.store(true, SeqCst);
     f.reranker.broken.store(true, SeqCst);
@@ -281,6 +287,7 @@ async fn retriever_and_reranker_down_are_marked() {
 
 #[tokio::test(start_paused = true)]
 async fn final_reuses_speculative_retrieval_of_identical_text() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let p = Pipeline::start(f.stages(false), PipelineConfig::default())
         .await
@@ -321,6 +328,7 @@ async fn final_reuses_speculative_retrieval_of_identical_text() {
 
 #[tokio::test(start_paused = true)]
 async fn superseded_partials_are_never_run_on_stale_text() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let gate = Arc::new(Gate::default());
     *f.embedder.gate.lock().unwrap() = Some(gate.clone());
@@ -351,6 +359,7 @@ async fn superseded_partials_are_never_run_on_stale_text() {
 
 #[tokio::test(start_paused = true)]
 async fn speculative_state_expires_after_its_ttl() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let config = PipelineConfig {
         speculative_ttl_ms: 1_000,
@@ -375,6 +384,7 @@ async fn speculative_state_expires_after_its_ttl() {
 
 #[tokio::test(start_paused = true)]
 async fn partial_results_are_emitted_when_configured() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let config = PipelineConfig {
         emit_partials: true,
@@ -396,6 +406,7 @@ async fn partial_results_are_emitted_when_configured() {
 
 #[tokio::test(start_paused = true)]
 async fn overload_sheds_requests_whose_deadline_passed_and_answers_every_final() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let gate = Arc::new(Gate::default());
     let _release = OpenOnDrop(gate.clone());
@@ -438,6 +449,7 @@ async fn overload_sheds_requests_whose_deadline_passed_and_answers_every_final()
 
 #[tokio::test(start_paused = true)]
 async fn late_embedder_leaves_time_for_a_bm25_search() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let gate = Arc::new(Gate::default());
     let _release = OpenOnDrop(gate.clone());
@@ -463,6 +475,7 @@ async fn late_embedder_leaves_time_for_a_bm25_search() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_flushes_every_pending_memory_through_write_failures() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let writer = FakeWriter::new(3, no_faults());
     let stages = Stages {
@@ -529,6 +542,7 @@ async fn shutdown_flushes_every_pending_memory_through_write_failures() {
 
 #[tokio::test(start_paused = true)]
 async fn memories_are_written_in_batches_in_the_background_and_queries_are_not_remembered() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let writer = FakeWriter::new(2, no_faults());
     let stages = Stages {
@@ -590,6 +604,7 @@ async fn memories_are_written_in_batches_in_the_background_and_queries_are_not_r
 
 #[tokio::test]
 async fn bad_input_is_rejected_with_a_clear_error() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let bad = PipelineConfig {
         top_k: 0,
@@ -622,6 +637,7 @@ async fn bad_input_is_rejected_with_a_clear_error() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stage_hung_past_the_unresponsive_limit_is_restarted() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let gate = Arc::new(Gate::default());
     let _release = OpenOnDrop(gate.clone());
@@ -678,6 +694,7 @@ async fn a_stage_hung_past_the_unresponsive_limit_is_restarted() {
 
 #[tokio::test(start_paused = true)]
 async fn results_sent_before_anyone_listens_are_kept_for_the_first_stream() {
+    quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let p = Pipeline::start(f.stages(false), PipelineConfig::default())
         .await

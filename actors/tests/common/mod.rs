@@ -394,3 +394,22 @@ pub async fn until(mut cond: impl FnMut() -> bool, tries: usize) -> bool {
     }
     cond()
 }
+
+/// Keeps injected panics out of the test output (real panics still print).
+pub fn quiet_injected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if !(msg.starts_with("injected ") || msg.ends_with(" broken")) {
+                default(info);
+            }
+        }));
+    });
+}
