@@ -96,7 +96,7 @@ pub struct MemoryMsg {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speaker: Option<String>,
     pub text: String,
-    /// Unix milliseconds (number) or RFC 3339 (string).
+    /// Unix seconds (number) or RFC 3339 (string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ts: Option<Value>,
 }
@@ -111,7 +111,8 @@ impl MemoryMsg {
             namespace: Some(memory.namespace.clone()),
             speaker: Some(memory.speaker.clone()),
             text: memory.text.clone(),
-            ts: Some(json!(memory.ts_ms)),
+            // Unix seconds, as every input takes them; millisecond precision survives in an f64.
+            ts: Some(json!(memory.ts_ms as f64 / 1000.0)),
         }
     }
 }
@@ -376,20 +377,20 @@ pub fn decode_memory(
     })
 }
 
-/// Unix milliseconds from a JSON number or an RFC 3339 string.
+/// Unix milliseconds from unix seconds (a JSON number, fractions allowed) or an RFC 3339 string:
+/// the same rule as `voicerag ingest`.
 fn parse_ts(ts: &Value) -> Result<i64, WireError> {
-    match ts {
+    let parsed = match ts {
         Value::Number(n) => n
-            .as_i64()
-            .ok_or_else(|| WireError::invalid("ts", "must be integral unix milliseconds")),
-        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .map(|t| t.timestamp_millis())
-            .map_err(|e| WireError::invalid("ts", format!("{s:?} is not RFC 3339: {e}"))),
-        _ => Err(WireError::invalid(
-            "ts",
-            "must be unix milliseconds or an RFC 3339 string",
-        )),
-    }
+            .as_f64()
+            .ok_or_else(|| "must be unix seconds or an RFC 3339 string".to_string())
+            .map(crate::ingest::Timestamp::Seconds),
+        Value::String(s) => Ok(crate::ingest::Timestamp::Text(s.clone())),
+        _ => Err("must be unix seconds or an RFC 3339 string".to_string()),
+    };
+    parsed
+        .and_then(|t| t.to_ms().map_err(|e| e.to_string()))
+        .map_err(|why| WireError::invalid("ts", why))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -569,14 +570,7 @@ mod tests {
     fn memory_ts_forms() {
         let d = defaults();
         let o = MemoryOrigin::default();
-        let m = decode_memory(
-            "c",
-            br#"{"id":"a","text":"t","ts":1700000000000}"#,
-            &o,
-            &d,
-            5,
-        )
-        .unwrap();
+        let m = decode_memory("c", br#"{"id":"a","text":"t","ts":1700000000}"#, &o, &d, 5).unwrap();
         assert_eq!(m.ts_ms, 1_700_000_000_000);
         let m = decode_memory(
             "c",
