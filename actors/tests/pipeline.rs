@@ -718,3 +718,27 @@ async fn results_sent_before_anyone_listens_are_kept_for_the_first_stream() {
     assert_eq!(next(&mut second).await.utterance, "u3");
     p.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_serves_everything_already_submitted() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let config = PipelineConfig {
+        max_in_flight: 2,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(true), config).await.unwrap();
+    let mut results = p.results();
+    for i in 0..20 {
+        p.submit(transcript("c", &format!("u{i}"), &format!("q{i} a"), true))
+            .unwrap();
+    }
+    p.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    while let Some(r) = results.next().await {
+        assert_eq!(r.degraded, None, "{}", r.utterance);
+        got.push(r.utterance);
+    }
+    assert_eq!(got.len(), 20);
+    assert_eq!(f.writer.ids().len(), 20);
+}
