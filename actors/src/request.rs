@@ -339,24 +339,29 @@ pub(crate) async fn serve(
     let cancel = CancelToken::new();
     let stop_by = core.stop_by(req.deadline);
     let searching = AtomicBool::new(false);
-    let fresh = |core, req| {
-        let embed_by = stop_by.checked_sub(core_reserve(core)).unwrap_or(stop_by);
-        retrieve(core, req, embed_by, stop_by, &cancel, &searching)
-    };
+    let embed_by = stop_by
+        .checked_sub(core.config.search_reserve())
+        .unwrap_or(stop_by);
     let retrieval = if req.text.trim().is_empty() {
         Retrieval::default()
     } else {
         match speculative {
-            Some(spec) => match timeout_at(stop_by, spec.result.clone()).await {
+            None => retrieve(core, req, embed_by, stop_by, &cancel, &searching).await,
+            Some(spec) => match timeout_at(embed_by, spec.result.clone()).await {
                 Ok(Some(r)) => r,
-                Ok(None) => fresh(core, req).await,
-                // Say which stage the speculative work was stuck in.
+                // Aborted (cannot happen while we hold it, but be safe): start afresh.
+                Ok(None) => retrieve(core, req, embed_by, stop_by, &cancel, &searching).await,
+                // Searching already: its search is as good as a new one.
                 Err(_) if spec.searching.load(Ordering::SeqCst) => {
-                    Retrieval::failed("retriever timeout")
+                    match timeout_at(stop_by, spec.result).await {
+                        Ok(Some(r)) => r,
+                        _ => Retrieval::failed("retriever timeout"),
+                    }
                 }
-                Err(_) => Retrieval::failed("embedder timeout"),
+                // Still embedding at the point a fresh request would give up on the embedder:
+                // search BM25-only in the time kept for it.
+                Err(_) => retrieve(core, req, now(), stop_by, &cancel, &searching).await,
             },
-            None => fresh(core, req).await,
         }
     };
     let candidates = retrieval.hits.clone();
@@ -368,8 +373,4 @@ pub(crate) async fn serve(
     // Whatever is still queued for this request is stale now.
     cancel.cancel();
     assemble(core, req, retrieval, hits, outcome, extra, took)
-}
-
-fn core_reserve(core: &Core) -> Duration {
-    core.config.search_reserve()
 }

@@ -742,3 +742,32 @@ async fn shutdown_serves_everything_already_submitted() {
     assert_eq!(got.len(), 20);
     assert_eq!(f.writer.ids().len(), 20);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_final_whose_speculative_work_is_stuck_embedding_falls_back_to_bm25_in_time() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    *f.embedder.gate.lock().unwrap() = Some(gate.clone());
+    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
+        .await
+        .unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 a", false)).unwrap();
+    assert!(until(|| gate.entered.load(SeqCst) == 1, 20_000).await);
+    p.submit(transcript("c", "u1", "q1 a", true)).unwrap();
+    advance_ms(78).await; // 100 - 2 (guard) - 20 (search reserve)
+    let r = next(&mut results).await;
+    assert_eq!(r.degraded.as_deref(), Some("embedder timeout"));
+    assert_eq!(r.hits.len(), 5);
+    assert!(f.retriever.bm25_only.lock().unwrap().contains(&1));
+    assert!(r.deadline_met());
+    assert_eq!(
+        f.embedder.calls_for("q1 a"),
+        1,
+        "no second embedding of the same text"
+    );
+    gate.open();
+    p.shutdown().await.unwrap();
+}
