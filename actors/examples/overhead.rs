@@ -106,13 +106,13 @@ async fn main() -> Result<(), PipelineError> {
     // 1. Overhead: one final at a time through zero-cost stages (embed, search, rerank all run).
     let p = Pipeline::start(stages(false), PipelineConfig::default()).await?;
     let mut results = p.results();
-    let (mut total, mut seen) = (Vec::new(), Vec::new());
+    let (mut total, mut seen, mut not_full) = (Vec::new(), Vec::new(), 0);
     for i in 0..finals + 1_000 {
         let t = transcript(i);
         let sent = t.received_at;
         p.submit(t)?;
         let r = results.next().await.ok_or(PipelineError::Stopped)?;
-        assert_eq!(r.rerank, RerankOutcome::Full);
+        not_full += (r.rerank != RerankOutcome::Full) as usize;
         if i >= 1_000 {
             total.push(r.timings.total.as_secs_f64() * 1e3);
             seen.push(sent.elapsed().as_secs_f64() * 1e3);
@@ -120,7 +120,7 @@ async fn main() -> Result<(), PipelineError> {
     }
     p.shutdown().await?;
     println!(
-        "overhead, {finals} finals, zero-cost stages, reranker on: received->finished p50 {:.3} ms p99 {:.3} ms; submit->consumer p50 {:.3} ms p99 {:.3} ms",
+        "overhead, {finals} finals, zero-cost stages, reranker on: received->finished p50 {:.3} ms p99 {:.3} ms; submit->consumer p50 {:.3} ms p99 {:.3} ms; not fully reranked {not_full}",
         pct(&mut total, 0.5),
         pct(&mut total, 0.99),
         pct(&mut seen, 0.5),
@@ -157,12 +157,12 @@ async fn main() -> Result<(), PipelineError> {
     };
     let p = Pipeline::start(stages(true), config).await?;
     let mut results = p.results();
-    let (mut late, mut late_seen, mut missed) = (Vec::new(), Vec::new(), 0);
+    let (mut late, mut late_seen, mut missed, mut other) = (Vec::new(), Vec::new(), 0, 0);
     for i in 0..slack_runs {
         p.submit(transcript(i))?;
         let r = results.next().await.ok_or(PipelineError::Stopped)?;
         let arrived = Instant::now();
-        assert_eq!(r.rerank, RerankOutcome::Skipped("timeout".into()));
+        other += (r.rerank != RerankOutcome::Skipped("timeout".into())) as usize;
         let signed = |a: Instant| {
             if a >= r.deadline {
                 (a - r.deadline).as_secs_f64()
@@ -176,7 +176,7 @@ async fn main() -> Result<(), PipelineError> {
     }
     p.shutdown().await?;
     println!(
-        "slack, {slack_runs} finals, 20 ms budget, hung reranker: finished-deadline p50 {:+.3} ms p99 {:+.3} ms max {:+.3} ms; consumer-deadline p50 {:+.3} ms p99 {:+.3} ms; deadline missed {missed}",
+        "slack, {slack_runs} finals, 20 ms budget, hung reranker: finished-deadline p50 {:+.3} ms p99 {:+.3} ms max {:+.3} ms; consumer-deadline p50 {:+.3} ms p99 {:+.3} ms; deadline missed {missed}; not a rerank timeout {other}",
         pct(&mut late, 0.5),
         pct(&mut late, 0.99),
         pct(&mut late, 1.0),
