@@ -16,6 +16,20 @@
 //! - Final user transcripts and agent replies become memories, written in batches after the result
 //!   has left, retried on failure and flushed by [`PipelineHandle::shutdown`].
 //!
+//! # What results say
+//!
+//! `degraded` is `None` or a comma-separated list of: `shed` (overloaded, answered at once),
+//! `embedder down|failed|timeout` (BM25-only search), `retriever down|failed|timeout` (no hits),
+//! `reranker down` (hybrid order), `internal` (a bug in the pipeline, logged). `rerank` is `Off` (no
+//! reranker), `Full`, `Partial(n)`, `Skipped("budget"|"timeout"|"down"|"no candidates"|"partial"|
+//! "shed"|"empty")` or `Failed(error)`; skipped and failed results keep the hybrid order.
+//!
+//! # Timing
+//!
+//! A request's deadline is `received_at + budget_ms`. Stages are awaited until `deadline_guard_ms`
+//! before it (the embedder until `search_reserve_ms` before that, leaving time for a BM25-only
+//! search). The pipeline reads time through tokio, so tests can run it on a paused clock.
+//!
 //! # Example
 //!
 //! ```
