@@ -79,23 +79,38 @@ pub(crate) fn spawn(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>, StoreEr
 fn vector_loop(s: &Shared) {
     let idle = Duration::from_millis(100);
     let pause = Duration::from_millis(s.store_cfg.vector_build_pause_ms);
+    let params = vector::BuildParams::from_config(&s.store_cfg);
+    let max_delay = Duration::from_millis(s.store_cfg.vector_build_max_delay_ms);
     let mut seed = 1u64;
     let mut next_retention = Instant::now();
+    let mut last_build = Instant::now() - max_delay;
     loop {
         seed = seed.wrapping_add(1);
-        let busy = match vector::build_step(
-            &s.env,
-            &s.dbs,
-            s.model.dimension,
-            vector::BuildParams::from_config(&s.store_cfg),
-            seed,
-        ) {
-            Ok(step) => step.added + step.deleted > 0,
-            Err(e) => {
-                tracing::warn!(error = %e, "vector build step failed; retrying");
-                false
+        let mut busy = false;
+        match backlog(s) {
+            // A build costs about the same whatever it adds (arroy walks the whole index), so
+            // a trickle of memories waits (found by exact scan) and is built in one go.
+            Ok(0) => {}
+            Ok(n)
+                if n < s.store_cfg.vector_build_min as u64 && last_build.elapsed() < max_delay => {}
+            Ok(n) => {
+                // A small backlog gives way to ingest; a large one is built regardless, so the
+                // exact scan of pending vectors stays cheap.
+                let may_yield = n < 2 * params.batch as u64;
+                let waiting = &s.writers_waiting;
+                let give_way = move || may_yield && waiting.load(Ordering::Acquire) > 0;
+                match vector::build_step(&s.env, &s.dbs, s.model.dimension, params, seed, &give_way)
+                {
+                    Ok(step) if step.yielded => busy = true,
+                    Ok(step) => {
+                        last_build = Instant::now();
+                        busy = step.added + step.deleted > 0;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "vector build step failed; retrying"),
+                }
             }
-        };
+            Err(e) => tracing::warn!(error = %e, "vector backlog unreadable; retrying"),
+        }
         if s.store_cfg.retention_max_age_s > 0 && Instant::now() >= next_retention {
             next_retention =
                 Instant::now() + Duration::from_millis(s.store_cfg.retention_check_ms.max(1));
@@ -107,6 +122,12 @@ fn vector_loop(s: &Shared) {
             return;
         }
     }
+}
+
+fn backlog(s: &Shared) -> Result<u64, StoreError> {
+    let rtxn = s.env.read_txn()?;
+    let (pending, deletes) = vector::backlog(&s.dbs, &rtxn)?;
+    Ok(pending + deletes)
 }
 
 fn apply_retention(s: &Shared) -> Result<(), StoreError> {

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -76,6 +76,16 @@ pub(crate) struct Shared {
     pub bm25_applied: AtomicU64,
     /// One BM25 catch-up at a time (background committer, `flush`, open).
     pub bm25_sync: Mutex<()>,
+    /// Writers waiting for LMDB's write lock: a background tree build gives way to them.
+    pub writers_waiting: AtomicUsize,
+}
+
+/// Counts a writer as waiting until the write transaction is obtained.
+fn begin_write<'t>(s: &'t Shared) -> Result<WriteBatch<'t>, StoreError> {
+    s.writers_waiting.fetch_add(1, Ordering::AcqRel);
+    let wb = WriteBatch::begin(&s.env, s.dbs, s.model.dimension);
+    s.writers_waiting.fetch_sub(1, Ordering::AcqRel);
+    wb
 }
 
 /// The durable hybrid memory of voicerag. `Send + Sync`: share it as `Arc<MemoryStore>`.
@@ -187,7 +197,7 @@ impl MemoryStore {
             return Ok(report);
         }
         let full = super::error::map_full(s.store_cfg.map_size_mib);
-        let mut wb = WriteBatch::begin(&s.env, s.dbs, s.model.dimension)?;
+        let mut wb = begin_write(s)?;
         let mut added = Vec::new();
         for (memory, chunks) in valid {
             if wb.memory_exists(&memory.namespace, &memory.id)? {
@@ -328,6 +338,7 @@ impl MemoryStore {
                 s.model.dimension,
                 vector::BuildParams::from_config(&s.store_cfg),
                 7,
+                &|| false,
             )?;
             step.added + step.deleted > 0
         } {}
@@ -469,6 +480,7 @@ impl MemoryStore {
             model.dimension,
             vector::BuildParams::from_config(&s.store_cfg),
             11,
+            &|| false,
         )?
         .added
             > 0
@@ -536,7 +548,7 @@ fn delete_where(
         return Err(StoreError::ReadOnly);
     }
     let full = super::error::map_full(s.store_cfg.map_size_mib);
-    let mut wb = WriteBatch::begin(&s.env, s.dbs, s.model.dimension)?;
+    let mut wb = begin_write(s)?;
     let targets = select(&wb.wtxn)?;
     let mut removed = 0;
     let mut chunks = Vec::new();
@@ -793,6 +805,7 @@ fn open_shared(
         signal: Signal::default(),
         bm25_applied: AtomicU64::new(watermark),
         bm25_sync: Mutex::new(()),
+        writers_waiting: AtomicUsize::new(0),
     };
     if !read_only {
         // BM25 may lag LMDB after a crash: bring it up before anyone searches.

@@ -35,6 +35,11 @@ pub struct StoreConfig {
     /// Most vectors moved into arroy's trees per build transaction: bounds how long a build
     /// holds LMDB's write lock (ingest waits for it).
     pub vector_build_batch: usize,
+    /// Fewest pending vectors worth a tree build (each build walks the whole index); fewer
+    /// wait, found by exact scan, up to `vector_build_max_delay_ms`.
+    pub vector_build_min: usize,
+    /// Longest wait before pending vectors are built anyway, in ms.
+    pub vector_build_max_delay_ms: u64,
     /// Trees per vector index: more trees, better recall, slower builds and searches.
     pub vector_trees: usize,
     /// Most vectors in one leaf of a tree.
@@ -55,6 +60,8 @@ impl Default for StoreConfig {
             max_text_bytes: 32 * 1024,
             bm25_commit_ms: 200,
             vector_build_batch: 2000,
+            vector_build_min: 256,
+            vector_build_max_delay_ms: 2000,
             vector_trees: 16,
             vector_leaf_size: 128,
             vector_build_pause_ms: 20,

@@ -129,6 +129,8 @@ pub fn search(
 pub struct BuildStep {
     pub added: usize,
     pub deleted: usize,
+    /// The build gave way to a waiting writer; nothing was written.
+    pub yielded: bool,
 }
 
 /// How trees are built.
@@ -154,13 +156,16 @@ impl BuildParams {
 }
 
 /// Moves up to `batch` pending vectors into arroy (and applies up to `batch` pending deletions),
-/// building the touched indexes, in one write transaction.
+/// building the touched indexes, in one write transaction. `give_way` is polled during the
+/// build: when it says so, the build is abandoned (nothing written) so a waiting ingest gets
+/// LMDB's write lock at once; the step reports `yielded`.
 pub fn build_step(
     env: &Env<WithoutTls>,
     dbs: &Dbs,
     dim: usize,
     params: BuildParams,
     seed: u64,
+    give_way: &(dyn Fn() -> bool + Sync + Send),
 ) -> Result<BuildStep, StoreError> {
     let batch = params.batch;
     let mut wtxn = env.write_txn()?;
@@ -195,16 +200,29 @@ pub fn build_step(
     touched.dedup();
     let mut rng = SmallRng::seed_from_u64(seed);
     for index in touched {
-        Writer::<Cosine>::new(dbs.vectors, index, dim)
+        let built = Writer::<Cosine>::new(dbs.vectors, index, dim)
             .builder(&mut rng)
             .n_trees(params.trees)
             .split_after(params.split_after)
-            .build(&mut wtxn)?;
+            .cancel(give_way)
+            .build(&mut wtxn);
+        match built {
+            Ok(()) => {}
+            // Dropping the transaction aborts it: the vectors stay pending, found by exact scan.
+            Err(arroy::Error::BuildCancelled) => {
+                return Ok(BuildStep {
+                    yielded: true,
+                    ..BuildStep::default()
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     wtxn.commit()?;
     Ok(BuildStep {
         added: adds.len(),
         deleted: deletes.len(),
+        yielded: false,
     })
 }
 
