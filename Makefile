@@ -66,7 +66,7 @@ $(BENCH_CE_DIR)/model.onnx: $(CONVERT_PY) tools/make_bench_ce.py | $(VENV)/.mini
 
 # VOICERAG_REQUIRE_MODELS=1: tests that need the real models fail (not skip) if setup did not build them.
 test: setup
-	VOICERAG_REQUIRE_MODELS=1 cargo test --workspace
+	VOICERAG_REQUIRE_MODELS=1 cargo test --workspace --no-fail-fast
 
 # Python model tooling tests (about a second; they need the venv and the MiniLM vocab).
 test-tools: setup
