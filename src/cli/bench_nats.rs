@@ -50,6 +50,8 @@ pub struct LoadReport {
     /// Degraded for any reason (shed included).
     pub degraded: u64,
     pub deadline_missed: u64,
+    /// Degraded answers by reason.
+    pub degraded_reasons: std::collections::BTreeMap<String, u64>,
     /// Answers per second over the sending period.
     pub throughput_per_s: f64,
     pub latency_p50_ms: f64,
@@ -62,7 +64,7 @@ impl std::fmt::Display for LoadReport {
         write!(
             f,
             "bench nats: {} conversations x 1 transcript/{} ms for {:.1} s: sent {}, answered {}, \
-             lost {}, duplicates {}, shed {}, degraded {}, deadline missed {}; {:.1} answers/s; \
+             lost {}, duplicates {}, shed {}, degraded {} {:?}, deadline missed {}; {:.1} answers/s; \
              context latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             self.conversations,
             self.interval_ms,
@@ -73,6 +75,7 @@ impl std::fmt::Display for LoadReport {
             self.duplicates,
             self.shed,
             self.degraded,
+            self.degraded_reasons,
             self.deadline_missed,
             self.throughput_per_s,
             self.latency_p50_ms,
@@ -206,6 +209,10 @@ pub async fn run_load(
         }
         if let Some(reason) = v["degraded"].as_str() {
             report.degraded += 1;
+            *report
+                .degraded_reasons
+                .entry(reason.to_string())
+                .or_default() += 1;
             if reason.starts_with("shed") {
                 report.shed += 1;
             }
@@ -263,6 +270,9 @@ where
         .context("load client")?;
     let report = run_load(&client, &subjects, spec).await;
     bus.stop().await?;
+    // Close the load connection before the server goes, or it logs reconnect attempts.
+    let _ = client.drain().await;
+    drop(client);
     drop(server);
     if nats_url.is_none() {
         let _ = std::fs::remove_dir_all(&store_dir);
