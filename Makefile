@@ -65,7 +65,7 @@ $(BENCH_CE_DIR)/model.onnx: $(CONVERT_PY) tools/make_bench_ce.py | $(VENV)/.mini
 	rm -rf $(BENCH_CE_DIR) && mv $(BENCH_CE_DIR).tmp $(BENCH_CE_DIR)
 
 # VOICERAG_REQUIRE_MODELS=1: tests that need the real models fail (not skip) if setup did not build them.
-test: setup
+test: setup test-tools
 	VOICERAG_REQUIRE_MODELS=1 cargo test --workspace --no-fail-fast
 
 # Python model tooling tests (about a second; they need the venv and the MiniLM vocab).
