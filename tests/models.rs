@@ -500,3 +500,21 @@ fn check_model_dir_validates_without_loading() {
     .unwrap_err();
     assert!(matches!(err, ModelError::TokenizerInvalid { .. }), "{err}");
 }
+
+#[test]
+fn chunking_keeps_non_ascii_text_intact() {
+    let embedder = embedder_with(24, 32);
+    let text = (0..60)
+        .map(|i| format!("café {i} naïve 東京 🙂"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let chunks = embedder.chunk(&text, 3);
+    assert!(chunks.len() > 2);
+    assert!(chunks.iter().all(|c| text.contains(c.as_str())));
+    assert!(text.starts_with(chunks[0].as_str()));
+    assert!(text.ends_with(chunks[chunks.len() - 1].as_str()));
+    assert!(
+        chunks.iter().all(|c| embedder.token_count(c) <= 24),
+        "{chunks:?}"
+    );
+}
