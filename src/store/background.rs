@@ -83,7 +83,10 @@ fn vector_loop(s: &Shared) {
     let max_delay = Duration::from_millis(s.store_cfg.vector_build_max_delay_ms);
     let mut seed = 1u64;
     let mut next_retention = Instant::now();
-    let mut last_build = Instant::now() - max_delay;
+    // As if the last build were long ago: the first backlog is built at once.
+    let mut last_build = Instant::now()
+        .checked_sub(max_delay)
+        .unwrap_or_else(Instant::now);
     loop {
         seed = seed.wrapping_add(1);
         let mut busy = false;
