@@ -199,7 +199,10 @@ fn apply_env(
     for (var, raw) in env {
         let path: Vec<String> = if var == "ORT_DYLIB_PATH" {
             vec!["runtime".into(), "library".into()]
-        } else if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
+        } else if let Some(rest) = var.strip_prefix(ENV_PREFIX)
+            && rest.contains("__")
+        {
+            // Only SECTION__KEY names are settings: VOICERAG_LOG and the like are not.
             rest.split("__").map(|s| s.to_ascii_lowercase()).collect()
         } else {
             continue;
@@ -272,6 +275,17 @@ mod tests {
         assert_eq!(c.runtime.library, "/x/libort.so");
         assert_eq!(c.store.data_dir, "from-file");
         assert_eq!(c.embedder, EmbedderConfig::default());
+    }
+
+    #[test]
+    fn other_voicerag_variables_are_not_settings() {
+        let c = Config::load(
+            None,
+            env(&[("VOICERAG_LOG", "debug"), ("VOICERAG_REQUIRE_MODELS", "1")]),
+        )
+        .unwrap();
+        assert_eq!(c, Config::default());
+        assert!(Config::load(None, env(&[("VOICERAG_PIPELINE__", "1")])).is_err());
     }
 
     #[test]
