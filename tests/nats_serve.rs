@@ -1,0 +1,267 @@
+//! The real `voicerag serve` binary (tiny fixture embedder, real store) on a private nats-server:
+//! killed with SIGKILL mid-ingest and restarted, every acknowledged memory is in its store exactly
+//! once; two processes on partitioned transcripts answer every transcript once; SIGTERM exits 0.
+
+use async_nats::jetstream;
+use async_nats::jetstream::message::PublishMessage;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use voicerag::bus::server::LocalNatsServer;
+
+const MAPPING: &str =
+    r#"mappings = { "voice.transcript.*": "voice.transcript.{{wildcard(1)}}.{{partition(2,1)}}" }"#;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Kills the process when the test ends, whatever happened.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Serve {
+    fn start(url: &str, data: &Path, replica: &str, partitions: &str) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_voicerag"))
+            .arg("serve")
+            .args(["--nats-url", url, "--data-dir"])
+            .arg(data)
+            .current_dir(data.parent().unwrap_or(data))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "VOICERAG_EMBEDDER__MODEL_DIR",
+                root().join("fixtures/models/tiny-embedder"),
+            )
+            .env(
+                "VOICERAG_RUNTIME__LIBRARY",
+                root().join("runtime/libonnxruntime.so"),
+            )
+            .env("VOICERAG_STORE__MAP_SIZE_MIB", "64")
+            .env("VOICERAG_PIPELINE__BUDGET_MS", "2000")
+            .env("VOICERAG_NATS__REPLICA_ID", replica)
+            .env("VOICERAG_NATS__PARTITIONS", partitions)
+            .env("VOICERAG_NATS__HEARTBEAT_MS", "200")
+            .env("VOICERAG_NATS__MEMORY_BATCH", "8")
+            .env("VOICERAG_NATS__ACK_WAIT_MS", "2000")
+            .env("VOICERAG_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("voicerag binary runs");
+        Self(child)
+    }
+
+    fn sigkill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    async fn sigterm_exits_0(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let until = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < until,
+                "voicerag serve did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "voicerag serve exited with {status}");
+    }
+}
+
+/// The next heartbeat of `replica` (proves it is serving), as JSON.
+async fn heartbeat(nc: &async_nats::Client, replica: &str) -> Value {
+    let mut beats = nc
+        .subscribe(format!("voice.health.{replica}"))
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(60), beats.next())
+        .await
+        .unwrap_or_else(|_| panic!("no heartbeat from {replica}"))
+        .unwrap();
+    serde_json::from_slice(&m.payload).unwrap()
+}
+
+/// A `voice.health` answer (one replica serving).
+async fn health(nc: &async_nats::Client) -> Value {
+    let reply = nc
+        .request("voice.health", "".into())
+        .await
+        .expect("health answered");
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
+/// Publishes memory `i` and waits for JetStream's ack: from then on it must not be lost.
+async fn publish(js: &jetstream::Context, i: usize) {
+    let id = format!("note-{i:04}");
+    let payload = json!({"id": id, "text": format!("remember fact number {i} about the garden")});
+    js.send_publish(
+        format!("voice.memory.c{}", i % 5),
+        PublishMessage::build()
+            .payload(serde_json::to_vec(&payload).unwrap().into())
+            .message_id(&id),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+fn stored(beat: &Value) -> u64 {
+    beat["store"]["memories"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no store size in {beat}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sigkill_mid_ingest_then_restart_keeps_every_acknowledged_memory_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalNatsServer::start(dir.path()).unwrap();
+    let data = dir.path().join("data");
+    let nc = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(nc.clone());
+    let mut serve = Serve::start(&server.url(), &data, "k1", "[]");
+    assert_eq!(stored(&heartbeat(&nc, "k1").await), 0);
+
+    let total = 2000;
+    let publisher = {
+        let js = js.clone();
+        tokio::spawn(async move {
+            for i in 0..total / 2 {
+                publish(&js, i).await;
+            }
+        })
+    };
+    // Kill as soon as part of it is committed.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = stored(&health(&nc).await);
+        if n >= 10 {
+            assert!(
+                n < (total / 2) as u64,
+                "ingest finished before the kill: nothing to test"
+            );
+            break;
+        }
+        assert!(Instant::now() < until, "ingest never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    serve.sigkill();
+    publisher.await.unwrap();
+    for i in total / 2..total {
+        publish(&js, i).await;
+    }
+    let mut serve = Serve::start(&server.url(), &data, "k1", "[]");
+    heartbeat(&nc, "k1").await;
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let n = stored(&health(&nc).await);
+        assert!(
+            n <= total as u64,
+            "{n} memories stored for {total} published: duplicates"
+        );
+        if n == total as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "only {n} of {total} memories after the restart"
+        );
+    }
+    // Redeliveries of what was committed but not acked land as no-ops.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(stored(&health(&nc).await), total as u64);
+    serve.sigterm_exits_0().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_partitioned_no_duplicate_no_lost_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalNatsServer::start_with_config(dir.path(), Some(MAPPING)).unwrap();
+    let nc = async_nats::connect(server.url()).await.unwrap();
+    let mut a = Serve::start(&server.url(), &dir.path().join("a"), "a", "[0]");
+    let mut b = Serve::start(&server.url(), &dir.path().join("b"), "b", "[1]");
+    heartbeat(&nc, "a").await;
+    heartbeat(&nc, "b").await;
+
+    let mut contexts = nc.subscribe("voice.context.*").await.unwrap();
+    nc.flush().await.unwrap();
+    let conversations = 20;
+    for u in 0..3 {
+        for c in 0..conversations {
+            let payload = json!({"utterance": format!("u{u}"), "text": format!("question {u} about the trip"), "final": true});
+            nc.publish(
+                format!("voice.transcript.conv{c}"),
+                serde_json::to_vec(&payload).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    nc.flush().await.unwrap();
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    for n in 0..conversations * 3 {
+        let m = tokio::time::timeout(Duration::from_secs(60), contexts.next())
+            .await
+            .unwrap_or_else(|_| panic!("answers lost: {n} of {}", conversations * 3))
+            .unwrap();
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(v["final"], true);
+        seen.entry(v["conversation"].as_str().unwrap().to_string())
+            .or_default()
+            .push(v["utterance"].as_str().unwrap().to_string());
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), contexts.next())
+            .await
+            .is_err(),
+        "a duplicate answer"
+    );
+    assert_eq!(seen.len(), conversations);
+    // Exactly once each. (Their order is the pipeline's: it serves finals concurrently.)
+    for (conv, utterances) in seen.iter_mut() {
+        utterances.sort();
+        assert_eq!(utterances, &["u0", "u1", "u2"], "{conv}");
+    }
+    // Both served, and each keeps a full memory replica of all 60 finals.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ba, bb) = (heartbeat(&nc, "a").await, heartbeat(&nc, "b").await);
+        let served = |beat: &Value| beat["bus"]["contexts_published"].as_u64().unwrap();
+        if stored(&ba) == 60 && stored(&bb) == 60 {
+            assert!(
+                served(&ba) > 0 && served(&bb) > 0,
+                "one replica served everything"
+            );
+            assert_eq!(served(&ba) + served(&bb), 60);
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "replicas never converged: {} and {}",
+            stored(&ba),
+            stored(&bb)
+        );
+    }
+    a.sigterm_exits_0().await;
+    b.sigterm_exits_0().await;
+}
