@@ -928,3 +928,33 @@ async fn existing_stream_on_other_subjects_is_a_clear_error() {
         "the stream was changed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_authentication_and_no_secret_in_errors() {
+    let h = start_server(Some(r#"authorization { token: "s3cret-tok" }"#));
+    let url = h.server.url();
+    let config = NatsConfig {
+        token: Some("s3cret-tok".into()),
+        ..bus_config(&url, "r1")
+    };
+    let (replica, _) = start_replica(config, Duration::ZERO, 0).await;
+    let nc = async_nats::ConnectOptions::with_token("s3cret-tok".into())
+        .connect(&url)
+        .await
+        .unwrap();
+    let reply = nc.request("voice.health", "".into()).await.unwrap();
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(v["replica"], "r1");
+    assert!(!String::from_utf8_lossy(&reply.payload).contains("s3cret"));
+    replica.bus.stop().await.unwrap();
+
+    let wrong = NatsConfig {
+        token: Some("wrong-tok".into()),
+        ..bus_config(&url, "r2")
+    };
+    let e = BusConnection::connect(wrong, Duration::from_secs(2))
+        .await
+        .err()
+        .expect("wrong token refused");
+    assert!(!e.to_string().contains("wrong-tok"), "{e}");
+}
