@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use crate::Stages;
 use crate::config::PipelineConfig;
 use crate::health::{ResultKind, Stats};
-use crate::messages::{ContextResult, Memory, RerankOutcome, StageTimings, Transcript};
+use crate::messages::{ContextResult, Memory, RerankOutcome, Transcript};
 use crate::rerank::RerankCost;
 use crate::results::ResultHub;
 use crate::supervisor::Registry;
@@ -59,23 +59,13 @@ impl Core {
 
     /// An immediate answer for a request the pipeline had no time or room to serve.
     pub(crate) fn shed_result(&self, t: &Transcript) -> ContextResult {
-        let finished_at = now().into_std();
-        ContextResult {
-            namespace: t.namespace.clone(),
-            conversation: t.conversation.clone(),
-            utterance: t.utterance.clone(),
-            is_final: t.is_final,
-            text: t.text.clone(),
-            hits: Vec::new(),
-            rerank: self.no_rerank("shed"),
-            degraded: Some("shed".to_string()),
-            timings: StageTimings {
-                total: finished_at.saturating_duration_since(t.received_at),
-                ..Default::default()
-            },
-            deadline: t.received_at + self.config.budget(),
-            finished_at,
-        }
+        ContextResult::without_hits(
+            t,
+            self.no_rerank("shed"),
+            "shed".to_string(),
+            t.received_at + self.config.budget(),
+            now().into_std(),
+        )
     }
 
     /// Queues a final transcript as a memory, unless it is the agent's or empty.

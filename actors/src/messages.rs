@@ -187,6 +187,33 @@ pub struct ContextResult {
 }
 
 impl ContextResult {
+    /// A result with no hits for `t` (shed, refused): only the outcome, the reason and the time
+    /// from receipt to `finished_at` are filled in.
+    pub fn without_hits(
+        t: &Transcript,
+        rerank: RerankOutcome,
+        degraded: String,
+        deadline: Instant,
+        finished_at: Instant,
+    ) -> Self {
+        ContextResult {
+            namespace: t.namespace.clone(),
+            conversation: t.conversation.clone(),
+            utterance: t.utterance.clone(),
+            is_final: t.is_final,
+            text: t.text.clone(),
+            hits: Vec::new(),
+            rerank,
+            degraded: Some(degraded),
+            timings: StageTimings {
+                total: finished_at.saturating_duration_since(t.received_at),
+                ..Default::default()
+            },
+            deadline,
+            finished_at,
+        }
+    }
+
     pub fn deadline_met(&self) -> bool {
         self.finished_at <= self.deadline
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinHandle;
-use voicerag_actors::{ContextResult, Memory, RerankOutcome, StageTimings, Transcript};
+use voicerag_actors::{ContextResult, Memory, RerankOutcome, Transcript};
 
 use super::config::{NatsConfig, reconnect_delay};
 use super::memory::{MemoryConsumer, ensure_stream};
@@ -637,22 +637,13 @@ fn republish_final(shared: &Arc<Shared>, writer: &Arc<JetStreamWriter>, t: &Tran
 
 fn shed_result(t: &Transcript, reason: &str) -> ContextResult {
     let now = Instant::now();
-    ContextResult {
-        namespace: t.namespace.clone(),
-        conversation: t.conversation.clone(),
-        utterance: t.utterance.clone(),
-        is_final: t.is_final,
-        text: t.text.clone(),
-        hits: Vec::new(),
-        rerank: RerankOutcome::Skipped("shed".into()),
-        degraded: Some(format!("shed: {reason}")),
-        timings: StageTimings {
-            total: now.duration_since(t.received_at),
-            ..Default::default()
-        },
-        deadline: now,
-        finished_at: now,
-    }
+    ContextResult::without_hits(
+        t,
+        RerankOutcome::Skipped("shed".into()),
+        format!("shed: {reason}"),
+        now,
+        now,
+    )
 }
 
 async fn results_loop(
