@@ -5,10 +5,11 @@
 //! - [`fusion`]: reciprocal-rank fusion of the vector and BM25 rankings.
 //! - [`pipeline`]: the real stages behind the `voicerag-actors` traits, and [`pipeline::Pipeline`].
 //! - [`bus`]: the NATS edge.
+//! - [`bench`]: the benchmarks behind `voicerag bench` (models, store, pipeline, NATS load).
 //! - [`config`]: one configuration, one precedence rule (flag, then environment, then file, then default).
 
+pub mod bench;
 pub mod bus;
-pub mod cli;
 pub mod config;
 pub mod fusion;
 pub mod ingest;

@@ -14,12 +14,12 @@ use tokio::sync::mpsc;
 use voicerag::actors::{
     ContextResult, Hit, Memory, MemoryWriter, RerankOutcome, StageTimings, Transcript,
 };
+use voicerag::bench::nats::{LoadSpec, run_load};
 use voicerag::bus::server::LocalNatsServer;
 use voicerag::bus::{
     BusConnection, ContextQuery, ContextService, EngineError, MemorySink, NatsConfig, RunningBus,
     SinkError, Subjects,
 };
-use voicerag::cli::bench_nats::{LoadSpec, run_load};
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -2,6 +2,8 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use voicerag::bench::nats::BenchNatsArgs;
+use voicerag::bench::pipeline::BenchPipelineArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -157,32 +159,4 @@ pub enum BenchCommand {
     Pipeline(BenchPipelineArgs),
     /// Load over NATS on loopback.
     Nats(BenchNatsArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct BenchPipelineArgs {
-    /// Memories in the store.
-    #[arg(long, default_value_t = 10_000)]
-    pub memories: usize,
-    /// Final transcripts measured per configuration.
-    #[arg(long, default_value_t = 300)]
-    pub queries: usize,
-    /// Budgets (ms) to run the reranker at.
-    #[arg(long, value_delimiter = ',', default_value = "50,100,200")]
-    pub budgets: Vec<u64>,
-    /// Cross-encoder to benchmark.
-    #[arg(long, default_value = "models/bench-untrained-ce-L12")]
-    pub reranker: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchNatsArgs {
-    #[arg(long, default_value_t = 8)]
-    pub conversations: usize,
-    #[arg(long, default_value_t = 250)]
-    pub interval_ms: u64,
-    #[arg(long, default_value_t = 20)]
-    pub seconds: u64,
-    #[arg(long, value_name = "URL")]
-    pub nats_url: Option<String>,
 }

@@ -13,12 +13,12 @@ use voicerag_actors::{QueryRequest, SearchFilter, SearchMode};
 
 use super::UsageError;
 use super::args::{ForgetArgs, IngestArgs, QueryArgs};
-use crate::bus::BusConnection;
-use crate::config::Config;
-use crate::ingest;
-use crate::models::SentenceEmbedder;
-use crate::pipeline::{self, Engines, ReadOnlyWriter, StoreAccess};
-use crate::store::{MemoryStore, ModelInfo};
+use voicerag::bus::BusConnection;
+use voicerag::config::Config;
+use voicerag::ingest;
+use voicerag::models::SentenceEmbedder;
+use voicerag::pipeline::{self, Engines, ReadOnlyWriter, StoreAccess};
+use voicerag::store::{MemoryStore, ModelInfo};
 
 /// Lines embedded and committed together.
 const INGEST_BATCH: usize = 256;
@@ -194,7 +194,7 @@ pub async fn query(config: &Config, args: &QueryArgs) -> anyhow::Result<ExitCode
             Ok(result) => {
                 let mut out = stdout.lock();
                 if args.json {
-                    writeln!(out, "{}", crate::bus::wire::context_json(&result, &id))?;
+                    writeln!(out, "{}", voicerag::bus::wire::context_json(&result, &id))?;
                 } else {
                     print_human(&mut out, &id, &result)?;
                 }
@@ -326,7 +326,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         reranker = engines.reranker.as_ref().map(|r| r.model_name().to_string()).unwrap_or_else(|| "off".into()),
         "voicerag serving"
     );
-    crate::bus::service::serve_connected(
+    voicerag::bus::service::serve_connected(
         connection,
         Arc::new(handle),
         engines.store_writer(),

@@ -16,9 +16,9 @@ use voicerag_actors::{AgentReply, ContextResult, Transcript};
 use super::UsageError;
 use super::args::DemoArgs;
 use super::commands::print_human;
-use crate::config::Config;
-use crate::ingest;
-use crate::pipeline::{Engines, StoreAccess};
+use voicerag::config::Config;
+use voicerag::ingest;
+use voicerag::pipeline::{Engines, StoreAccess};
 
 /// The user whose session is replayed.
 const DEMO_NAMESPACE: &str = "alice";
@@ -84,7 +84,7 @@ pub async fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 writeln!(
                     out,
                     "{}",
-                    crate::bus::wire::transcript_context_json(&result)
+                    voicerag::bus::wire::transcript_context_json(&result)
                 )
             } else {
                 print_human(&mut out, &id, &result)

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LoggingConfig;
+use voicerag::config::LoggingConfig;
 
 pub fn init(config: &LoggingConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_env("VOICERAG_LOG")
@@ -34,7 +34,9 @@ pub fn init(config: &LoggingConfig) -> anyhow::Result<()> {
 pub struct MetricsGuard;
 
 /// Starts the Prometheus endpoint when `metrics.listen` is set.
-pub fn init_metrics(config: &crate::config::MetricsConfig) -> anyhow::Result<Option<MetricsGuard>> {
+pub fn init_metrics(
+    config: &voicerag::config::MetricsConfig,
+) -> anyhow::Result<Option<MetricsGuard>> {
     if config.listen.is_empty() {
         return Ok(None);
     }
@@ -61,7 +63,7 @@ pub fn init_metrics(config: &crate::config::MetricsConfig) -> anyhow::Result<Opt
 
 /// Publishes the store's size as gauges every few seconds (`voicerag_store_memories`,
 /// `voicerag_store_chunks`, `voicerag_store_disk_bytes`, `voicerag_store_bm25_lag`).
-pub fn spawn_store_gauges(store: std::sync::Arc<crate::store::MemoryStore>) {
+pub fn spawn_store_gauges(store: std::sync::Arc<voicerag::store::MemoryStore>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {

@@ -4,10 +4,6 @@
 //! stderr. Exit code 0 on success, 1 on a runtime failure, 2 on a usage or config error.
 
 pub mod args;
-pub mod bench_models;
-pub mod bench_nats;
-pub mod bench_pipeline;
-pub mod bench_store;
 mod commands;
 pub mod demo;
 mod logging;
@@ -16,8 +12,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::config::{Config, ConfigError};
 use args::{Cli, Command};
+use voicerag::bench;
+use voicerag::config::{Config, ConfigError};
 
 /// A usage or configuration error: exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -99,13 +96,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Config(args::ConfigCommand::Check) => commands::config_check(&config),
             Command::Bench(b) => match b {
                 args::BenchCommand::Models { iterations } => {
-                    bench_models::run(&config, iterations).map(|_| ExitCode::SUCCESS)
+                    bench::models::run(&config, iterations).map(|_| ExitCode::SUCCESS)
                 }
                 args::BenchCommand::Store { sizes } => {
-                    bench_store::run(&config, &sizes).map(|_| ExitCode::SUCCESS)
+                    bench::store::run(&config, &sizes).map(|_| ExitCode::SUCCESS)
                 }
-                args::BenchCommand::Pipeline(a) => bench_pipeline::run(&config, &a).await,
-                args::BenchCommand::Nats(a) => bench_nats::run(&config, &a).await,
+                args::BenchCommand::Pipeline(a) => bench::pipeline::run(&config, &a).await,
+                args::BenchCommand::Nats(a) => bench::nats::run(&config, &a).await,
             },
         }
     })

@@ -1,82 +1,36 @@
 //! `voicerag bench pipeline`: end-to-end latency per final transcript with the real models over a
 //! synthetic store, reranker off and on at several budgets, and the pipeline's own overhead.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clap::Args;
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use voicerag_actors::{Memory, QueryRequest, RerankOutcome, SearchFilter};
 
-use super::args::BenchPipelineArgs;
+use super::synthetic_utterance;
 use crate::config::Config;
 use crate::ingest;
 use crate::pipeline::{Engines, StoreAccess};
 
-const SUBJECTS: &[&str] = &[
-    "my sister",
-    "the dog",
-    "my boss",
-    "our neighbour",
-    "the kids",
-    "my doctor",
-    "the landlord",
-    "my friend Sam",
-    "the plumber",
-    "grandma",
-];
-const VERBS: &[&str] = &[
-    "wants to visit",
-    "complained about",
-    "is allergic to",
-    "loves",
-    "forgot about",
-    "booked",
-    "recommended",
-    "cancelled",
-    "asked me about",
-    "is worried about",
-];
-const OBJECTS: &[&str] = &[
-    "the train to Lisbon",
-    "peanut butter",
-    "the dentist appointment",
-    "a birthday cake",
-    "the electricity bill",
-    "jazz concerts",
-    "the new school",
-    "the car repair",
-    "a trip to the mountains",
-    "the wedding gift",
-    "cello lessons",
-    "the flu vaccine",
-    "a vegetarian dinner",
-    "the football match",
-    "the garden fence",
-];
-const WHENS: &[&str] = &[
-    "next Tuesday",
-    "last weekend",
-    "in June",
-    "every morning",
-    "tomorrow at noon",
-    "after work",
-    "before Christmas",
-    "on Sunday",
-];
-
-/// A random utterance-length sentence.
-pub fn synthetic_utterance(rng: &mut StdRng) -> String {
-    let pick = |rng: &mut StdRng, xs: &[&str]| xs[rng.random_range(0..xs.len())].to_string();
-    format!(
-        "{} {} {} {}.",
-        pick(rng, SUBJECTS),
-        pick(rng, VERBS),
-        pick(rng, OBJECTS),
-        pick(rng, WHENS)
-    )
+#[derive(Debug, Args)]
+pub struct BenchPipelineArgs {
+    /// Memories in the store.
+    #[arg(long, default_value_t = 10_000)]
+    pub memories: usize,
+    /// Final transcripts measured per configuration.
+    #[arg(long, default_value_t = 300)]
+    pub queries: usize,
+    /// Budgets (ms) to run the reranker at.
+    #[arg(long, value_delimiter = ',', default_value = "50,100,200")]
+    pub budgets: Vec<u64>,
+    /// Cross-encoder to benchmark.
+    #[arg(long, default_value = "models/bench-untrained-ce-L12")]
+    pub reranker: PathBuf,
 }
 
 pub async fn run(config: &Config, args: &BenchPipelineArgs) -> anyhow::Result<ExitCode> {

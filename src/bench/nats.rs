@@ -3,6 +3,7 @@
 //! it (publish to context received), answers lost (must be 0), shed and degraded counts.
 
 use anyhow::Context as _;
+use clap::Args;
 use futures::StreamExt;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -13,8 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use voicerag_actors::Memory;
 
-use super::args::BenchNatsArgs;
-use super::bench_pipeline::synthetic_utterance;
+use super::synthetic_utterance;
 use crate::bus::server::LocalNatsServer;
 use crate::bus::{
     BusConnection, ContextService, JetStreamWriter, MemorySink, NatsConfig, Subjects,
@@ -278,6 +278,18 @@ where
         let _ = std::fs::remove_dir_all(&store_dir);
     }
     report
+}
+
+#[derive(Debug, Args)]
+pub struct BenchNatsArgs {
+    #[arg(long, default_value_t = 8)]
+    pub conversations: usize,
+    #[arg(long, default_value_t = 250)]
+    pub interval_ms: u64,
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
 }
 
 /// Memories in the benchmark's store, so that retrieval does real work.

@@ -1,0 +1,81 @@
+//! Benchmarks of the library, one file per benchmark; `voicerag bench ...` runs them.
+//!
+//! - [`models`]: embedder and cross-encoder latency on the real int8 models.
+//! - [`store`]: the memory store at scale (ingest, search, recall, reopen), embedding excluded.
+//! - [`pipeline`]: end-to-end latency per final transcript, reranker off and on at several budgets.
+//! - [`nats`]: load over NATS on loopback; also the load generator the NATS tests use.
+//!
+//! The actor pipeline's own overhead is measured by the actors crate:
+//! `cargo run --release -p voicerag-actors --example overhead`.
+
+use rand::Rng;
+use rand::rngs::StdRng;
+
+pub mod models;
+pub mod nats;
+pub mod pipeline;
+pub mod store;
+
+const SUBJECTS: &[&str] = &[
+    "my sister",
+    "the dog",
+    "my boss",
+    "our neighbour",
+    "the kids",
+    "my doctor",
+    "the landlord",
+    "my friend Sam",
+    "the plumber",
+    "grandma",
+];
+const VERBS: &[&str] = &[
+    "wants to visit",
+    "complained about",
+    "is allergic to",
+    "loves",
+    "forgot about",
+    "booked",
+    "recommended",
+    "cancelled",
+    "asked me about",
+    "is worried about",
+];
+const OBJECTS: &[&str] = &[
+    "the train to Lisbon",
+    "peanut butter",
+    "the dentist appointment",
+    "a birthday cake",
+    "the electricity bill",
+    "jazz concerts",
+    "the new school",
+    "the car repair",
+    "a trip to the mountains",
+    "the wedding gift",
+    "cello lessons",
+    "the flu vaccine",
+    "a vegetarian dinner",
+    "the football match",
+    "the garden fence",
+];
+const WHENS: &[&str] = &[
+    "next Tuesday",
+    "last weekend",
+    "in June",
+    "every morning",
+    "tomorrow at noon",
+    "after work",
+    "before Christmas",
+    "on Sunday",
+];
+
+/// A random utterance-length sentence.
+pub fn synthetic_utterance(rng: &mut StdRng) -> String {
+    let pick = |rng: &mut StdRng, xs: &[&str]| xs[rng.random_range(0..xs.len())].to_string();
+    format!(
+        "{} {} {} {}.",
+        pick(rng, SUBJECTS),
+        pick(rng, VERBS),
+        pick(rng, OBJECTS),
+        pick(rng, WHENS)
+    )
+}
