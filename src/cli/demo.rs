@@ -15,7 +15,7 @@ use voicerag_actors::{AgentReply, ContextResult, Transcript};
 
 use super::UsageError;
 use super::args::DemoArgs;
-use super::commands::print_human;
+use super::output::print_human;
 use voicerag::config::Config;
 use voicerag::ingest;
 use voicerag::pipeline::{Engines, StoreAccess};

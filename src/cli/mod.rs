@@ -4,9 +4,10 @@
 //! stderr. Exit code 0 on success, 1 on a runtime failure, 2 on a usage or config error.
 
 pub mod args;
-mod commands;
+mod cmd;
 pub mod demo;
 mod logging;
+mod output;
 
 use std::process::ExitCode;
 
@@ -75,25 +76,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Ingest(a) => commands::ingest(&config, &a).await,
+            Command::Ingest(a) => cmd::ingest(&config, &a).await,
             Command::Query(a) => {
                 apply_rerank_flags(&mut config, &a.rerank)?;
-                commands::query(&config, &a).await
+                cmd::query(&config, &a).await
             }
-            Command::Forget(a) => commands::forget(&config, &a).await,
-            Command::Reindex => commands::reindex(&config).await,
+            Command::Forget(a) => cmd::forget(&config, &a).await,
+            Command::Reindex => cmd::reindex(&config).await,
             Command::Serve(a) => {
                 if let Some(url) = &a.nats_url {
                     config.nats.urls = url.split(',').map(|s| s.trim().to_string()).collect();
                 }
                 config.validate()?;
-                commands::serve(config).await
+                cmd::serve(config).await
             }
             Command::Demo(a) => {
                 apply_rerank_flags(&mut config, &a.rerank)?;
                 demo::run(&config, &a).await
             }
-            Command::Config(args::ConfigCommand::Check) => commands::config_check(&config),
+            Command::Config(args::ConfigCommand::Check) => cmd::config_check(&config),
             Command::Bench(b) => match b {
                 args::BenchCommand::Models { iterations } => {
                     bench::models::run(&config, iterations).map(|_| ExitCode::SUCCESS)
