@@ -4,6 +4,7 @@
 //! - [`store`]: the memory store at scale (ingest, search, recall, reopen), embedding excluded.
 //! - [`pipeline`]: end-to-end latency per final transcript, reranker off and on at several budgets.
 //! - [`nats`]: load over NATS on loopback; also the load generator the NATS tests use.
+//! - [`stats`]: percentiles, shared by the benchmarks and the demo.
 //!
 //! The actor pipeline's own overhead is measured by the actors crate:
 //! `cargo run --release -p voicerag-actors --example overhead`.
@@ -14,6 +15,7 @@ use rand::rngs::StdRng;
 pub mod models;
 pub mod nats;
 pub mod pipeline;
+pub mod stats;
 pub mod store;
 
 const SUBJECTS: &[&str] = &[

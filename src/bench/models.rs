@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use super::stats::percentile;
 use crate::config::Config;
 use crate::models::{CrossEncoder, RerankerConfig, SentenceEmbedder};
 
@@ -150,27 +151,4 @@ where
         p99_ms: percentile(&samples, 0.99),
         mean_ms: samples.iter().sum::<f64>() / samples.len() as f64,
     })
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentile;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let samples: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&samples, 0.50), 50.0);
-        assert_eq!(percentile(&samples, 0.99), 99.0);
-        assert_eq!(percentile(&[7.0], 0.99), 7.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
-    }
 }

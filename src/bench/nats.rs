@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use voicerag_actors::Memory;
 
+use super::stats::percentile_ms;
 use super::synthetic_utterance;
 use crate::bus::server::LocalNatsServer;
 use crate::bus::{
@@ -224,10 +225,9 @@ pub async fn run_load(
     report.sent = sent;
     report.lost = sent.saturating_sub(report.answered);
     report.throughput_per_s = report.answered as f64 / report.seconds.max(f64::EPSILON);
-    let ms = |us: u64| us as f64 / 1000.0;
-    report.latency_p50_ms = ms(latencies.value_at_quantile(0.5));
-    report.latency_p99_ms = ms(latencies.value_at_quantile(0.99));
-    report.latency_max_ms = ms(latencies.max());
+    report.latency_p50_ms = percentile_ms(&latencies, 0.5);
+    report.latency_p99_ms = percentile_ms(&latencies, 0.99);
+    report.latency_max_ms = latencies.max() as f64 / 1000.0;
     Ok(report)
 }
 

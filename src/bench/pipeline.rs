@@ -12,6 +12,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use voicerag_actors::{Memory, QueryRequest, RerankOutcome, SearchFilter};
 
+use super::stats::percentile;
 use super::synthetic_utterance;
 use crate::config::Config;
 use crate::ingest;
@@ -163,11 +164,7 @@ impl RunStats {
         let n = self.total.len();
         let p = |xs: &mut Vec<f64>, q: f64| {
             xs.sort_by(f64::total_cmp);
-            if xs.is_empty() {
-                0.0
-            } else {
-                xs[(((xs.len() - 1) as f64) * q).round() as usize]
-            }
+            percentile(xs, q)
         };
         let (t50, t99) = (p(&mut self.total, 0.5), p(&mut self.total, 0.99));
         let (o50, o99) = (p(&mut self.overhead, 0.5), p(&mut self.overhead, 0.99));

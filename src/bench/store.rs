@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::stats::percentile_ms;
 use crate::actors::messages::{Memory, SearchFilter, SearchMode, SearchRequest};
 use crate::config::Config;
 use crate::store::{ChunkInput, MemoryStore, ModelInfo, NewMemory};
@@ -92,10 +93,6 @@ fn unit(rng: &mut StdRng, center: Option<&[f32]>, noise: f32) -> Vec<f32> {
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn percentile_ms(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
 }
 
 fn bench_dir(n: usize) -> PathBuf {

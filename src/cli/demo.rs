@@ -16,6 +16,7 @@ use voicerag_actors::{AgentReply, ContextResult, Transcript};
 use super::UsageError;
 use super::args::DemoArgs;
 use super::output::print_human;
+use voicerag::bench::stats::percentile;
 use voicerag::config::Config;
 use voicerag::ingest;
 use voicerag::pipeline::{Engines, StoreAccess};
@@ -270,14 +271,6 @@ impl Summary {
             println!("  {name:<7} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms");
         }
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn round3(x: f64) -> f64 {
