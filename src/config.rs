@@ -156,6 +156,9 @@ impl Config {
         if self.retrieval.rrf_k <= 0.0 {
             return bad("retrieval.rrf_k", "must be positive");
         }
+        if !(0.0..=1.0).contains(&self.retrieval.convex_vector_weight) {
+            return bad("retrieval.convex_vector_weight", "must be between 0 and 1");
+        }
         if self.retrieval.candidates == 0 {
             return bad("retrieval.candidates", "must be at least 1");
         }

@@ -1,8 +1,9 @@
-//! Reciprocal-rank fusion of ranked lists.
+//! Fusion of the vector and BM25 rankings, two ways:
 //!
-//! Each list contributes `weight / (k + rank)` (rank 1-based) to every item it holds; items are
-//! sorted by the sum. Only ranks matter, so BM25 scores and cosine similarities, which live on
-//! unrelated scales, combine without calibration.
+//! - [`reciprocal_rank`]: each list contributes `weight / (k + rank)` (rank 1-based) to every
+//!   item it holds; items are sorted by the sum. Only ranks matter.
+//! - [`convex`]: each side's scores are normalised per query (min-max or z-score) and mixed
+//!   `w * vector + (1 - w) * bm25`. How far apart two scores are counts, not only their order.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -48,6 +49,127 @@ pub fn reciprocal_rank<T: Clone + Eq + Hash>(lists: &[RankedList<'_, T>], k: f32
     // Stable sort: equal scores keep first-appearance order.
     order.sort_by(|a, b| b.score.total_cmp(&a.score));
     order
+}
+
+/// How one side's scores are put on a common scale, per query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalization {
+    /// `(x - min) / (max - min)` over the side's candidates.
+    MinMax,
+    /// `(x - mean) / std` over the side's candidates.
+    ZScore,
+}
+
+/// One candidate for [`convex`]: its scores on each side (`None`: that side did not score it,
+/// which counts as the side's lowest normalised score).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored<T> {
+    pub item: T,
+    pub vector: Option<f32>,
+    pub bm25: Option<f32>,
+}
+
+/// Normalised scores of one side, `None` kept as `None`.
+fn normalise(values: &[Option<f32>], how: Normalization) -> Vec<Option<f32>> {
+    let present: Vec<f32> = values.iter().flatten().copied().collect();
+    if present.is_empty() {
+        return values.to_vec();
+    }
+    let n = present.len() as f32;
+    let (lo, hi) = present
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
+    let mean = present.iter().sum::<f32>() / n;
+    let std = (present.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / n).sqrt();
+    values
+        .iter()
+        .map(|v| {
+            v.map(|x| match how {
+                // One candidate, or all equal: every one is as good as the best.
+                Normalization::MinMax if hi - lo <= f32::EPSILON => 1.0,
+                Normalization::MinMax => (x - lo) / (hi - lo),
+                Normalization::ZScore if std <= f32::EPSILON => 0.0,
+                Normalization::ZScore => (x - mean) / std,
+            })
+        })
+        .collect()
+}
+
+/// Convex combination: `vector_weight * v + (1 - vector_weight) * b` of the per-query
+/// normalised scores, best first (ties keep input order). A side that did not score an item
+/// gives it that side's lowest normalised score.
+pub fn convex<T: Clone>(
+    candidates: &[Scored<T>],
+    vector_weight: f32,
+    how: Normalization,
+) -> Vec<(T, f32)> {
+    let v = normalise(
+        &candidates.iter().map(|c| c.vector).collect::<Vec<_>>(),
+        how,
+    );
+    let b = normalise(&candidates.iter().map(|c| c.bm25).collect::<Vec<_>>(), how);
+    let floor = |side: &[Option<f32>]| {
+        side.iter()
+            .flatten()
+            .copied()
+            .fold(f32::INFINITY, f32::min)
+            .min(0.0)
+    };
+    let (vmin, bmin) = (floor(&v), floor(&b));
+    let mut out: Vec<(T, f32)> = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let score =
+                vector_weight * v[i].unwrap_or(vmin) + (1.0 - vector_weight) * b[i].unwrap_or(bmin);
+            (c.item.clone(), score)
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
+#[cfg(test)]
+mod convex_tests {
+    use super::*;
+
+    fn c(item: &'static str, vector: Option<f32>, bm25: Option<f32>) -> Scored<&'static str> {
+        Scored { item, vector, bm25 }
+    }
+
+    #[test]
+    fn min_max_mixes_both_sides() {
+        let cands = [
+            c("a", Some(0.9), None),
+            c("b", Some(0.5), Some(10.0)),
+            c("c", Some(0.7), Some(2.0)),
+        ];
+        let out = convex(&cands, 0.5, Normalization::MinMax);
+        // a: v 1.0, b 0 (absent) -> 0.5; b: v 0, b 1 -> 0.5; c: v 0.5, b 0 -> 0.25.
+        assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert!((out[0].1 - 0.5).abs() < 1e-6 && (out[2].1 - 0.25).abs() < 1e-6);
+        let vector_only = convex(&cands, 1.0, Normalization::MinMax);
+        assert_eq!(vector_only[1].0, "c");
+    }
+
+    #[test]
+    fn z_scores_and_degenerate_sides() {
+        let cands = [c("a", Some(1.0), Some(3.0)), c("b", Some(0.0), None)];
+        let out = convex(&cands, 0.5, Normalization::ZScore);
+        assert_eq!(out[0].0, "a");
+        // A single BM25 score has no spread: z-score 0, min-max 1.
+        assert_eq!(
+            normalise(&[Some(4.0), None], Normalization::ZScore),
+            [Some(0.0), None]
+        );
+        assert_eq!(
+            normalise(&[Some(4.0), None], Normalization::MinMax),
+            [Some(1.0), None]
+        );
+    }
 }
 
 #[cfg(test)]

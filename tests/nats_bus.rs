@@ -55,6 +55,7 @@ impl Memories {
                     rerank_score: None,
                     vector_rank: None,
                     bm25_rank: Some(1),
+                    similarity: None,
                     conversation: m.conversation.clone(),
                     speaker: m.speaker.clone(),
                     ts_ms: m.ts_ms,
@@ -145,6 +146,8 @@ impl FakeEngine {
             is_final: t.is_final,
             text: t.text.clone(),
             hits,
+            capped: 0,
+            floored: 0,
             rerank: RerankOutcome::Off,
             degraded: None,
             timings: StageTimings {

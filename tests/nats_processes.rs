@@ -38,6 +38,8 @@ impl ContextService for EchoEngine {
             is_final: t.is_final,
             text: t.text,
             hits: Vec::new(),
+            capped: 0,
+            floored: 0,
             rerank: RerankOutcome::Off,
             degraded: None,
             timings: StageTimings {

@@ -99,7 +99,9 @@ fn hybrid_hits_carry_ranks_and_fused_scores() {
     assert_eq!(hits[0].id, "m1");
     assert_eq!(hits[0].vector_rank, Some(1));
     assert_eq!(hits[0].bm25_rank, Some(1));
-    assert!((hits[0].score - 2.0 / 61.0).abs() < 1e-6);
+    // Convex fusion (the default): first on both sides, so 1.0 after min-max normalisation.
+    assert!((hits[0].score - 1.0).abs() < 1e-6, "{}", hits[0].score);
+    assert!(hits.iter().all(|h| h.similarity.is_some()));
     for w in hits.windows(2) {
         assert!(w[0].score >= w[1].score);
     }

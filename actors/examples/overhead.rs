@@ -64,6 +64,7 @@ fn stages(hang: bool) -> Stages {
             rerank_score: None,
             vector_rank: Some(i + 1),
             bm25_rank: Some(i + 1),
+            similarity: None,
             conversation: "c".into(),
             speaker: "user".into(),
             ts_ms: 0,

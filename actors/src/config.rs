@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::messages::SearchMode;
 
+/// Default relevance floor (cosine), calibrated on the dev sets for all-MiniLM-L6-v2.
+pub const MIN_SIMILARITY: f32 = 0.24;
+
 /// How the pipeline serves transcripts. Every field has a documented default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -16,8 +19,14 @@ pub struct PipelineConfig {
     pub budget_ms: u64,
     /// Most hits in a result (default 5).
     pub top_k: usize,
-    /// Most characters of hit text in a result, so a result never floods a prompt (default 2000).
+    /// Most characters of hit text in a result for a transcript, so a context result never floods
+    /// a prompt; the result's `capped` counts the hits it cut. One-off queries are not capped:
+    /// they return up to `top_k` hits (default 2000).
     pub max_context_chars: usize,
+    /// Relevance floor: hits whose cosine similarity to the query is below this are dropped (the
+    /// result's `floored` counts them). Applies when the query was embedded; calibrated for
+    /// all-MiniLM-L6-v2, so set it again for another model (-1 turns it off).
+    pub min_similarity: f32,
     /// Hits asked of the retriever and offered to the reranker (default 20).
     pub candidates: usize,
     /// Search mode for transcripts (default "hybrid").
@@ -59,6 +68,7 @@ impl Default for PipelineConfig {
             budget_ms: 100,
             top_k: 5,
             max_context_chars: 2000,
+            min_similarity: MIN_SIMILARITY,
             candidates: 20,
             mode: SearchMode::Hybrid,
             exclude_recent_turns: 0,
@@ -170,6 +180,12 @@ impl PipelineConfig {
                 self.restart.retry_down_after_ms,
             ),
         ];
+        if !(-1.0..=1.0).contains(&self.min_similarity) {
+            return Err(format!(
+                "pipeline.min_similarity: {} is not a cosine similarity (-1 to 1; -1 turns the floor off)",
+                self.min_similarity
+            ));
+        }
         for (key, value) in positive {
             if value == 0 {
                 return Err(format!("pipeline.{key}: must be > 0"));

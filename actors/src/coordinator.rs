@@ -81,6 +81,7 @@ pub(crate) fn request_for(core: &Core, t: &Transcript) -> Request {
         top_k: core.config.top_k,
         mode: core.config.mode,
         filter,
+        cap_context: true,
     }
 }
 

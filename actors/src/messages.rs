@@ -115,6 +115,10 @@ pub struct Hit {
     /// 1-based rank in the BM25 list, if it appeared there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bm25_rank: Option<usize>,
+    /// Cosine similarity of the query and this memory's best chunk, when the query was embedded:
+    /// the evidence the relevance floor (`pipeline.min_similarity`) looks at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
     pub conversation: String,
     pub speaker: String,
     pub ts_ms: i64,
@@ -178,6 +182,10 @@ pub struct ContextResult {
     /// The text that was searched.
     pub text: String,
     pub hits: Vec<Hit>,
+    /// Hits within `top_k` that `max_context_chars` cut (context results only).
+    pub capped: usize,
+    /// Hits the relevance floor (`min_similarity`) removed.
+    pub floored: usize,
     pub rerank: RerankOutcome,
     /// Why this result is degraded ("shed", "embedder down", ...), if it is.
     pub degraded: Option<String>,
@@ -203,6 +211,8 @@ impl ContextResult {
             is_final: t.is_final,
             text: t.text.clone(),
             hits: Vec::new(),
+            capped: 0,
+            floored: 0,
             rerank,
             degraded: Some(degraded),
             timings: StageTimings {

@@ -237,6 +237,7 @@ impl PipelineHandle {
             top_k: q.top_k.unwrap_or(core.config.top_k),
             mode: q.mode.unwrap_or(core.config.mode),
             filter: q.filter,
+            cap_context: false,
         };
         let permit = Arc::clone(&core.permits)
             .acquire_owned()

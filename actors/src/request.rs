@@ -15,7 +15,7 @@ use crate::core::{Core, now};
 use crate::messages::{
     ContextResult, Hit, RerankOutcome, SearchFilter, SearchMode, SearchRequest, StageTimings,
 };
-use crate::rerank::{apply_scores, cap_hits};
+use crate::rerank::{apply_scores, cap_hits, floor_hits};
 use crate::stage_actor::Job;
 use crate::stages::StageError;
 use crate::supervisor::Slot;
@@ -33,12 +33,16 @@ pub(crate) struct Request {
     pub top_k: usize,
     pub mode: SearchMode,
     pub filter: SearchFilter,
+    /// Whether `max_context_chars` applies (context for a prompt) or not (a one-off query).
+    pub cap_context: bool,
 }
 
 /// The outcome of embedding and searching, shareable between a partial and its final.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Retrieval {
     pub hits: Vec<Hit>,
+    /// Hits the relevance floor removed.
+    pub floored: usize,
     pub degraded: Vec<&'static str>,
     pub embed: Duration,
     pub search: Duration,
@@ -168,7 +172,7 @@ pub(crate) async fn retrieve(
     .await;
     out.search = now() - started;
     match r {
-        Call::Done(hits) => out.hits = hits,
+        Call::Done(hits) => (out.hits, out.floored) = floor_hits(hits, core.config.min_similarity),
         Call::Down => out.degraded.push("retriever down"),
         Call::TimedOut => out.degraded.push("retriever timeout"),
         Call::Crashed => out.degraded.push("retriever failed"),
@@ -309,6 +313,12 @@ pub(crate) fn assemble(
 ) -> ContextResult {
     let mut degraded = retrieval.degraded;
     degraded.extend(extra_degraded);
+    let max_chars = if req.cap_context {
+        core.config.max_context_chars
+    } else {
+        usize::MAX
+    };
+    let (hits, capped) = cap_hits(hits, req.top_k, max_chars);
     let finished_at = now().into_std();
     ContextResult {
         namespace: req.namespace.clone(),
@@ -316,7 +326,9 @@ pub(crate) fn assemble(
         utterance: req.utterance.clone(),
         is_final: req.is_final,
         text: req.text.clone(),
-        hits: cap_hits(hits, req.top_k, core.config.max_context_chars),
+        hits,
+        capped,
+        floored: retrieval.floored,
         rerank,
         degraded: (!degraded.is_empty()).then(|| degraded.join(", ")),
         timings: StageTimings {

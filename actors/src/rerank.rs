@@ -106,8 +106,10 @@ pub fn apply_scores(mut hits: Vec<Hit>, scores: &[f32]) -> Vec<Hit> {
 
 /// Caps hits at `top_k` and at `max_chars` characters of text in all. A first hit longer than the
 /// cap is cut to it, so a result is never empty only because one memory is long.
-pub fn cap_hits(mut hits: Vec<Hit>, top_k: usize, max_chars: usize) -> Vec<Hit> {
+/// Returns the hits kept and how many of the first `top_k` the character cap cut.
+pub fn cap_hits(mut hits: Vec<Hit>, top_k: usize, max_chars: usize) -> (Vec<Hit>, usize) {
     hits.truncate(top_k);
+    let offered = hits.len();
     let mut used = 0usize;
     let mut keep = 0usize;
     for hit in hits.iter_mut() {
@@ -124,7 +126,16 @@ pub fn cap_hits(mut hits: Vec<Hit>, top_k: usize, max_chars: usize) -> Vec<Hit> 
         }
     }
     hits.truncate(keep);
-    hits
+    (hits, offered - keep)
+}
+
+/// Drops hits whose similarity to the query is below `min` (hits without one are kept: the query
+/// was not embedded, so there is no such evidence to judge); returns the rest and how many went.
+pub fn floor_hits(mut hits: Vec<Hit>, min: f32) -> (Vec<Hit>, usize) {
+    let before = hits.len();
+    hits.retain(|h| h.similarity.is_none_or(|s| s >= min));
+    let dropped = before - hits.len();
+    (hits, dropped)
 }
 
 #[cfg(test)]
@@ -139,6 +150,7 @@ mod tests {
             rerank_score: None,
             vector_rank: None,
             bm25_rank: None,
+            similarity: None,
             conversation: "c".into(),
             speaker: "user".into(),
             ts_ms: 0,
@@ -189,11 +201,23 @@ mod tests {
     #[test]
     fn caps_by_count_and_characters() {
         let hits = vec![hit("a", "12345"), hit("b", "12345"), hit("c", "1")];
-        assert_eq!(cap_hits(hits.clone(), 2, 100).len(), 2);
-        let capped = cap_hits(hits.clone(), 5, 10);
-        assert_eq!(capped.len(), 2);
-        let one = cap_hits(hits, 5, 3);
-        assert_eq!(one.len(), 1);
+        // The count limit is top_k, not a cut by the cap.
+        assert_eq!(cap_hits(hits.clone(), 2, 100).0.len(), 2);
+        assert_eq!(cap_hits(hits.clone(), 2, 100).1, 0);
+        let (capped, cut) = cap_hits(hits.clone(), 5, 10);
+        assert_eq!((capped.len(), cut), (2, 1));
+        let (one, cut) = cap_hits(hits, 5, 3);
+        assert_eq!((one.len(), cut), (1, 2));
         assert_eq!(one[0].text, "123");
+    }
+
+    #[test]
+    fn the_floor_drops_weak_similarity_and_keeps_unjudged_hits() {
+        let mut hits = vec![hit("a", "a"), hit("b", "b"), hit("c", "c")];
+        hits[0].similarity = Some(0.6);
+        hits[1].similarity = Some(0.1);
+        let (kept, dropped) = floor_hits(hits, 0.3);
+        let ids: Vec<_> = kept.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!((ids, dropped), (vec!["a", "c"], 1));
     }
 }

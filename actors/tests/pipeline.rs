@@ -152,9 +152,21 @@ async fn no_reranker_is_off_and_hits_are_capped_by_count_and_characters() {
     p.submit(transcript("c", "u1", "q1 hi", true)).unwrap();
     let r = next(&mut results).await;
     assert_eq!(r.rerank, RerankOutcome::Off);
-    // "memory 0 for q1" is 15 characters: two fit in 40.
+    // "memory 0 for q1" is 15 characters: two fit in 40, and the result says three were cut.
     assert_eq!(r.hits.len(), 2);
+    assert_eq!(r.capped, 3);
     assert!(r.hits.iter().map(|h| h.text.chars().count()).sum::<usize>() <= 40);
+    // A one-off query is not a prompt's context: top_k means top_k, whatever the cap.
+    let all = p
+        .query(QueryRequest {
+            namespace: "ns".into(),
+            text: "q8 hi".into(),
+            top_k: Some(5),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((all.hits.len(), all.capped), (5, 0));
     let q = p
         .query(QueryRequest {
             namespace: "ns".into(),
@@ -769,5 +781,55 @@ async fn a_final_whose_speculative_work_is_stuck_embedding_falls_back_to_bm25_in
         "no second embedding of the same text"
     );
     gate.open();
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_relevance_floor_drops_weak_hits_and_says_how_many() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    f.retriever.similarity.store(true, SeqCst);
+    let config = PipelineConfig {
+        top_k: 10,
+        min_similarity: 0.3,
+        max_context_chars: 100_000,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(false), config).await.unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 hi", true)).unwrap();
+    let r = next(&mut results).await;
+    // Similarities 1, 1/2, 1/3, 1/4, ...: three are at or above 0.3.
+    assert_eq!(r.hits.len(), 3, "{:?}", r.hits);
+    assert_eq!(r.floored, f.retriever.n - 3);
+    assert!(r.hits.iter().all(|h| h.similarity.unwrap() >= 0.3));
+    p.shutdown().await.unwrap();
+
+    // Without an embedding (BM25 only) there is no similarity to judge: nothing is floored.
+    let f = Fakes::new(Arc::new(|stage: &str, _| {
+        if stage == "embed" {
+            Fault::Error
+        } else {
+            Fault::None
+        }
+    }));
+    f.retriever.similarity.store(true, SeqCst);
+    let config = PipelineConfig {
+        top_k: 10,
+        min_similarity: 0.3,
+        max_context_chars: 100_000,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(false), config).await.unwrap();
+    let q = p
+        .query(QueryRequest {
+            namespace: "ns".into(),
+            text: "q2 hi".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(q.floored, 0);
+    assert_eq!(q.hits.len(), 10.min(f.retriever.n));
     p.shutdown().await.unwrap();
 }

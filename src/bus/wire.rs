@@ -411,6 +411,8 @@ pub fn context_json(result: &ContextResult, id: &str) -> Value {
         "id": id,
         "namespace": result.namespace,
         "hits": hits,
+        "capped": result.capped,
+        "floored": result.floored,
         "timings_ms": {
             "embed": ms(result.timings.embed),
             "search": ms(result.timings.search),
@@ -619,10 +621,13 @@ mod tests {
                 rerank_score: None,
                 vector_rank: Some(1),
                 bm25_rank: None,
+                similarity: None,
                 conversation: "c".into(),
                 speaker: "user".into(),
                 ts_ms: 1,
             }],
+            capped: 2,
+            floored: 1,
             rerank: RerankOutcome::Partial(3),
             degraded: Some("shed".into()),
             timings: StageTimings {
@@ -635,6 +640,10 @@ mod tests {
         let v = transcript_context_json(&result);
         assert_eq!(v["id"], "c/u");
         assert_eq!(v["hits"][0]["id"], "m1");
+        assert_eq!(
+            (v["capped"].as_u64(), v["floored"].as_u64()),
+            (Some(2), Some(1))
+        );
         assert_eq!(v["hits"][0]["vector_rank"], 1);
         assert!(v["hits"][0].get("bm25_rank").is_none());
         assert_eq!(v["timings_ms"]["total"], 1.5);

@@ -81,14 +81,12 @@ fn vector_loop(s: &Shared) {
     let pause = Duration::from_millis(s.store_cfg.vector_build_pause_ms);
     let params = vector::BuildParams::from_config(&s.store_cfg);
     let max_delay = Duration::from_millis(s.store_cfg.vector_build_max_delay_ms);
-    let mut seed = 1u64;
     let mut next_retention = Instant::now();
     // As if the last build were long ago: the first backlog is built at once.
     let mut last_build = Instant::now()
         .checked_sub(max_delay)
         .unwrap_or_else(Instant::now);
     loop {
-        seed = seed.wrapping_add(1);
         let mut busy = false;
         match backlog(s) {
             // A build costs about the same whatever it adds (arroy walks the whole index), so
@@ -102,8 +100,7 @@ fn vector_loop(s: &Shared) {
                 let may_yield = n < 2 * params.batch as u64;
                 let waiting = &s.writers_waiting;
                 let give_way = move || may_yield && waiting.load(Ordering::Acquire) > 0;
-                match vector::build_step(&s.env, &s.dbs, s.model.dimension, params, seed, &give_way)
-                {
+                match vector::build_step(&s.env, &s.dbs, s.model.dimension, params, &give_way) {
                     Ok(step) if step.yielded => busy = true,
                     Ok(step) => {
                         last_build = Instant::now();

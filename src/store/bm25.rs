@@ -13,15 +13,12 @@ use tantivy::query::{
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
-use tantivy::tokenizer::{
-    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
-};
+use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use super::StoreError;
+use super::analysis::{self, ANALYZER, ANALYZER_V1};
 use super::codec::MemoryRecord;
-
-const ANALYZER: &str = "voicerag_en";
 /// tantivy's smallest per-thread indexing budget is 15 MB; one thread is plenty for utterances.
 const WRITER_HEAP_BYTES: usize = 32 * 1024 * 1024;
 
@@ -75,17 +72,16 @@ fn schema() -> (Schema, Fields) {
     (b.build(), fields)
 }
 
-/// English: split on non-alphanumerics, drop absurdly long tokens, lower-case, drop stop words, stem.
-fn analyzer() -> TextAnalyzer {
-    let builder = TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser);
-    match StopWordFilter::new(Language::English) {
-        Some(stop) => builder
-            .filter(stop)
-            .filter(Stemmer::new(Language::English))
-            .build(),
-        None => builder.filter(Stemmer::new(Language::English)).build(),
+/// The analyzer an index's text field was built with.
+fn index_analyzer(index: &Index) -> Result<String, StoreError> {
+    let schema = index.schema();
+    let field = schema.get_field("text")?;
+    match schema.get_field_entry(field).field_type() {
+        tantivy::schema::FieldType::Str(opts) => Ok(opts
+            .get_indexing_options()
+            .map(|o| o.tokenizer().to_string())
+            .unwrap_or_default()),
+        _ => Err(super::codec::corrupt("BM25 text field is not text")),
     }
 }
 
@@ -93,7 +89,16 @@ impl Bm25 {
     /// Opens (or, when `writable`, creates) the index in `dir`.
     pub fn open(dir: &Path, writable: bool) -> Result<Self, StoreError> {
         let (schema, fields) = schema();
-        let index = if dir.join("meta.json").exists() {
+        let mut existing = dir.join("meta.json").exists();
+        if existing && writable && index_analyzer(&Index::open_in_dir(dir)?)? != ANALYZER {
+            // Built by an older analysis: start afresh; the writer's catch-up finds the op log
+            // behind it and rebuilds the index from LMDB's records.
+            tracing::info!(dir = %dir.display(), "BM25 analysis changed; rebuilding the index");
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| StoreError::io(format!("remove {}", dir.display()), e))?;
+            existing = false;
+        }
+        let index = if existing {
             Index::open_in_dir(dir)?
         } else if writable {
             std::fs::create_dir_all(dir)
@@ -105,7 +110,16 @@ impl Bm25 {
                 dir.display()
             )));
         };
-        index.tokenizers().register(ANALYZER, analyzer());
+        index.tokenizers().register(ANALYZER, analysis::analyzer());
+        index
+            .tokenizers()
+            .register(ANALYZER_V1, analysis::analyzer_v1());
+        // Queries are analysed as the index was (a read-only process may see an old index).
+        let analyzer = if index_analyzer(&index)? == ANALYZER_V1 {
+            analysis::analyzer_v1()
+        } else {
+            analysis::analyzer()
+        };
         let reader = index
             .reader_builder()
             // The writer reloads right after each commit; a read-only process follows the files.
@@ -126,7 +140,7 @@ impl Bm25 {
             index,
             reader,
             fields,
-            analyzer: analyzer(),
+            analyzer,
             writer,
         })
     }
@@ -139,16 +153,7 @@ impl Bm25 {
 
     /// The analysed terms of `text` (deduplicated, in first-seen order).
     pub fn terms(&self, text: &str) -> Vec<String> {
-        let mut analyzer = self.analyzer.clone();
-        let mut stream = analyzer.token_stream(text);
-        let mut out: Vec<String> = Vec::new();
-        while stream.advance() {
-            let t = &stream.token().text;
-            if !out.iter().any(|o| o == t) {
-                out.push(t.clone());
-            }
-        }
-        out
+        analysis::terms(&self.analyzer, text)
     }
 
     /// Top `n` chunks for `text` under `filter`: `(chunk id, score)`, best first.
@@ -214,18 +219,26 @@ impl Bm25 {
         }
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(n).order_by_score())?;
-        let mut out = Vec::with_capacity(top.len());
-        for (score, addr) in top {
-            let col = searcher
-                .segment_reader(addr.segment_ord)
+        // Equal scores are ordered by chunk id, lowest first, not by where tantivy's segments
+        // (whose layout depends on commit timing) happen to hold them: the same data ranks the
+        // same, ingest after ingest.
+        let collector = TopDocs::with_limit(n).tweak_score(|segment: &tantivy::SegmentReader| {
+            let chunks = segment
                 .fast_fields()
-                .u64("chunk")?;
-            if let Some(chunk) = col.first(addr.doc_id) {
-                out.push((chunk as u32, score));
+                .u64("chunk")
+                .ok()
+                .map(|c| c.first_or_default_col(u64::MAX));
+            move |doc: tantivy::DocId, score: tantivy::Score| {
+                let chunk = chunks.as_ref().map_or(u64::MAX, |c| c.get_val(doc));
+                (score, std::cmp::Reverse(chunk))
             }
-        }
-        Ok(out)
+        });
+        let top = searcher.search(&query, &collector)?;
+        Ok(top
+            .into_iter()
+            .filter(|((_, chunk), _)| chunk.0 != u64::MAX)
+            .map(|((score, chunk), _)| (chunk.0 as u32, score))
+            .collect())
     }
 
     fn writer(

@@ -16,6 +16,7 @@ use voicerag_actors::{Retriever, StageError};
 use super::background::{self, Signal};
 use super::bm25::Bm25;
 use super::codec::{self, MemoryRecord, Op};
+use super::exact::ExactVectors;
 use super::lmdb::{self, Dbs, StoredModel, UnitChunk, WriteBatch};
 use super::{
     AddReport, ChunkInput, ModelInfo, NewMemory, RetrievalConfig, StoreConfig, StoreError, vector,
@@ -78,6 +79,8 @@ pub(crate) struct Shared {
     pub bm25_sync: Mutex<()>,
     /// Writers waiting for LMDB's write lock: a background tree build gives way to them.
     pub writers_waiting: AtomicUsize,
+    /// In-RAM vectors of the namespaces searched exactly.
+    pub exact: ExactVectors,
 }
 
 /// Counts a writer as waiting until the write transaction is obtained.
@@ -139,6 +142,16 @@ impl MemoryStore {
         retrieval: &RetrievalConfig,
         model: &ModelInfo,
     ) -> Result<Self, StoreError> {
+        if looks_like_store_or_empty(dir)? && !dir.join(LMDB_DIR).join("data.mdb").exists() {
+            // No memories yet (nothing ingested, nothing served): an empty store answers with
+            // no hits rather than "not a store". Creating it takes the writer's role briefly;
+            // a writer creating it right now does the same.
+            match open_shared(dir, store, retrieval, model, Mode::Writer) {
+                Ok(writer) => drop(writer),
+                Err(StoreError::Locked { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let (shared, lock) = open_shared(dir, store, retrieval, model, Mode::ReadOnly)?;
         let lag = {
             let rtxn = shared.env.read_txn()?;
@@ -199,18 +212,30 @@ impl MemoryStore {
         let full = super::error::map_full(s.store_cfg.map_size_mib);
         let mut wb = begin_write(s)?;
         let mut added = Vec::new();
+        let mut fresh: Vec<(String, Vec<UnitChunk>, Vec<u32>)> = Vec::new();
         for (memory, chunks) in valid {
             if wb.memory_exists(&memory.namespace, &memory.id)? {
                 report.duplicates.push(memory.id);
                 continue;
             }
-            added.extend(wb.insert(&memory, &chunks).map_err(&full)?);
+            let ids = wb.insert(&memory, &chunks).map_err(&full)?;
+            added.extend(ids.iter().copied());
+            fresh.push((memory.namespace, chunks, ids));
             report.stored.push(memory.id);
         }
         if !added.is_empty() {
             wb.log(Op::Add(added));
         }
         wb.commit().map_err(&full)?;
+        // Before `add` returns, so an acknowledged memory is found by the very next search.
+        for (ns, chunks, ids) in &fresh {
+            let vectors: Vec<(u32, &[f32])> = ids
+                .iter()
+                .zip(chunks)
+                .map(|(id, (_, v))| (*id, v.as_slice()))
+                .collect();
+            s.exact.apply_add(ns, &vectors);
+        }
         s.signal.notify();
         Ok(report)
     }
@@ -337,7 +362,6 @@ impl MemoryStore {
                 &s.dbs,
                 s.model.dimension,
                 vector::BuildParams::from_config(&s.store_cfg),
-                7,
                 &|| false,
             )?;
             step.added + step.deleted > 0
@@ -479,7 +503,6 @@ impl MemoryStore {
             &s.dbs,
             model.dimension,
             vector::BuildParams::from_config(&s.store_cfg),
-            11,
             &|| false,
         )?
         .added
@@ -552,10 +575,12 @@ fn delete_where(
     let targets = select(&wb.wtxn)?;
     let mut removed = 0;
     let mut chunks = Vec::new();
+    let mut gone: Vec<(String, Vec<u32>)> = Vec::new();
     for (ns, id) in targets {
         if let Some(c) = wb.remove(&ns, &id).map_err(&full)? {
             removed += 1;
-            chunks.extend(c);
+            chunks.extend(c.iter().copied());
+            gone.push((ns, c));
         }
     }
     if removed == 0 {
@@ -563,6 +588,9 @@ fn delete_where(
     }
     wb.log(Op::Delete(chunks));
     wb.commit().map_err(&full)?;
+    for (ns, c) in &gone {
+        s.exact.apply_delete(ns, c);
+    }
     s.signal.notify();
     Ok(removed)
 }
@@ -793,6 +821,7 @@ fn open_shared(
     };
     let bm25 = Bm25::open(&dir.join(BM25_DIR), !read_only)?;
     let watermark = bm25.watermark()?;
+    let exact = ExactVectors::new(model.dimension, store.exact_scan_max, !read_only);
     let shared = Shared {
         dir: dir.to_path_buf(),
         env,
@@ -806,6 +835,7 @@ fn open_shared(
         bm25_applied: AtomicU64::new(watermark),
         bm25_sync: Mutex::new(()),
         writers_waiting: AtomicUsize::new(0),
+        exact,
     };
     if !read_only {
         // BM25 may lag LMDB after a crash: bring it up before anyone searches.

@@ -4,10 +4,12 @@
 //! Layout of a data directory: `lmdb/` (records, vectors, metadata), `bm25/` (tantivy) and
 //! `voicerag.lock` (the writer lock). See [`MemoryStore`] for the API.
 
+mod analysis;
 mod background;
 mod bm25;
 mod codec;
 mod error;
+mod exact;
 mod lmdb;
 mod memory;
 mod search;
@@ -17,6 +19,8 @@ pub use error::StoreError;
 pub use memory::{MemoryStore, ReindexReport, StoreStats};
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::fusion::Normalization;
 use voicerag_actors::messages::Memory;
 
 /// `[store]`: where and how memories are kept.
@@ -40,6 +44,11 @@ pub struct StoreConfig {
     pub vector_build_min: usize,
     /// Longest wait before pending vectors are built anyway, in ms.
     pub vector_build_max_delay_ms: u64,
+    /// Namespaces of up to this many vectors are searched exactly (every vector scored, kept in
+    /// RAM: 1.5 KiB a vector at 384 dimensions); larger ones through arroy's trees.
+    pub exact_scan_max: usize,
+    /// Neighbours asked of arroy's trees per search, at least (more: better recall, slower).
+    pub vector_search_count: usize,
     /// Trees per vector index: more trees, better recall, slower builds and searches.
     pub vector_trees: usize,
     /// Most vectors in one leaf of a tree.
@@ -62,6 +71,8 @@ impl Default for StoreConfig {
             vector_build_batch: 2000,
             vector_build_min: 256,
             vector_build_max_delay_ms: 2000,
+            exact_scan_max: 50_000,
+            vector_search_count: 200,
             vector_trees: 16,
             vector_leaf_size: 128,
             vector_build_pause_ms: 20,
@@ -71,15 +82,31 @@ impl Default for StoreConfig {
     }
 }
 
+/// How hybrid search fuses its two lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    /// Reciprocal rank (`rrf_k`, `vector_weight`, `bm25_weight`).
+    Rrf,
+    /// Convex combination of normalised scores (`convex_vector_weight`, `normalization`).
+    Convex,
+}
+
 /// `[retrieval]`: how hybrid search fuses its lists.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetrievalConfig {
+    /// `"convex"` or `"rrf"`.
+    pub fusion: Fusion,
+    /// Convex fusion: weight of the vector side (the BM25 side gets the rest).
+    pub convex_vector_weight: f32,
+    /// Convex fusion: `"minmax"` or `"zscore"`, per query and side.
+    pub normalization: Normalization,
     /// Reciprocal-rank constant k.
     pub rrf_k: f32,
-    /// Weight of the vector list in fusion.
+    /// Weight of the vector list in reciprocal-rank fusion.
     pub vector_weight: f32,
-    /// Weight of the BM25 list in fusion.
+    /// Weight of the BM25 list in reciprocal-rank fusion.
     pub bm25_weight: f32,
     /// Candidates taken from each list before fusion.
     pub candidates: usize,
@@ -88,6 +115,9 @@ pub struct RetrievalConfig {
 impl Default for RetrievalConfig {
     fn default() -> Self {
         Self {
+            fusion: Fusion::Convex,
+            convex_vector_weight: 0.7,
+            normalization: Normalization::MinMax,
             rrf_k: 60.0,
             vector_weight: 1.0,
             bm25_weight: 1.0,

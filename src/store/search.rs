@@ -11,8 +11,9 @@ use super::bm25::Bm25Filter;
 use super::codec::{self, ChunkRecord, MemoryRecord};
 use super::lmdb::{self, Dbs};
 use super::memory::Shared;
+use super::{Fusion, RetrievalConfig};
 use super::{StoreError, vector};
-use crate::fusion::{RankedList, reciprocal_rank};
+use crate::fusion::{RankedList, Scored, convex, reciprocal_rank};
 
 /// A memory found by one list: its key, best chunk and that chunk's score.
 struct Found {
@@ -108,6 +109,7 @@ impl<'a> Records<'a> {
             rerank_score: None,
             vector_rank,
             bm25_rank,
+            similarity: None,
             conversation: rec.conversation.clone(),
             speaker: rec.speaker.clone(),
             ts_ms: rec.ts_ms,
@@ -161,8 +163,15 @@ pub(crate) fn search(s: &Shared, req: &SearchRequest) -> Result<Vec<Hit>, StoreE
         Some(q) => {
             let mut hits = Vec::new();
             if let Some(index) = namespace_index(dbs, &rtxn, ns)? {
-                let cands = candidates(dbs, &rtxn, req, &exclude_ids)?;
-                hits = vector::search(dbs, &rtxn, index, s.model.dimension, q, &cands, n)?;
+                let (ns_len, cands) = candidates(dbs, &rtxn, req, &exclude_ids)?;
+                let filtered = cands.len() < ns_len;
+                hits = if s.exact.covers(ns_len) {
+                    let only = filtered.then_some(&cands);
+                    s.exact.search(&s.env, dbs, &rtxn, ns, index, q, only, n)?
+                } else {
+                    let count = s.store_cfg.vector_search_count;
+                    vector::search(dbs, &rtxn, index, s.model.dimension, q, &cands, n, count)?
+                };
             }
             records.dedupe(hits, n)?
         }
@@ -187,7 +196,9 @@ pub(crate) fn search(s: &Shared, req: &SearchRequest) -> Result<Vec<Hit>, StoreE
     match req.mode {
         SearchMode::Vector => {
             for (i, found) in vector_list.iter().take(req.top_n).enumerate() {
-                out.push(records.hit(found, found.score, Some(i + 1), None)?);
+                let mut hit = records.hit(found, found.score, Some(i + 1), None)?;
+                hit.similarity = Some(found.score);
+                out.push(hit);
             }
         }
         SearchMode::Bm25 => {
@@ -196,34 +207,113 @@ pub(crate) fn search(s: &Shared, req: &SearchRequest) -> Result<Vec<Hit>, StoreE
             }
         }
         SearchMode::Hybrid => {
-            let vkeys: Vec<&[u8]> = vector_list.iter().map(|f| f.key.as_slice()).collect();
-            let bkeys: Vec<&[u8]> = bm25_list.iter().map(|f| f.key.as_slice()).collect();
-            let fused = reciprocal_rank(
-                &[
-                    RankedList {
-                        items: &vkeys,
-                        weight: s.retrieval.vector_weight,
-                    },
-                    RankedList {
-                        items: &bkeys,
-                        weight: s.retrieval.bm25_weight,
-                    },
-                ],
-                s.retrieval.rrf_k,
-            );
-            for item in fused.into_iter().take(req.top_n) {
-                let (vr, br) = (item.ranks[0], item.ranks[1]);
-                // The vector list's chunk is the semantically best one; else BM25's.
-                let found = match (vr, br) {
-                    (Some(r), _) => &vector_list[r - 1],
-                    (None, Some(r)) => &bm25_list[r - 1],
-                    (None, None) => continue,
-                };
-                out.push(records.hit(found, item.score, vr, br)?);
+            let index = match &query_vec {
+                Some(_) => namespace_index(dbs, &rtxn, ns)?,
+                None => None,
+            };
+            // The vector list's chunk is the semantically best one; else BM25's.
+            let mut cands: Vec<Candidate> = Vec::new();
+            let mut slot: HashMap<&[u8], usize> = HashMap::new();
+            for (i, f) in vector_list.iter().enumerate() {
+                slot.insert(&f.key, cands.len());
+                cands.push(Candidate {
+                    found: f,
+                    vector_rank: Some(i + 1),
+                    bm25_rank: None,
+                    cosine: Some(f.score),
+                    bm25: None,
+                });
+            }
+            for (i, f) in bm25_list.iter().enumerate() {
+                match slot.get(f.key.as_slice()) {
+                    Some(&c) => {
+                        cands[c].bm25_rank = Some(i + 1);
+                        cands[c].bm25 = Some(f.score);
+                    }
+                    None => {
+                        // Found by words alone: its similarity still counts, for fusion and
+                        // for the relevance floor.
+                        let cosine = match (&query_vec, index) {
+                            (Some(q), Some(index)) => {
+                                vector::chunk_vector(dbs, &rtxn, index, s.model.dimension, f.chunk)?
+                                    .map(|v| crate::store::exact::dot(q, &v))
+                            }
+                            _ => None,
+                        };
+                        cands.push(Candidate {
+                            found: f,
+                            vector_rank: None,
+                            bm25_rank: Some(i + 1),
+                            cosine,
+                            bm25: Some(f.score),
+                        });
+                    }
+                }
+            }
+            for (c, score) in fuse(&s.retrieval, &cands).into_iter().take(req.top_n) {
+                let c = &cands[c];
+                let mut hit = records.hit(c.found, score, c.vector_rank, c.bm25_rank)?;
+                hit.similarity = c.cosine;
+                out.push(hit);
             }
         }
     }
     Ok(out)
+}
+
+/// One memory found by either list, with what each list said of it.
+struct Candidate<'a> {
+    found: &'a Found,
+    vector_rank: Option<usize>,
+    bm25_rank: Option<usize>,
+    cosine: Option<f32>,
+    bm25: Option<f32>,
+}
+
+/// Indexes into `cands` with their fused scores, best first.
+fn fuse(cfg: &RetrievalConfig, cands: &[Candidate]) -> Vec<(usize, f32)> {
+    match cfg.fusion {
+        Fusion::Convex => {
+            let scored: Vec<Scored<usize>> = cands
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Scored {
+                    item: i,
+                    vector: c.cosine,
+                    bm25: c.bm25,
+                })
+                .collect();
+            convex(&scored, cfg.convex_vector_weight, cfg.normalization)
+        }
+        Fusion::Rrf => {
+            let ranked = |rank: fn(&Candidate) -> Option<usize>| {
+                let mut items: Vec<(usize, usize)> = cands
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| rank(c).map(|r| (r, i)))
+                    .collect();
+                items.sort_unstable();
+                items.into_iter().map(|(_, i)| i).collect::<Vec<usize>>()
+            };
+            let (v, b) = (ranked(|c| c.vector_rank), ranked(|c| c.bm25_rank));
+            reciprocal_rank(
+                &[
+                    RankedList {
+                        items: &v,
+                        weight: cfg.vector_weight,
+                    },
+                    RankedList {
+                        items: &b,
+                        weight: cfg.bm25_weight,
+                    },
+                ],
+                cfg.rrf_k,
+            )
+            .into_iter()
+            .map(|f| (f.item, f.score))
+            .collect()
+        }
+    }
 }
 
 fn namespace_index(dbs: &Dbs, rtxn: &RoTxn, ns: &str) -> Result<Option<u16>, StoreError> {
@@ -243,16 +333,18 @@ fn bitmap(db: &lmdb::Raw, rtxn: &RoTxn, key: &[u8]) -> Result<RoaringBitmap, Sto
     }
 }
 
-/// The namespace's live chunks narrowed by every filter: what the vector list may return.
+/// The namespace's number of live chunks, and those chunks narrowed by every filter: what the
+/// vector list may return.
 fn candidates(
     dbs: &Dbs,
     rtxn: &RoTxn,
     req: &SearchRequest,
     exclude_ids: &[String],
-) -> Result<RoaringBitmap, StoreError> {
+) -> Result<(u64, RoaringBitmap), StoreError> {
     let ns = req.namespace.as_str();
     let f = &req.filter;
     let mut cands = bitmap(&dbs.ns_chunks, rtxn, &codec::ns_key(ns))?;
+    let ns_len = cands.len();
     if let Some(c) = &f.conversation {
         cands &= bitmap(&dbs.conv_chunks, rtxn, &codec::ns_name_key(ns, c))?;
     }
@@ -290,7 +382,7 @@ fn candidates(
             }
         }
     }
-    Ok(cands)
+    Ok((ns_len, cands))
 }
 
 /// Ids of the `n` most recent turns of a conversation (already in the agent's prompt).

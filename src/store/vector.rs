@@ -18,9 +18,6 @@ use super::StoreError;
 use super::codec;
 use super::lmdb::Dbs;
 
-/// Fewest neighbours asked of arroy's trees per search.
-const MIN_TREE_COUNT: usize = 50;
-
 /// Scales `v` to unit length (cosine similarity is then a dot product). `None` for a zero or
 /// non-finite vector, which has no direction to compare.
 pub fn normalized(v: &[f32]) -> Option<Vec<f32>> {
@@ -67,7 +64,9 @@ mod tests {
     }
 }
 
-/// The `n` chunks of `candidates` nearest to `query` (unit length) as `(chunk, cosine)`, best first.
+/// The `n` chunks of `candidates` nearest to `query` (unit length) as `(chunk, cosine)`, best
+/// first, asking the trees for at least `min_count` neighbours.
+#[allow(clippy::too_many_arguments)]
 pub fn search(
     dbs: &Dbs,
     rtxn: &RoTxn,
@@ -76,6 +75,7 @@ pub fn search(
     query: &[f32],
     candidates: &RoaringBitmap,
     n: usize,
+    min_count: usize,
 ) -> Result<Vec<(u32, f32)>, StoreError> {
     if n == 0 || candidates.is_empty() {
         return Ok(Vec::new());
@@ -92,8 +92,8 @@ pub fn search(
     match Reader::<Cosine>::open(rtxn, index, dbs.vectors) {
         Ok(reader) => {
             // A tree walk for very few neighbours visits too few leaves (arroy's search_k is
-            // count x trees): ask for at least MIN_TREE_COUNT and keep the best n.
-            let mut q = reader.nns(n.max(MIN_TREE_COUNT));
+            // count x trees): ask for at least `min_count` and keep the best n.
+            let mut q = reader.nns(n.max(min_count).max(1));
             q.candidates(candidates);
             // Filters thin out what a tree walk finds: look further the more they remove.
             let share = candidates.len() as f64 / reader.n_items().max(1) as f64;
@@ -122,6 +122,27 @@ pub fn search(
     hits.dedup_by_key(|h| h.0);
     hits.truncate(n);
     Ok(hits)
+}
+
+/// Every tree build starts from this seed, so trees depend on the data alone (and on how it
+/// was split into build steps), never on a clock.
+const TREE_SEED: u64 = 0x766f_6963_6572_6167;
+
+/// The stored (unit) vector of one chunk: pending, or in arroy's trees.
+pub fn chunk_vector(
+    dbs: &Dbs,
+    rtxn: &RoTxn,
+    index: u16,
+    dim: usize,
+    chunk: u32,
+) -> Result<Option<Vec<f32>>, StoreError> {
+    if let Some(bytes) = dbs
+        .pending
+        .get(rtxn, &codec::index_chunk_key(index, chunk))?
+    {
+        return Ok(Some(codec::vector_from(bytes)));
+    }
+    Ok(Writer::<Cosine>::new(dbs.vectors, index, dim).item_vector(rtxn, chunk)?)
 }
 
 /// What one build step did.
@@ -164,7 +185,6 @@ pub fn build_step(
     dbs: &Dbs,
     dim: usize,
     params: BuildParams,
-    seed: u64,
     give_way: &(dyn Fn() -> bool + Sync + Send),
 ) -> Result<BuildStep, StoreError> {
     let batch = params.batch;
@@ -198,7 +218,7 @@ pub fn build_step(
     }
     touched.sort_unstable();
     touched.dedup();
-    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut rng = SmallRng::seed_from_u64(TREE_SEED);
     for index in touched {
         let built = Writer::<Cosine>::new(dbs.vectors, index, dim)
             .builder(&mut rng)

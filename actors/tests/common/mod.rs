@@ -173,6 +173,8 @@ pub struct FakeRetriever {
     pub requests: Mutex<Vec<SearchRequest>>,
     pub broken: AtomicBool,
     pub gate: Mutex<Option<Arc<Gate>>>,
+    /// Give embedded searches' hits a similarity (their score), as the real store does.
+    pub similarity: AtomicBool,
 }
 
 impl FakeRetriever {
@@ -186,6 +188,7 @@ impl FakeRetriever {
             requests: Mutex::default(),
             broken: AtomicBool::new(false),
             gate: Mutex::new(None),
+            similarity: AtomicBool::new(false),
         })
     }
 }
@@ -198,6 +201,7 @@ pub fn hit(id: String, text: String, score: f32) -> Hit {
         rerank_score: None,
         vector_rank: None,
         bm25_rank: None,
+        similarity: None,
         conversation: "c".into(),
         speaker: "user".into(),
         ts_ms: 0,
@@ -222,13 +226,16 @@ impl Retriever for FakeRetriever {
             panic!("retriever broken");
         }
         act("search", &self.plan, id, &self.counts, None)?;
+        let similarity = r.embedding.is_some() && self.similarity.load(Ordering::SeqCst);
         Ok((0..self.n.min(r.top_n))
             .map(|i| {
-                hit(
+                let mut h = hit(
                     format!("q{id}-m{i}"),
                     format!("memory {i} for q{id}"),
                     1.0 / (i as f32 + 1.0),
-                )
+                );
+                h.similarity = similarity.then_some(h.score);
+                h
             })
             .collect())
     }

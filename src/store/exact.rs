@@ -1,0 +1,257 @@
+//! Exact vector search for namespaces of up to `store.exact_scan_max` vectors: each such
+//! namespace's unit vectors are kept in RAM, contiguous, and a query is scored against every one.
+//! Deterministic (no tree build depends on timing) and, at a few thousand vectors, faster than a
+//! tree walk.
+//!
+//! The writer process keeps its copy current as it commits (`apply_add`, `apply_delete`); a
+//! read-only process reloads a namespace when LMDB's sequence has moved since it loaded it.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use heed::RoTxn;
+use roaring::RoaringBitmap;
+
+use super::StoreError;
+use super::codec;
+use super::lmdb::{self, Dbs};
+
+/// One namespace's vectors, row `i` belonging to `chunks[i]`.
+#[derive(Default)]
+struct NsVectors {
+    chunks: Vec<u32>,
+    data: Vec<f32>,
+    row: HashMap<u32, usize>,
+    /// LMDB sequence this copy reflects (read-only processes compare it).
+    seq: u64,
+}
+
+impl NsVectors {
+    fn push(&mut self, chunk: u32, v: &[f32]) {
+        if self.row.contains_key(&chunk) {
+            return;
+        }
+        self.row.insert(chunk, self.chunks.len());
+        self.chunks.push(chunk);
+        self.data.extend_from_slice(v);
+    }
+
+    fn remove(&mut self, chunk: u32, dim: usize) {
+        let Some(i) = self.row.remove(&chunk) else {
+            return;
+        };
+        let last = self.chunks.len() - 1;
+        if i != last {
+            let moved = self.chunks[last];
+            self.chunks[i] = moved;
+            self.data.copy_within(last * dim..(last + 1) * dim, i * dim);
+            self.row.insert(moved, i);
+        }
+        self.chunks.pop();
+        self.data.truncate(last * dim);
+    }
+}
+
+/// The in-RAM vectors of small namespaces.
+pub(crate) struct ExactVectors {
+    dim: usize,
+    /// Largest namespace (in vectors) searched exactly; larger ones use arroy's trees.
+    max: usize,
+    /// Whether this process is the writer (its copies are kept current by `apply_*`).
+    writer: bool,
+    spaces: RwLock<HashMap<String, NsVectors>>,
+}
+
+/// `(chunk, cosine)` best first.
+pub type Scored = Vec<(u32, f32)>;
+
+impl ExactVectors {
+    pub fn new(dim: usize, max: usize, writer: bool) -> Self {
+        Self {
+            dim,
+            max,
+            writer,
+            spaces: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a namespace of `len` vectors is searched exactly.
+    pub fn covers(&self, len: u64) -> bool {
+        len <= self.max as u64
+    }
+
+    /// The `n` best chunks of namespace `ns` for unit `query`, restricted to `filter` when given.
+    /// Loads the namespace on first use (or, read-only, when LMDB moved on since).
+    #[allow(clippy::too_many_arguments)]
+    pub fn search(
+        &self,
+        env: &heed::Env<heed::WithoutTls>,
+        dbs: &Dbs,
+        rtxn: &RoTxn,
+        ns: &str,
+        index: u16,
+        query: &[f32],
+        filter: Option<&RoaringBitmap>,
+        n: usize,
+    ) -> Result<Scored, StoreError> {
+        let seq = lmdb::last_seq(dbs, rtxn)?;
+        {
+            let spaces = self.read();
+            if let Some(v) = spaces.get(ns)
+                && (self.writer || v.seq == seq)
+            {
+                return Ok(self.scan(v, query, filter, n));
+            }
+        }
+        let mut spaces = self.write();
+        let stale = match spaces.get(ns) {
+            None => true,
+            Some(v) => !self.writer && v.seq != seq,
+        };
+        if stale {
+            // The writer loads from a transaction opened under the lock, so a commit applied
+            // before it is in the load and one applied after it finds the namespace loaded.
+            let loaded = if self.writer {
+                let fresh = env.read_txn()?;
+                load(dbs, &fresh, ns, index, self.dim)?
+            } else {
+                let mut v = load(dbs, rtxn, ns, index, self.dim)?;
+                v.seq = seq;
+                v
+            };
+            spaces.insert(ns.to_string(), loaded);
+        }
+        let v = spaces
+            .get(ns)
+            .ok_or_else(|| codec::corrupt("exact vectors"))?;
+        Ok(self.scan(v, query, filter, n))
+    }
+
+    /// Adds committed vectors of `ns` (writer only; a namespace not loaded is left to load).
+    pub fn apply_add(&self, ns: &str, vectors: &[(u32, &[f32])]) {
+        let mut spaces = self.write();
+        if let Some(v) = spaces.get_mut(ns) {
+            for (chunk, vector) in vectors {
+                v.push(*chunk, vector);
+            }
+            if v.chunks.len() > self.max {
+                // Grew past exact search: its trees serve it from now on.
+                spaces.remove(ns);
+            }
+        }
+    }
+
+    /// Drops committed deletions of `ns`.
+    pub fn apply_delete(&self, ns: &str, chunks: &[u32]) {
+        let mut spaces = self.write();
+        if let Some(v) = spaces.get_mut(ns) {
+            for &c in chunks {
+                v.remove(c, self.dim);
+            }
+        }
+    }
+
+    fn scan(
+        &self,
+        v: &NsVectors,
+        query: &[f32],
+        filter: Option<&RoaringBitmap>,
+        n: usize,
+    ) -> Scored {
+        let dim = self.dim;
+        let mut scored: Vec<(u32, f32)> = Vec::with_capacity(v.chunks.len());
+        for (i, &chunk) in v.chunks.iter().enumerate() {
+            if filter.is_some_and(|f| !f.contains(chunk)) {
+                continue;
+            }
+            scored.push((chunk, dot(query, &v.data[i * dim..(i + 1) * dim])));
+        }
+        // Best first; equal scores by chunk id, so the order never depends on row order.
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if scored.len() > n {
+            scored.select_nth_unstable_by(n, order);
+            scored.truncate(n);
+        }
+        scored.sort_unstable_by(order);
+        scored
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, NsVectors>> {
+        self.spaces.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, NsVectors>> {
+        self.spaces.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Every live vector of `ns`: pending ones from their table, built ones from arroy.
+fn load(
+    dbs: &Dbs,
+    rtxn: &RoTxn,
+    ns: &str,
+    index: u16,
+    dim: usize,
+) -> Result<NsVectors, StoreError> {
+    let chunks = match dbs.ns_chunks.get(rtxn, &codec::ns_key(ns))? {
+        Some(b) => codec::bitmap_from(b)?,
+        None => RoaringBitmap::new(),
+    };
+    let mut out = NsVectors {
+        chunks: Vec::with_capacity(chunks.len() as usize),
+        data: Vec::with_capacity(chunks.len() as usize * dim),
+        ..NsVectors::default()
+    };
+    for chunk in &chunks {
+        if let Some(v) = super::vector::chunk_vector(dbs, rtxn, index, dim, chunk)? {
+            out.push(chunk, &v);
+        }
+    }
+    Ok(out)
+}
+
+/// Dot product in eight independent lanes, so the compiler can vectorise it.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_dot_matches_the_plain_one() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.25 - 2.0).collect();
+        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.125).collect();
+        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - plain).abs() < 1e-4);
+    }
+
+    #[test]
+    fn removal_keeps_rows_and_chunks_paired() {
+        let mut v = NsVectors::default();
+        for c in 0..4u32 {
+            v.push(c, &[c as f32, 1.0]);
+        }
+        v.remove(1, 2);
+        v.push(2, &[9.0, 9.0]); // already present: ignored
+        let exact = ExactVectors::new(2, 10, true);
+        let got = exact.scan(&v, &[1.0, 0.0], None, 10);
+        assert_eq!(got, vec![(3, 3.0), (2, 2.0), (0, 0.0)]);
+        let only: RoaringBitmap = [0u32, 2].into_iter().collect();
+        assert_eq!(exact.scan(&v, &[1.0, 0.0], Some(&only), 1), vec![(2, 2.0)]);
+    }
+}
