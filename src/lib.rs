@@ -6,11 +6,13 @@
 //! - [`pipeline`]: the real stages behind the `voicerag-actors` traits, and [`pipeline::Pipeline`].
 //! - [`bus`]: the NATS edge.
 //! - [`bench`]: the benchmarks behind `voicerag bench` (models, store, pipeline, NATS load).
+//! - [`eval`]: retrieval quality of a memory set (`voicerag eval`).
 //! - [`config`]: one configuration, one precedence rule (flag, then environment, then file, then default).
 
 pub mod bench;
 pub mod bus;
 pub mod config;
+pub mod eval;
 pub mod fusion;
 pub mod ingest;
 pub mod models;

@@ -51,6 +51,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Replay a scripted voice session through the in-process pipeline.
     Demo(DemoArgs),
+    /// Measure retrieval quality on a memory set (SET_DIR/corpus.jsonl, SET_DIR/queries.jsonl).
+    Eval(EvalArgs),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -95,6 +97,26 @@ pub struct QueryArgs {
     /// Queries in flight at once with --batch (answers still print in input order).
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
+    #[command(flatten)]
+    pub rerank: RerankFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Directory holding corpus.jsonl and queries.jsonl (queries: {"id","text","relevant":[ids]};
+    /// "relevant": [] for a question nothing answers).
+    pub set_dir: PathBuf,
+    #[arg(long, value_parser = ["hybrid", "vector", "bm25"])]
+    pub mode: Option<String>,
+    /// Hits asked per query.
+    #[arg(long, default_value_t = 10)]
+    pub top_k: usize,
+    /// One JSON line of metrics on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write each query's vector and BM25 candidate lists with their scores (JSONL).
+    #[arg(long, value_name = "FILE")]
+    pub dump_lists: Option<PathBuf>,
     #[command(flatten)]
     pub rerank: RerankFlags,
 }

@@ -94,6 +94,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 apply_rerank_flags(&mut config, &a.rerank)?;
                 demo::run(&config, &a).await
             }
+            Command::Eval(a) => {
+                apply_rerank_flags(&mut config, &a.rerank)?;
+                cmd::eval(&config, &a).await
+            }
             Command::Config(args::ConfigCommand::Check) => cmd::config_check(&config),
             Command::Bench(b) => match b {
                 args::BenchCommand::Models { iterations } => {

@@ -1,6 +1,7 @@
-//! One file per command: ingest, query, forget, reindex, serve, config check.
+//! One file per command: ingest, query, forget, reindex, serve, eval, config check.
 
 pub mod config;
+pub mod eval;
 pub mod forget;
 pub mod ingest;
 pub mod query;
@@ -8,6 +9,7 @@ pub mod reindex;
 pub mod serve;
 
 pub use config::config_check;
+pub use eval::eval;
 pub use forget::forget;
 pub use ingest::ingest;
 pub use query::query;
