@@ -6,7 +6,6 @@
 //! sends exactly one result, whatever the stages do (a panic in our own code included).
 
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -20,16 +19,8 @@ use crate::cancel::CancelToken;
 use crate::core::{Core, now};
 use crate::health::ResultKind;
 use crate::messages::{ContextResult, SearchFilter, Transcript};
-use crate::request::{Request, Retrieval, assemble, retrieve, serve};
-
-/// A speculative retrieval, awaitable by any number of requests.
-#[derive(Clone)]
-pub(crate) struct SharedRetrieval {
-    /// `None` if it was aborted.
-    pub result: Shared<BoxFuture<'static, Option<Retrieval>>>,
-    /// Set once embedding is over and the search has started.
-    pub searching: Arc<AtomicBool>,
-}
+use crate::request::{Request, assemble, retrieve, serve};
+use crate::speculation::{Retrieval, SharedRetrieval};
 
 pub(crate) enum Control {
     /// Serve what is queued, wait for everything in flight, then reply.

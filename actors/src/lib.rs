@@ -93,6 +93,7 @@ pub mod pipeline;
 mod request;
 pub mod rerank;
 pub mod results;
+mod speculation;
 mod stage_actor;
 pub mod stages;
 mod supervisor;

@@ -16,6 +16,7 @@ use crate::messages::{
     ContextResult, Hit, RerankOutcome, SearchFilter, SearchMode, SearchRequest, StageTimings,
 };
 use crate::rerank::{apply_scores, cap_hits, floor_hits};
+use crate::speculation::{Retrieval, SharedRetrieval};
 use crate::stage_actor::Job;
 use crate::stages::StageError;
 use crate::supervisor::Slot;
@@ -35,26 +36,6 @@ pub(crate) struct Request {
     pub filter: SearchFilter,
     /// Whether `max_context_chars` applies (context for a prompt) or not (a one-off query).
     pub cap_context: bool,
-}
-
-/// The outcome of embedding and searching, shareable between a partial and its final.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Retrieval {
-    pub hits: Vec<Hit>,
-    /// Hits the relevance floor removed.
-    pub floored: usize,
-    pub degraded: Vec<&'static str>,
-    pub embed: Duration,
-    pub search: Duration,
-}
-
-impl Retrieval {
-    pub(crate) fn failed(reason: &'static str) -> Self {
-        Self {
-            degraded: vec![reason],
-            ..Default::default()
-        }
-    }
 }
 
 /// How a stage call ended.
@@ -346,7 +327,7 @@ pub(crate) fn assemble(
 pub(crate) async fn serve(
     core: &Core,
     req: &Request,
-    speculative: Option<crate::coordinator::SharedRetrieval>,
+    speculative: Option<SharedRetrieval>,
 ) -> ContextResult {
     let cancel = CancelToken::new();
     let stop_by = core.stop_by(req.deadline);
