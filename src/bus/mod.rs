@@ -4,7 +4,7 @@
 //! - [`subjects`]: subject names under the configurable prefix.
 //! - [`config`]: the `[nats]` section and connection options.
 //! - [`writer`]: [`JetStreamWriter`], the pipeline's `MemoryWriter` in bus mode.
-//! - [`memory`]: the durable pull consumer that feeds a [`MemorySink`].
+//! - [`memory_consumer`]: the durable pull consumer that feeds a [`MemorySink`].
 //! - [`pipeline`]: [`ContextService`] for the pipeline's `PipelineHandle`.
 //! - [`service`]: [`serve`], the running service and its graceful stop.
 //! - [`server`]: starts a local `nats-server` (tests, benchmarks, demos).
@@ -13,7 +13,7 @@
 //! [`MemorySink`], so it is tested against a real NATS server with fakes.
 
 pub mod config;
-pub mod memory;
+pub mod memory_consumer;
 pub mod pipeline;
 pub mod server;
 pub mod service;

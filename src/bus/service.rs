@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use voicerag_actors::{ContextResult, Memory, RerankOutcome, Transcript};
 
 use super::config::{NatsConfig, reconnect_delay};
-use super::memory::{MemoryConsumer, ensure_stream};
+use super::memory_consumer::{MemoryConsumer, ensure_stream};
 use super::subjects::Subjects;
 use super::wire::{
     ErrorMsg, WireDefaults, WireError, context_json, decode_query, decode_transcript,

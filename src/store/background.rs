@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::codec::{self, Op};
 use super::lmdb;
-use super::memory::Shared;
+use super::memory_store::Shared;
 use super::{StoreError, vector};
 
 /// Wakes and stops the background threads.
@@ -134,7 +134,7 @@ fn apply_retention(s: &Shared) -> Result<(), StoreError> {
     let age_ms = s.store_cfg.retention_max_age_s.saturating_mul(1000) as i64;
     let cutoff = chrono::Utc::now().timestamp_millis() - age_ms;
     // Retention deletes like any delete: through the store's own path (one transaction).
-    super::memory::delete_older_than_shared(s, cutoff).map(|_| ())
+    super::memory_store::delete_older_than_shared(s, cutoff).map(|_| ())
 }
 
 /// Replays LMDB's op log past BM25's watermark into tantivy and commits with the new

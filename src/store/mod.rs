@@ -11,12 +11,12 @@ mod codec;
 mod error;
 mod exact;
 mod lmdb;
-mod memory;
+mod memory_store;
 mod search;
 mod vector;
 
 pub use error::StoreError;
-pub use memory::{MemoryStore, ReindexReport, StoreStats};
+pub use memory_store::{MemoryStore, ReindexReport, StoreStats};
 
 use serde::{Deserialize, Serialize};
 
