@@ -2,53 +2,15 @@
 //! `bm25_commit_ms`) and the vector builder (moves pending vectors into arroy's trees in bounded
 //! steps, and applies retention).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::codec::{self, Op};
 use super::lmdb;
-use super::memory_store::Shared;
+use super::shared::Shared;
 use super::{StoreError, vector};
-
-/// Wakes and stops the background threads.
-#[derive(Default)]
-pub(crate) struct Signal {
-    state: Mutex<(bool, u64)>,
-    cv: Condvar,
-}
-
-impl Signal {
-    /// Something was written.
-    pub fn notify(&self) {
-        if let Ok(mut s) = self.state.lock() {
-            s.1 += 1;
-        }
-        self.cv.notify_all();
-    }
-
-    pub fn stop(&self) {
-        if let Ok(mut s) = self.state.lock() {
-            s.0 = true;
-        }
-        self.cv.notify_all();
-    }
-
-    /// Sleeps up to `d` (less if stopped); returns false once stopped.
-    fn sleep(&self, d: Duration) -> bool {
-        let Ok(guard) = self.state.lock() else {
-            return false;
-        };
-        if guard.0 {
-            return false;
-        }
-        match self.cv.wait_timeout_while(guard, d, |s| !s.0) {
-            Ok((g, _)) => !g.0,
-            Err(_) => false,
-        }
-    }
-}
 
 pub(crate) fn spawn(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>, StoreError> {
     let spawn_err = |e| StoreError::io("spawn store thread", e);
@@ -134,7 +96,7 @@ fn apply_retention(s: &Shared) -> Result<(), StoreError> {
     let age_ms = s.store_cfg.retention_max_age_s.saturating_mul(1000) as i64;
     let cutoff = chrono::Utc::now().timestamp_millis() - age_ms;
     // Retention deletes like any delete: through the store's own path (one transaction).
-    super::memory_store::delete_older_than_shared(s, cutoff).map(|_| ())
+    super::delete::delete_older_than_shared(s, cutoff).map(|_| ())
 }
 
 /// Replays LMDB's op log past BM25's watermark into tantivy and commits with the new

@@ -1,30 +1,23 @@
-//! [`MemoryStore`]: opening a data directory (locks, schema and model checks, catch-up of both
-//! indexes), adding, forgetting, and re-embedding memories.
+//! [`MemoryStore`]: the handle on an open store: adding, searching, forgetting, stats, flush.
+//! Opening is in `open`, deletion in `delete`, re-embedding in `reindex`.
 
 use std::fs::File;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
-use fs4::fs_std::FileExt;
-use heed::{Env, WithoutTls};
 use voicerag_actors::messages::{Hit, Memory, SearchRequest};
 use voicerag_actors::{Retriever, StageError};
 
-use super::background::{self, Signal};
-use super::bm25::Bm25;
+use super::background;
 use super::codec::{self, MemoryRecord, Op};
-use super::exact::ExactVectors;
-use super::lmdb::{self, Dbs, StoredModel, UnitChunk, WriteBatch};
-use super::{
-    AddReport, ChunkInput, ModelInfo, NewMemory, RetrievalConfig, StoreConfig, StoreError, vector,
-};
-
-const LOCK_FILE: &str = "voicerag.lock";
-const LMDB_DIR: &str = "lmdb";
-const BM25_DIR: &str = "bm25";
+use super::delete;
+use super::lmdb::{self, StoredModel, UnitChunk};
+use super::open::{BM25_DIR, LMDB_DIR, Mode, looks_like_store_or_empty, open_shared};
+use super::shared::{Shared, begin_write};
+use super::{AddReport, ModelInfo, NewMemory, RetrievalConfig, StoreConfig, StoreError, vector};
 
 /// Counts and lags, for `stats` and monitoring.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -53,44 +46,6 @@ pub struct StoreStats {
     pub dimension: usize,
 }
 
-/// What `reindex` did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReindexReport {
-    pub memories: u64,
-    pub chunks: u64,
-    pub from_model: Option<String>,
-    pub to_model: String,
-}
-
-/// State shared with the background threads.
-pub(crate) struct Shared {
-    pub dir: PathBuf,
-    pub env: Env<WithoutTls>,
-    pub dbs: Dbs,
-    pub model: StoredModel,
-    pub bm25: Bm25,
-    pub store_cfg: StoreConfig,
-    pub retrieval: RetrievalConfig,
-    pub read_only: bool,
-    pub signal: Signal,
-    /// LMDB sequence BM25 has committed (writer: kept here to avoid reading meta.json per tick).
-    pub bm25_applied: AtomicU64,
-    /// One BM25 catch-up at a time (background committer, `flush`, open).
-    pub bm25_sync: Mutex<()>,
-    /// Writers waiting for LMDB's write lock: a background tree build gives way to them.
-    pub writers_waiting: AtomicUsize,
-    /// In-RAM vectors of the namespaces searched exactly.
-    pub exact: ExactVectors,
-}
-
-/// Counts a writer as waiting until the write transaction is obtained.
-fn begin_write<'t>(s: &'t Shared) -> Result<WriteBatch<'t>, StoreError> {
-    s.writers_waiting.fetch_add(1, Ordering::AcqRel);
-    let wb = WriteBatch::begin(&s.env, s.dbs, s.model.dimension);
-    s.writers_waiting.fetch_sub(1, Ordering::AcqRel);
-    wb
-}
-
 /// The durable hybrid memory of voicerag. `Send + Sync`: share it as `Arc<MemoryStore>`.
 ///
 /// - `add` returns once records and vectors are committed to LMDB (durable, acknowledged);
@@ -102,14 +57,6 @@ pub struct MemoryStore {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     lock: Option<File>,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    Writer,
-    ReadOnly,
-    /// Writer that accepts a stored model different from the configured one (reindex only).
-    Reindex,
 }
 
 impl MemoryStore {
@@ -282,14 +229,14 @@ impl MemoryStore {
 
     /// Forgets every memory (all namespaces) with a timestamp before `cutoff_ms` (retention).
     pub fn delete_older_than(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        delete_older_than_shared(&self.shared, cutoff_ms)
+        delete::delete_older_than_shared(&self.shared, cutoff_ms)
     }
 
     fn delete_where(
         &self,
         select: impl FnOnce(&heed::RoTxn) -> Result<Vec<(String, String)>, StoreError>,
     ) -> Result<usize, StoreError> {
-        delete_where(&self.shared, select)
+        delete::delete_where(&self.shared, select)
     }
 
     /// Number of memories (all namespaces).
@@ -368,153 +315,6 @@ impl MemoryStore {
         } {}
         Ok(())
     }
-
-    /// Re-embeds every stored memory with `model` (what `voicerag reindex` runs), then switches
-    /// the store's model. `embed` gets batches of up to `batch_size` memories and returns each
-    /// one's chunks. Takes the writer lock. The switch is one LMDB transaction: a failure or crash
-    /// before it leaves the old model's store intact, so two models' vectors never mix.
-    pub fn reindex(
-        dir: &Path,
-        store: &StoreConfig,
-        retrieval: &RetrievalConfig,
-        model: &ModelInfo,
-        batch_size: usize,
-        mut embed: impl FnMut(&[Memory]) -> Result<Vec<Vec<ChunkInput>>, String>,
-    ) -> Result<ReindexReport, StoreError> {
-        let (shared, _lock) = open_shared(dir, store, retrieval, model, Mode::Reindex)?;
-        let s = &shared;
-        let full = super::error::map_full(s.store_cfg.map_size_mib);
-        let from_model = {
-            let rtxn = s.env.read_txn()?;
-            lmdb::stored_model(&s.dbs, &rtxn)?.map(|m| m.name)
-        };
-        let target = StoredModel {
-            name: model.name.clone(),
-            dimension: model.dimension,
-        };
-        // Stage the new chunks batch by batch (bounded memory), leaving the live data alone.
-        {
-            let mut wtxn = s.env.write_txn()?;
-            s.dbs.staging.clear(&mut wtxn)?;
-            wtxn.commit()?;
-        }
-        let keys: Vec<Vec<u8>> = {
-            let rtxn = s.env.read_txn()?;
-            let mut keys = Vec::new();
-            for entry in s.dbs.memories.iter(&rtxn)? {
-                keys.push(entry?.0.to_vec());
-            }
-            keys
-        };
-        let mut chunk_count = 0u64;
-        for batch in keys.chunks(batch_size.max(1)) {
-            let memories = {
-                let rtxn = s.env.read_txn()?;
-                let mut out = Vec::with_capacity(batch.len());
-                for key in batch {
-                    if let Some(v) = s.dbs.memories.get(&rtxn, key)? {
-                        out.push(to_memory(key, v)?);
-                    }
-                }
-                out
-            };
-            let embedded = embed(&memories).map_err(StoreError::Reindex)?;
-            if embedded.len() != memories.len() {
-                return Err(StoreError::Reindex(format!(
-                    "the embedder returned {} results for {} memories",
-                    embedded.len(),
-                    memories.len()
-                )));
-            }
-            let mut wtxn = s.env.write_txn()?;
-            for (m, chunks) in memories.iter().zip(embedded) {
-                let nm = NewMemory {
-                    memory: m.clone(),
-                    chunks,
-                };
-                let (_, chunks) = validate(nm, &s.store_cfg, &target).map_err(|reason| {
-                    StoreError::Reindex(format!("memory {:?}: {reason}", m.id))
-                })?;
-                chunk_count += chunks.len() as u64;
-                s.dbs
-                    .staging
-                    .put(
-                        &mut wtxn,
-                        &codec::ns_name_key(&m.namespace, &m.id),
-                        &encode_staged(&chunks),
-                    )
-                    .map_err(|e| full(e.into()))?;
-            }
-            wtxn.commit()?;
-        }
-        // The switch: drop every derived structure of the old model and insert the staged
-        // chunks, all in one transaction.
-        let mut wb = WriteBatch::begin(&s.env, s.dbs, model.dimension)?;
-        for db in [
-            s.dbs.pending,
-            s.dbs.vec_deletes,
-            s.dbs.chunks,
-            s.dbs.ns_chunks,
-            s.dbs.conv_chunks,
-            s.dbs.speaker_chunks,
-            s.dbs.times,
-        ] {
-            db.clear(&mut wb.wtxn)?;
-        }
-        s.dbs.vectors.clear(&mut wb.wtxn)?;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let mut page = Vec::new();
-            {
-                let lower = match &after {
-                    Some(k) => std::ops::Bound::Excluded(k.as_slice()),
-                    None => std::ops::Bound::Unbounded,
-                };
-                let range = (lower, std::ops::Bound::Unbounded);
-                for entry in s.dbs.staging.range(&wb.wtxn, &range)?.take(1000) {
-                    let (k, v) = entry?;
-                    page.push((k.to_vec(), v.to_vec()));
-                }
-            }
-            let Some(last) = page.last().map(|p| p.0.clone()) else {
-                break;
-            };
-            for (key, staged) in page {
-                let Some(value) = s.dbs.memories.get(&wb.wtxn, &key)? else {
-                    continue;
-                };
-                let memory = to_memory(&key, value)?;
-                let chunks = decode_staged(&staged)?;
-                wb.insert(&memory, &chunks).map_err(&full)?;
-            }
-            after = Some(last);
-        }
-        s.dbs.staging.clear(&mut wb.wtxn)?;
-        lmdb::write_model(&s.dbs, &mut wb.wtxn, &target)?;
-        wb.log(Op::Rebuild);
-        wb.commit().map_err(&full)?;
-        let count = {
-            let rtxn = s.env.read_txn()?;
-            s.dbs.memories.len(&rtxn)?
-        };
-        background::catch_up_bm25(s)?;
-        while vector::build_step(
-            &s.env,
-            &s.dbs,
-            model.dimension,
-            vector::BuildParams::from_config(&s.store_cfg),
-            &|| false,
-        )?
-        .added
-            > 0
-        {}
-        Ok(ReindexReport {
-            memories: count,
-            chunks: chunk_count,
-            from_model,
-            to_model: model.name.clone(),
-        })
-    }
 }
 
 impl Drop for MemoryStore {
@@ -534,68 +334,7 @@ impl Retriever for MemoryStore {
     }
 }
 
-pub(crate) fn delete_older_than_shared(s: &Shared, cutoff_ms: i64) -> Result<usize, StoreError> {
-    let dbs = s.dbs;
-    delete_where(s, |txn| {
-        let mut chunks = Vec::new();
-        for entry in dbs.times.iter(txn)? {
-            let (key, _) = entry?;
-            let mut pos = 0;
-            codec::read_str(key, &mut pos)?;
-            let ts = codec::u64_from(
-                key.get(pos..pos + 8)
-                    .ok_or_else(|| codec::corrupt("time key"))?,
-            )?;
-            if ((ts ^ (1 << 63)) as i64) < cutoff_ms {
-                chunks.push(codec::u32_from(&key[pos + 8..])?);
-            }
-        }
-        let mut out = Vec::new();
-        for chunk in chunks {
-            if let Some(owner) = lmdb::chunk_memory(&dbs, txn, chunk)? {
-                out.push((owner.namespace, owner.id));
-            }
-        }
-        out.sort();
-        out.dedup();
-        Ok(out)
-    })
-}
-
-/// Removes the memories `select` names, in one transaction.
-fn delete_where(
-    s: &Shared,
-    select: impl FnOnce(&heed::RoTxn) -> Result<Vec<(String, String)>, StoreError>,
-) -> Result<usize, StoreError> {
-    if s.read_only {
-        return Err(StoreError::ReadOnly);
-    }
-    let full = super::error::map_full(s.store_cfg.map_size_mib);
-    let mut wb = begin_write(s)?;
-    let targets = select(&wb.wtxn)?;
-    let mut removed = 0;
-    let mut chunks = Vec::new();
-    let mut gone: Vec<(String, Vec<u32>)> = Vec::new();
-    for (ns, id) in targets {
-        if let Some(c) = wb.remove(&ns, &id).map_err(&full)? {
-            removed += 1;
-            chunks.extend(c.iter().copied());
-            gone.push((ns, c));
-        }
-    }
-    if removed == 0 {
-        return Ok(0);
-    }
-    wb.log(Op::Delete(chunks));
-    wb.commit().map_err(&full)?;
-    for (ns, c) in &gone {
-        s.exact.apply_delete(ns, c);
-    }
-    s.signal.notify();
-    Ok(removed)
-}
-
-fn to_memory(key: &[u8], value: &[u8]) -> Result<Memory, StoreError> {
+pub(crate) fn to_memory(key: &[u8], value: &[u8]) -> Result<Memory, StoreError> {
     let (ns, id) = codec::split_memory_key(key)?;
     let rec: MemoryRecord = codec::decode(value, "memory record")?;
     Ok(Memory {
@@ -609,7 +348,7 @@ fn to_memory(key: &[u8], value: &[u8]) -> Result<Memory, StoreError> {
 }
 
 /// Checks one record; returns it with unit-length chunk vectors, or why it is refused.
-fn validate(
+pub(crate) fn validate(
     nm: NewMemory,
     cfg: &StoreConfig,
     model: &StoredModel,
@@ -665,38 +404,6 @@ fn validate(
     Ok((m, chunks))
 }
 
-fn encode_staged(chunks: &[UnitChunk]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(chunks.len() as u32).to_be_bytes());
-    for (text, v) in chunks {
-        out.extend_from_slice(&(text.len() as u32).to_be_bytes());
-        out.extend_from_slice(text.as_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        out.extend_from_slice(&codec::vector_bytes(v));
-    }
-    out
-}
-
-fn decode_staged(bytes: &[u8]) -> Result<Vec<UnitChunk>, StoreError> {
-    let bad = || codec::corrupt("staged chunks");
-    let mut pos = 0usize;
-    let mut take = |n: usize| -> Result<&[u8], StoreError> {
-        let s = bytes.get(pos..pos + n).ok_or_else(bad)?;
-        pos += n;
-        Ok(s)
-    };
-    let count = codec::u32_from(take(4)?)? as usize;
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let tl = codec::u32_from(take(4)?)? as usize;
-        let text = String::from_utf8(take(tl)?.to_vec()).map_err(|_| bad())?;
-        let vl = codec::u32_from(take(4)?)? as usize;
-        let v = codec::vector_from(take(vl * 4)?);
-        out.push((text, v));
-    }
-    Ok(out)
-}
-
 fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -709,137 +416,4 @@ fn dir_size(dir: &Path) -> u64 {
         }
     }
     total
-}
-
-/// True when `dir` holds nothing, or only what a voicerag store holds.
-fn looks_like_store_or_empty(dir: &Path) -> Result<bool, StoreError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-        Err(e) => return Err(StoreError::io(format!("read {}", dir.display()), e)),
-    };
-    let mut names = Vec::new();
-    for e in entries {
-        let e = e.map_err(|e| StoreError::io(format!("read {}", dir.display()), e))?;
-        names.push(e.file_name().to_string_lossy().into_owned());
-    }
-    if names.is_empty() {
-        return Ok(true);
-    }
-    if names
-        .iter()
-        .any(|n| n != LOCK_FILE && n != LMDB_DIR && n != BM25_DIR)
-    {
-        return Ok(false);
-    }
-    // Ours only if the LMDB environment is there (or nothing was created yet but the lock).
-    Ok(dir.join(LMDB_DIR).join("data.mdb").exists() || names.iter().all(|n| n == LOCK_FILE))
-}
-
-fn open_shared(
-    dir: &Path,
-    store: &StoreConfig,
-    retrieval: &RetrievalConfig,
-    model: &ModelInfo,
-    mode: Mode,
-) -> Result<(Shared, Option<File>), StoreError> {
-    let read_only = mode == Mode::ReadOnly;
-    let not_a_store = || StoreError::NotAStore {
-        path: dir.to_path_buf(),
-    };
-    if read_only {
-        if !dir.join(LMDB_DIR).join("data.mdb").exists() {
-            return Err(not_a_store());
-        }
-    } else if !looks_like_store_or_empty(dir)? {
-        return Err(not_a_store());
-    }
-    let lock = if read_only {
-        None
-    } else {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
-        let path = dir.join(LOCK_FILE);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
-        let locked = file
-            .try_lock_exclusive()
-            .map_err(|e| StoreError::io(format!("lock {}", path.display()), e))?;
-        if !locked {
-            return Err(StoreError::Locked {
-                path: dir.to_path_buf(),
-            });
-        }
-        Some(file)
-    };
-    let lmdb_dir = dir.join(LMDB_DIR);
-    if !read_only {
-        std::fs::create_dir_all(&lmdb_dir)
-            .map_err(|e| StoreError::io(format!("create {}", lmdb_dir.display()), e))?;
-    }
-    let (env, dbs) = lmdb::open_env(&lmdb_dir, store.map_size_mib, read_only, dir)?;
-    if !read_only {
-        // Reader slots of killed processes would pin old pages (the file would only grow).
-        env.clear_stale_readers()?;
-    }
-    let requested = StoredModel {
-        name: model.name.clone(),
-        dimension: model.dimension,
-    };
-    let stored = {
-        let rtxn = env.read_txn()?;
-        let schema = lmdb::schema_version(&dbs, &rtxn)?;
-        let stored = lmdb::stored_model(&dbs, &rtxn)?;
-        if schema.is_none() && !dbs.memories.is_empty(&rtxn)? {
-            return Err(not_a_store());
-        }
-        stored
-    };
-    let model = match (stored, mode) {
-        (Some(s), Mode::Writer | Mode::ReadOnly) if s != requested => {
-            return Err(StoreError::ModelMismatch {
-                path: dir.to_path_buf(),
-                stored_model: s.name,
-                stored_dim: s.dimension,
-                requested_model: requested.name,
-                requested_dim: requested.dimension,
-            });
-        }
-        (Some(s), Mode::Writer | Mode::ReadOnly) => s,
-        (Some(s), Mode::Reindex) => s,
-        (None, Mode::ReadOnly) => requested,
-        (None, _) => {
-            let mut wtxn = env.write_txn()?;
-            lmdb::write_model(&dbs, &mut wtxn, &requested)?;
-            wtxn.commit()?;
-            requested
-        }
-    };
-    let bm25 = Bm25::open(&dir.join(BM25_DIR), !read_only)?;
-    let watermark = bm25.watermark()?;
-    let exact = ExactVectors::new(model.dimension, store.exact_scan_max, !read_only);
-    let shared = Shared {
-        dir: dir.to_path_buf(),
-        env,
-        dbs,
-        model,
-        bm25,
-        store_cfg: store.clone(),
-        retrieval: retrieval.clone(),
-        read_only,
-        signal: Signal::default(),
-        bm25_applied: AtomicU64::new(watermark),
-        bm25_sync: Mutex::new(()),
-        writers_waiting: AtomicUsize::new(0),
-        exact,
-    };
-    if !read_only {
-        // BM25 may lag LMDB after a crash: bring it up before anyone searches.
-        background::catch_up_bm25(&shared)?;
-    }
-    Ok((shared, lock))
 }

@@ -8,15 +8,20 @@ mod analysis;
 mod background;
 mod bm25;
 mod codec;
+mod delete;
 mod error;
 mod exact;
 mod lmdb;
 mod memory_store;
+mod open;
+mod reindex;
 mod search;
+mod shared;
 mod vector;
 
 pub use error::StoreError;
-pub use memory_store::{MemoryStore, ReindexReport, StoreStats};
+pub use memory_store::{MemoryStore, StoreStats};
+pub use reindex::ReindexReport;
 
 use serde::{Deserialize, Serialize};
 

@@ -10,7 +10,7 @@ use voicerag_actors::messages::{Hit, SearchMode, SearchRequest};
 use super::bm25::Bm25Filter;
 use super::codec::{self, ChunkRecord, MemoryRecord};
 use super::lmdb::{self, Dbs};
-use super::memory_store::Shared;
+use super::shared::Shared;
 use super::{Fusion, RetrievalConfig};
 use super::{StoreError, vector};
 use crate::fusion::{RankedList, Scored, convex, reciprocal_rank};
