@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::config::{NatsConfig, reconnect_delay};
-use super::service::{BusStats, ErrorPublisher};
+use super::stats::{BusStats, ErrorPublisher};
 use super::subjects::Subjects;
 use super::wire::{MemoryOrigin, WireDefaults, WireError, decode_memory};
 use super::{BusError, MemorySink};

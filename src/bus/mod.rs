@@ -7,6 +7,7 @@
 //! - [`memory_consumer`]: the durable pull consumer that feeds a [`MemorySink`].
 //! - [`pipeline`]: [`ContextService`] for the pipeline's `PipelineHandle`.
 //! - [`service`]: [`serve`], the running service and its graceful stop.
+//! - [`stats`]: [`BusStats`], and the publisher of `voice.errors` that counts into them.
 //! - [`server`]: starts a local `nats-server` (tests, benchmarks, demos).
 //!
 //! The bus depends on the engine only through [`ContextService`] and on the store only through
@@ -17,6 +18,7 @@ pub mod memory_consumer;
 pub mod pipeline;
 pub mod server;
 pub mod service;
+pub mod stats;
 pub mod subjects;
 pub mod wire;
 pub mod writer;
@@ -26,7 +28,8 @@ use std::future::Future;
 use voicerag_actors::{ContextResult, Memory, Transcript};
 
 pub use config::NatsConfig;
-pub use service::{BusConnection, BusStats, RunningBus, serve, serve_connected};
+pub use service::{BusConnection, RunningBus, serve, serve_connected};
+pub use stats::BusStats;
 pub use subjects::Subjects;
 pub use wire::{ContextQuery, context_json};
 pub use writer::JetStreamWriter;
