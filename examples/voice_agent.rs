@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use voicerag::actors::{AgentReply, Transcript};
 use voicerag::config::Config;
-use voicerag::pipeline::Pipeline;
+use voicerag::engines::Engines;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     config.store.data_dir = data.path().display().to_string();
 
-    let pipeline = Pipeline::start(&config).await?;
+    let pipeline = Engines::start_pipeline(&config).await?;
     let mut results = pipeline.results();
 
     let turns = [

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use voicerag_actors::{QueryRequest, SearchFilter, SearchMode, SearchRequest};
 
 use crate::config::Config;
+use crate::engines::{Engines, StoreAccess};
 use crate::ingest;
-use crate::pipeline::{Engines, StoreAccess};
 
 /// Memories embedded and committed together while loading a set.
 const LOAD_BATCH: usize = 256;
@@ -28,7 +28,7 @@ pub enum EvalError {
     #[error("{path}: {reason}")]
     Set { path: PathBuf, reason: String },
     #[error(transparent)]
-    Engine(#[from] crate::pipeline::EngineError),
+    Engine(#[from] crate::engines::EngineStartError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]

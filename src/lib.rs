@@ -3,7 +3,8 @@
 //! - [`models`]: the ONNX Runtime engines (sentence embedder, cross-encoder) on `ort` + `tokenizers`.
 //! - [`store`]: the durable hybrid memory (LMDB via `heed`, vectors via `arroy`, BM25 via `tantivy`).
 //! - [`fusion`]: reciprocal-rank fusion of the vector and BM25 rankings.
-//! - [`pipeline`]: the real stages behind the `voicerag-actors` traits, and [`pipeline::Pipeline`].
+//! - [`engines`]: the real stages behind the `voicerag-actors` traits, and
+//!   [`engines::Engines::start_pipeline`], the in-process entry point.
 //! - [`bus`]: the NATS edge.
 //! - [`bench`]: the benchmarks behind `voicerag bench` (models, store, pipeline, NATS load).
 //! - [`eval`]: retrieval quality of a memory set (`voicerag eval`).
@@ -12,11 +13,11 @@
 pub mod bench;
 pub mod bus;
 pub mod config;
+pub mod engines;
 pub mod eval;
 pub mod fusion;
 pub mod ingest;
 pub mod models;
-pub mod pipeline;
 pub mod store;
 
 pub use voicerag_actors as actors;

@@ -21,8 +21,8 @@ use crate::bus::{
     BusConnection, ContextService, JetStreamWriter, MemorySink, NatsConfig, Subjects,
 };
 use crate::config::Config;
+use crate::engines::{Engines, StoreAccess};
 use crate::ingest;
-use crate::pipeline::{Engines, StoreAccess};
 
 /// What the load generator sends.
 #[derive(Debug, Clone)]

@@ -15,8 +15,8 @@ use voicerag_actors::{Memory, QueryRequest, RerankOutcome, SearchFilter};
 use super::stats::percentile;
 use super::synthetic_utterance;
 use crate::config::Config;
+use crate::engines::{Engines, StoreAccess};
 use crate::ingest;
-use crate::pipeline::{Engines, StoreAccess};
 
 #[derive(Debug, Args)]
 pub struct BenchPipelineArgs {
@@ -102,7 +102,7 @@ pub async fn run(config: &Config, args: &BenchPipelineArgs) -> anyhow::Result<Ex
             max_text_bytes: engines.max_text_bytes,
         };
         let handle = run_engines
-            .start(&run_config, Arc::new(crate::pipeline::ReadOnlyWriter))
+            .start(&run_config, Arc::new(crate::engines::ReadOnlyWriter))
             .await?;
         let mut stats = RunStats::default();
         for (i, text) in queries.iter().enumerate() {

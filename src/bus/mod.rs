@@ -5,7 +5,7 @@
 //! - [`config`]: the `[nats]` section and connection options.
 //! - [`writer`]: [`JetStreamWriter`], the pipeline's `MemoryWriter` in bus mode.
 //! - [`memory_consumer`]: the durable pull consumer that feeds a [`MemorySink`].
-//! - [`pipeline`]: [`ContextService`] for the pipeline's `PipelineHandle`.
+//! - [`context_service`]: [`ContextService`] for the pipeline's `PipelineHandle`.
 //! - [`service`]: [`serve`], the running service and its graceful stop.
 //! - [`stats`]: [`BusStats`], and the publisher of `voice.errors` that counts into them.
 //! - [`server`]: starts a local `nats-server` (tests, benchmarks, demos).
@@ -14,8 +14,8 @@
 //! [`MemorySink`], so it is tested against a real NATS server with fakes.
 
 pub mod config;
+pub mod context_service;
 pub mod memory_consumer;
-pub mod pipeline;
 pub mod server;
 pub mod service;
 pub mod stats;

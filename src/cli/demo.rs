@@ -18,8 +18,8 @@ use super::args::DemoArgs;
 use super::output::print_human;
 use voicerag::bench::stats::percentile;
 use voicerag::config::Config;
+use voicerag::engines::{Engines, StoreAccess};
 use voicerag::ingest;
-use voicerag::pipeline::{Engines, StoreAccess};
 
 /// The user whose session is replayed.
 const DEMO_NAMESPACE: &str = "alice";

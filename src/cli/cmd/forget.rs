@@ -3,15 +3,15 @@
 use std::process::ExitCode;
 
 use voicerag::config::Config;
+use voicerag::engines::{self, StoreAccess};
 use voicerag::models::SentenceEmbedder;
-use voicerag::pipeline::{self, StoreAccess};
 
 use crate::cli::UsageError;
 use crate::cli::args::ForgetArgs;
 
 pub async fn forget(config: &Config, args: &ForgetArgs) -> anyhow::Result<ExitCode> {
     let embedder = SentenceEmbedder::load(&config.runtime, &config.embedder)?;
-    let store = pipeline::open_store(config, &embedder, StoreAccess::ReadWrite)?;
+    let store = engines::open_store(config, &embedder, StoreAccess::ReadWrite)?;
     let ns = args.namespace.clone().unwrap_or_else(|| "default".into());
     let removed = if let Some(id) = &args.id {
         store.delete_ids(&ns, std::slice::from_ref(id))?

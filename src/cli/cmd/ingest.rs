@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use voicerag::config::Config;
+use voicerag::engines::{self, StoreAccess};
 use voicerag::ingest;
 use voicerag::models::SentenceEmbedder;
-use voicerag::pipeline::{self, StoreAccess};
 
 use super::INGEST_BATCH;
 use crate::cli::UsageError;
@@ -25,7 +25,7 @@ pub async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<ExitCo
         Box::new(std::io::BufReader::new(file))
     };
     let embedder = Arc::new(SentenceEmbedder::load(&config.runtime, &config.embedder)?);
-    let store = pipeline::open_store(config, &embedder, StoreAccess::ReadWrite)?;
+    let store = engines::open_store(config, &embedder, StoreAccess::ReadWrite)?;
     let progress = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new_spinner()
     } else {

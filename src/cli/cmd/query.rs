@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::Deserialize;
 use voicerag::config::Config;
-use voicerag::pipeline::{Engines, ReadOnlyWriter, StoreAccess};
+use voicerag::engines::{Engines, ReadOnlyWriter, StoreAccess};
 use voicerag_actors::{QueryRequest, SearchFilter, SearchMode};
 
 use crate::cli::UsageError;

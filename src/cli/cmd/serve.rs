@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use voicerag::bus::BusConnection;
 use voicerag::config::Config;
-use voicerag::pipeline::{Engines, StoreAccess};
+use voicerag::engines::{Engines, StoreAccess};
 
 /// `voicerag serve`: the pipeline behind the NATS bus; memories go through JetStream only.
 pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {

@@ -1,5 +1,5 @@
 //! The real stages (ONNX engines, memory store) behind the `voicerag-actors` traits, and the
-//! in-process entry point [`Pipeline::start`].
+//! in-process entry point [`Engines::start_pipeline`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use crate::store::{MemoryStore, ModelInfo, StoreError};
 
 /// Loading or starting the engines failed.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub enum EngineStartError {
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -48,7 +48,7 @@ impl Engines {
         config: &Config,
         access: StoreAccess,
         with_reranker: bool,
-    ) -> Result<Self, EngineError> {
+    ) -> Result<Self, EngineStartError> {
         let embedder = Arc::new(SentenceEmbedder::load(&config.runtime, &config.embedder)?);
         let reranker = if with_reranker && !config.reranker.model_dir.is_empty() {
             Some(Arc::new(CrossEncoder::load(
@@ -81,7 +81,7 @@ impl Engines {
         &self,
         config: &Config,
         writer: Arc<dyn MemoryWriter>,
-    ) -> Result<PipelineHandle, EngineError> {
+    ) -> Result<PipelineHandle, EngineStartError> {
         let stages = Stages {
             embedder: self.embedder.clone(),
             retriever: self.store.clone(),
@@ -93,7 +93,7 @@ impl Engines {
         };
         voicerag_actors::Pipeline::start(stages, config.pipeline.clone())
             .await
-            .map_err(|e| EngineError::Pipeline(e.to_string()))
+            .map_err(|e| EngineStartError::Pipeline(e.to_string()))
     }
 }
 
@@ -117,12 +117,10 @@ pub fn open_store(
 }
 
 /// The in-process entry point for a voice agent that embeds voicerag.
-pub struct Pipeline;
-
-impl Pipeline {
+impl Engines {
     /// Loads the models, opens the store for writing and starts the supervised pipeline; memories
     /// are committed to the store directly.
-    pub async fn start(config: &Config) -> Result<PipelineHandle, EngineError> {
+    pub async fn start_pipeline(config: &Config) -> Result<PipelineHandle, EngineStartError> {
         let engines = Engines::load(config, StoreAccess::ReadWrite, true)?;
         let writer = engines.store_writer();
         engines.start(config, writer).await
