@@ -2,6 +2,7 @@
 //!
 //! - [`models`]: the ONNX Runtime engines (sentence embedder, cross-encoder) on `ort` + `tokenizers`.
 //! - [`store`]: the durable hybrid memory (LMDB via `heed`, vectors via `arroy`, BM25 via `tantivy`).
+//! - [`ingest`]: chunking and embedding of memories before they are stored.
 //! - [`fusion`]: reciprocal-rank fusion of the vector and BM25 rankings.
 //! - [`engines`]: the real stages behind the `voicerag-actors` traits, and
 //!   [`engines::Engines::start_pipeline`], the in-process entry point.

@@ -16,6 +16,18 @@
 //! - Final user transcripts and agent replies become memories, written in batches after the result
 //!   has left, retried on failure and flushed by [`PipelineHandle::shutdown`].
 //!
+//! # Modules
+//!
+//! - [`pipeline`]: [`Pipeline::start`], [`PipelineHandle`], [`Stages`]; [`stages`]: the stage traits;
+//!   [`messages`]: what flows through; [`config`]: [`PipelineConfig`]; [`error`]: [`PipelineError`].
+//! - `coordinator`: owns every transcript from the queue to its result; `request`: serving one
+//!   request by its deadline; `speculation`: what a partial's early retrieval leaves its final;
+//!   `core`: state shared by the coordinator, the request tasks and the handle.
+//! - [`rerank`]: the deadline-aware cost model; [`results`]: the result stream; [`health`]:
+//!   counters and stage health; [`cancel`]: [`CancelToken`].
+//! - `supervisor`: the supervisor actor, restart tracking and the stage registry; `stage_actor`: the
+//!   actor that runs a stage; `writer`: the memory writer actor.
+//!
 //! # What results say
 //!
 //! `degraded` is `None` or a comma-separated list of: `shed` (overloaded, answered at once),
