@@ -263,8 +263,8 @@ pub async fn run(
     Ok((score(&set.queries, &answers), answers))
 }
 
-/// One JSON line per query: `{"id", "relevant", "vector": [[id, cosine], ...], "bm25": [[id,
-/// score], ...]}`, each list as the store ranks it.
+/// One JSON line per query: `{"id", "relevant", "vector": [[id, cosine, cosine], ...], "bm25":
+/// [[id, score, cosine], ...]}`, each list as the store ranks it.
 fn dump_lists(engines: &Engines, set: &EvalSet, path: &Path) -> Result<(), EvalError> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let namespace = set
@@ -274,7 +274,7 @@ fn dump_lists(engines: &Engines, set: &EvalSet, path: &Path) -> Result<(), EvalE
         .unwrap_or_else(|| "default".into());
     for q in &set.queries {
         let embedding = engines.embedder.embed(&[q.text.as_str()])?.pop();
-        let list = |mode: SearchMode| -> Result<Vec<(String, f32)>, EvalError> {
+        let list = |mode: SearchMode| -> Result<Vec<(String, f32, Option<f32>)>, EvalError> {
             let req = SearchRequest {
                 namespace: namespace.clone(),
                 text: q.text.clone(),
@@ -287,7 +287,7 @@ fn dump_lists(engines: &Engines, set: &EvalSet, path: &Path) -> Result<(), EvalE
                 .store
                 .search(&req)?
                 .into_iter()
-                .map(|h| (h.id, h.score))
+                .map(|h| (h.id, h.score, h.similarity))
                 .collect())
         };
         let line = serde_json::json!({

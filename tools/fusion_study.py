@@ -28,8 +28,10 @@ def load(path):
         for line in f:
             if line.strip():
                 q = json.loads(line)
-                q["vector"] = [(d, float(s)) for d, s in q["vector"]]
-                q["bm25"] = [(d, float(s)) for d, s in q["bm25"]]
+                # Each entry: [id, score, cosine]; older dumps have no cosine for BM25 entries.
+                q["cos"] = {e[0]: float(e[2]) for e in q["vector"] + q["bm25"] if len(e) > 2 and e[2] is not None}
+                q["vector"] = [(e[0], float(e[1])) for e in q["vector"]]
+                q["bm25"] = [(e[0], float(e[1])) for e in q["bm25"]]
                 out.append(q)
     return out
 
@@ -55,8 +57,10 @@ def normalise(values, how):
 
 
 def cosines(q):
-    """Every candidate's cosine: the vector list's, else (outside its depth) its last cosine."""
+    """Every candidate's cosine (as dumped), and a stand-in for one the dump lacks: the vector
+    list's last cosine, an upper bound."""
     cos = dict(q["vector"])
+    cos.update(q.get("cos", {}))
     last = q["vector"][-1][1] if q["vector"] else 0.0
     return cos, last
 

@@ -202,8 +202,25 @@ pub(crate) fn search(s: &Shared, req: &SearchRequest) -> Result<Vec<Hit>, StoreE
             }
         }
         SearchMode::Bm25 => {
+            // A caller that passes an embedding anyway (an evaluation) gets each hit's
+            // similarity too; the pipeline embeds nothing in BM25 mode.
+            let query = req
+                .embedding
+                .as_deref()
+                .filter(|e| e.len() == s.model.dimension)
+                .and_then(vector::normalized);
+            let index = match &query {
+                Some(_) => namespace_index(dbs, &rtxn, ns)?,
+                None => None,
+            };
             for (i, found) in bm25_list.iter().take(req.top_n).enumerate() {
-                out.push(records.hit(found, found.score, None, Some(i + 1))?);
+                let mut hit = records.hit(found, found.score, None, Some(i + 1))?;
+                if let (Some(q), Some(index)) = (&query, index) {
+                    hit.similarity =
+                        vector::chunk_vector(dbs, &rtxn, index, s.model.dimension, found.chunk)?
+                            .map(|v| crate::store::exact::dot(q, &v));
+                }
+                out.push(hit);
             }
         }
         SearchMode::Hybrid => {
