@@ -6,7 +6,12 @@
 //! - [`writer`]: [`JetStreamWriter`], the pipeline's `MemoryWriter` in bus mode.
 //! - [`memory_consumer`]: the durable pull consumer that feeds a [`MemorySink`].
 //! - [`context_service`]: [`ContextService`] for the pipeline's `PipelineHandle`.
-//! - [`service`]: [`serve`], the running service and its graceful stop.
+//! - [`service`]: [`serve`], [`BusConnection`], [`RunningBus`]: the connection lifecycle and the
+//!   graceful stop.
+//! - `state`: `BusState`, what every task of one running bus shares, and the work in flight;
+//!   `receive`: receiving on a subscription until the graceful stop.
+//! - One handler per subject: `transcripts` (`voice.transcript`), `contexts` (results published on
+//!   `voice.context`), `queries` (`voice.query`), `health` (`voice.health` and the heartbeat).
 //! - [`stats`]: [`BusStats`], and the publisher of `voice.errors` that counts into them.
 //! - [`server`]: starts a local `nats-server` (tests, benchmarks, demos).
 //!
@@ -15,11 +20,17 @@
 
 pub mod config;
 pub mod context_service;
+mod contexts;
+mod health;
 pub mod memory_consumer;
+mod queries;
+mod receive;
 pub mod server;
 pub mod service;
+mod state;
 pub mod stats;
 pub mod subjects;
+mod transcripts;
 pub mod wire;
 pub mod writer;
 

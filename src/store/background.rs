@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::codec::{self, Op};
 use super::lmdb;
-use super::shared::Shared;
+use super::state::StoreState;
 use super::{StoreError, vector};
 
-pub(crate) fn spawn(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>, StoreError> {
+pub(crate) fn spawn(shared: &Arc<StoreState>) -> Result<Vec<JoinHandle<()>>, StoreError> {
     let spawn_err = |e| StoreError::io("spawn store thread", e);
     let s = Arc::clone(shared);
     let committer = std::thread::Builder::new()
@@ -38,7 +38,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>, StoreEr
     Ok(vec![committer, builder])
 }
 
-fn vector_loop(s: &Shared) {
+fn vector_loop(s: &StoreState) {
     let idle = Duration::from_millis(100);
     let pause = Duration::from_millis(s.store_cfg.vector_build_pause_ms);
     let params = vector::BuildParams::from_config(&s.store_cfg);
@@ -86,13 +86,13 @@ fn vector_loop(s: &Shared) {
     }
 }
 
-fn backlog(s: &Shared) -> Result<u64, StoreError> {
+fn backlog(s: &StoreState) -> Result<u64, StoreError> {
     let rtxn = s.env.read_txn()?;
     let (pending, deletes) = vector::backlog(&s.dbs, &rtxn)?;
     Ok(pending + deletes)
 }
 
-fn apply_retention(s: &Shared) -> Result<(), StoreError> {
+fn apply_retention(s: &StoreState) -> Result<(), StoreError> {
     let age_ms = s.store_cfg.retention_max_age_s.saturating_mul(1000) as i64;
     let cutoff = chrono::Utc::now().timestamp_millis() - age_ms;
     // Retention deletes like any delete: through the store's own path (one transaction).
@@ -102,7 +102,7 @@ fn apply_retention(s: &Shared) -> Result<(), StoreError> {
 /// Replays LMDB's op log past BM25's watermark into tantivy and commits with the new
 /// watermark, then drops the replayed ops. A gap (ops pruned that BM25 never saw, e.g. a
 /// deleted `bm25/` directory) or a reindex rebuilds BM25 from LMDB instead.
-pub(crate) fn catch_up_bm25(s: &Shared) -> Result<u64, StoreError> {
+pub(crate) fn catch_up_bm25(s: &StoreState) -> Result<u64, StoreError> {
     let _one = s
         .bm25_sync
         .lock()

@@ -4,9 +4,12 @@
 use super::StoreError;
 use super::codec::{self, Op};
 use super::lmdb;
-use super::shared::{Shared, begin_write};
+use super::state::{StoreState, begin_write};
 
-pub(crate) fn delete_older_than_shared(s: &Shared, cutoff_ms: i64) -> Result<usize, StoreError> {
+pub(crate) fn delete_older_than_shared(
+    s: &StoreState,
+    cutoff_ms: i64,
+) -> Result<usize, StoreError> {
     let dbs = s.dbs;
     delete_where(s, |txn| {
         let mut chunks = Vec::new();
@@ -36,7 +39,7 @@ pub(crate) fn delete_older_than_shared(s: &Shared, cutoff_ms: i64) -> Result<usi
 
 /// Removes the memories `select` names, in one transaction.
 pub(crate) fn delete_where(
-    s: &Shared,
+    s: &StoreState,
     select: impl FnOnce(&heed::RoTxn) -> Result<Vec<(String, String)>, StoreError>,
 ) -> Result<usize, StoreError> {
     if s.read_only {

@@ -16,7 +16,7 @@ use super::codec::{self, MemoryRecord, Op};
 use super::delete;
 use super::lmdb::{self, StoredModel, UnitChunk};
 use super::open::{BM25_DIR, LMDB_DIR, Mode, looks_like_store_or_empty, open_shared};
-use super::shared::{Shared, begin_write};
+use super::state::{StoreState, begin_write};
 use super::{AddReport, ModelInfo, NewMemory, RetrievalConfig, StoreConfig, StoreError, vector};
 
 /// Counts and lags, for `stats` and monitoring.
@@ -54,7 +54,7 @@ pub struct StoreStats {
 /// - One process writes a data directory ([`MemoryStore::open`] takes a lock file); any number
 ///   of [`MemoryStore::open_read_only`] handles may search it meanwhile.
 pub struct MemoryStore {
-    shared: Arc<Shared>,
+    shared: Arc<StoreState>,
     threads: Vec<JoinHandle<()>>,
     lock: Option<File>,
 }

@@ -16,7 +16,7 @@ mod memory_store;
 mod open;
 mod reindex;
 mod search;
-mod shared;
+mod state;
 mod vector;
 
 pub use error::StoreError;

@@ -11,7 +11,7 @@ use super::background;
 use super::bm25::Bm25;
 use super::exact::ExactVectors;
 use super::lmdb::{self, StoredModel};
-use super::shared::{Shared, Signal};
+use super::state::{Signal, StoreState};
 use super::{ModelInfo, RetrievalConfig, StoreConfig, StoreError};
 
 pub(crate) const LOCK_FILE: &str = "voicerag.lock";
@@ -57,7 +57,7 @@ pub(crate) fn open_shared(
     retrieval: &RetrievalConfig,
     model: &ModelInfo,
     mode: Mode,
-) -> Result<(Shared, Option<File>), StoreError> {
+) -> Result<(StoreState, Option<File>), StoreError> {
     let read_only = mode == Mode::ReadOnly;
     let not_a_store = || StoreError::NotAStore {
         path: dir.to_path_buf(),
@@ -137,7 +137,7 @@ pub(crate) fn open_shared(
     let bm25 = Bm25::open(&dir.join(BM25_DIR), !read_only)?;
     let watermark = bm25.watermark()?;
     let exact = ExactVectors::new(model.dimension, store.exact_scan_max, !read_only);
-    let shared = Shared {
+    let shared = StoreState {
         dir: dir.to_path_buf(),
         env,
         dbs,

@@ -10,7 +10,7 @@ use voicerag_actors::messages::{Hit, SearchMode, SearchRequest};
 use super::bm25::Bm25Filter;
 use super::codec::{self, ChunkRecord, MemoryRecord};
 use super::lmdb::{self, Dbs};
-use super::shared::Shared;
+use super::state::StoreState;
 use super::{Fusion, RetrievalConfig};
 use super::{StoreError, vector};
 use crate::fusion::{RankedList, Scored, convex, reciprocal_rank};
@@ -117,7 +117,7 @@ impl<'a> Records<'a> {
     }
 }
 
-pub(crate) fn search(s: &Shared, req: &SearchRequest) -> Result<Vec<Hit>, StoreError> {
+pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, StoreError> {
     if req.top_n == 0 || req.namespace.is_empty() {
         return Ok(Vec::new());
     }

@@ -1,4 +1,4 @@
-//! [`Shared`]: the state of an open store, shared by the [`MemoryStore`](super::MemoryStore) handle
+//! [`StoreState`]: the state of an open store, shared by the [`MemoryStore`](super::MemoryStore) handle
 //! and its background threads, and the [`Signal`] that wakes and stops those threads.
 
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use super::lmdb::{Dbs, StoredModel, WriteBatch};
 use super::{RetrievalConfig, StoreConfig, StoreError};
 
 /// State shared with the background threads.
-pub(crate) struct Shared {
+pub(crate) struct StoreState {
     pub dir: PathBuf,
     pub env: Env<WithoutTls>,
     pub dbs: Dbs,
@@ -35,7 +35,7 @@ pub(crate) struct Shared {
 }
 
 /// Counts a writer as waiting until the write transaction is obtained.
-pub(crate) fn begin_write<'t>(s: &'t Shared) -> Result<WriteBatch<'t>, StoreError> {
+pub(crate) fn begin_write<'t>(s: &'t StoreState) -> Result<WriteBatch<'t>, StoreError> {
     s.writers_waiting.fetch_add(1, Ordering::AcqRel);
     let wb = WriteBatch::begin(&s.env, s.dbs, s.model.dimension);
     s.writers_waiting.fetch_sub(1, Ordering::AcqRel);
