@@ -16,11 +16,11 @@ use tokio::task::AbortHandle;
 use tokio::time::{Instant, timeout_at};
 
 use crate::cancel::CancelToken;
-use crate::core::{Core, now};
 use crate::health::ResultKind;
 use crate::messages::{ContextResult, SearchFilter, Transcript};
 use crate::request::{Request, assemble, retrieve, serve};
 use crate::speculation::{Retrieval, SharedRetrieval};
+use crate::state::{PipelineState, now};
 
 pub(crate) enum Control {
     /// Serve what is queued, wait for everything in flight, then reply.
@@ -51,15 +51,15 @@ struct Utterance {
 type Key = (String, String, String);
 
 pub(crate) struct Coordinator {
-    core: Arc<Core>,
+    state: Arc<PipelineState>,
     utterances: HashMap<Key, Utterance>,
 }
 
 /// Builds the request for a transcript under the pipeline's settings.
-pub(crate) fn request_for(core: &Core, t: &Transcript) -> Request {
+pub(crate) fn request_for(state: &PipelineState, t: &Transcript) -> Request {
     let mut filter = SearchFilter::default();
-    if core.config.exclude_recent_turns > 0 {
-        filter.exclude_recent = Some((t.conversation.clone(), core.config.exclude_recent_turns));
+    if state.config.exclude_recent_turns > 0 {
+        filter.exclude_recent = Some((t.conversation.clone(), state.config.exclude_recent_turns));
     }
     Request {
         namespace: t.namespace.clone(),
@@ -68,9 +68,9 @@ pub(crate) fn request_for(core: &Core, t: &Transcript) -> Request {
         text: t.text.clone(),
         is_final: t.is_final,
         received_at: t.received_at,
-        deadline: Instant::from_std(t.received_at + core.config.budget()),
-        top_k: core.config.top_k,
-        mode: core.config.mode,
+        deadline: Instant::from_std(t.received_at + state.config.budget()),
+        top_k: state.config.top_k,
+        mode: state.config.mode,
         filter,
         cap_context: true,
     }
@@ -78,20 +78,20 @@ pub(crate) fn request_for(core: &Core, t: &Transcript) -> Request {
 
 /// Runs `serve` so that a panic in it still yields a (degraded) result.
 pub(crate) async fn serve_guarded(
-    core: &Core,
+    state: &PipelineState,
     req: &Request,
     speculative: Option<SharedRetrieval>,
 ) -> ContextResult {
-    match AssertUnwindSafe(serve(core, req, speculative))
+    match AssertUnwindSafe(serve(state, req, speculative))
         .catch_unwind()
         .await
     {
         Ok(r) => r,
         Err(_) => {
             tracing::error!(conversation = %req.conversation, utterance = %req.utterance, "request task panicked; degraded result");
-            let rerank = core.no_rerank("internal");
+            let rerank = state.no_rerank("internal");
             assemble(
-                core,
+                state,
                 req,
                 Retrieval::failed("internal"),
                 Vec::new(),
@@ -104,9 +104,9 @@ pub(crate) async fn serve_guarded(
 }
 
 impl Coordinator {
-    pub(crate) fn new(core: Arc<Core>) -> Self {
+    pub(crate) fn new(state: Arc<PipelineState>) -> Self {
         Self {
-            core,
+            state,
             utterances: HashMap::new(),
         }
     }
@@ -116,7 +116,7 @@ impl Coordinator {
         mut intake: mpsc::Receiver<Transcript>,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) {
-        let ttl = self.core.config.speculative_ttl();
+        let ttl = self.state.config.speculative_ttl();
         let mut sweep = tokio::time::interval((ttl / 4).max(Duration::from_millis(10)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -149,13 +149,13 @@ impl Coordinator {
                 s.stop();
             }
         }
-        let all = self.core.config.max_in_flight as u32;
+        let all = self.state.config.max_in_flight as u32;
         // Every request task holds a permit until its result is sent.
-        let _ = self.core.permits.acquire_many(all).await;
+        let _ = self.state.permits.acquire_many(all).await;
     }
 
     fn expire(&mut self, at: Instant) {
-        let ttl = self.core.config.speculative_ttl();
+        let ttl = self.state.config.speculative_ttl();
         self.utterances.retain(|_, u| {
             let live = u.touched.is_some_and(|t| at.duration_since(t) < ttl);
             if !live && let Some(s) = u.speculation.take() {
@@ -190,22 +190,22 @@ impl Coordinator {
             }
             None => None,
         };
-        let core = Arc::clone(&self.core);
-        let Ok(permit) = Arc::clone(&core.permits).acquire_owned().await else {
+        let state = Arc::clone(&self.state);
+        let Ok(permit) = Arc::clone(&state.permits).acquire_owned().await else {
             return;
         };
-        let req = request_for(&core, &t);
-        if now() >= core.stop_by(req.deadline) {
+        let req = request_for(&state, &t);
+        if now() >= state.stop_by(req.deadline) {
             // Its deadline passed while it queued: answer now rather than late.
-            core.emit(core.shed_result(&t), ResultKind::Final);
-            core.remember_transcript(&t);
+            state.emit(state.shed_result(&t), ResultKind::Final);
+            state.remember_transcript(&t);
             return;
         }
         tokio::spawn(async move {
-            let result = serve_guarded(&core, &req, reuse).await;
-            core.emit(result, ResultKind::Final);
+            let result = serve_guarded(&state, &req, reuse).await;
+            state.emit(result, ResultKind::Final);
             // Remembered after the result has left: writing never delays a result.
-            core.remember_transcript(&t);
+            state.remember_transcript(&t);
             drop(permit);
         });
     }
@@ -213,7 +213,7 @@ impl Coordinator {
     fn on_partial(&mut self, key: Key, t: Transcript) {
         let u = self.utterances.entry(key).or_default();
         if u.finalized {
-            self.core.stats.partial_ignored();
+            self.state.stats.partial_ignored();
             return;
         }
         u.touched = Some(now());
@@ -223,24 +223,24 @@ impl Coordinator {
         if let Some(old) = u.speculation.take() {
             old.stop();
         }
-        if self.core.permits.available_permits() == 0 || t.text.trim().is_empty() {
+        if self.state.permits.available_permits() == 0 || t.text.trim().is_empty() {
             return; // speculation is optional work: skip it when overloaded
         }
-        let core = Arc::clone(&self.core);
-        let req = request_for(&core, &t);
+        let state = Arc::clone(&self.state);
+        let req = request_for(&state, &t);
         let cancel = CancelToken::new();
         // Speculative work has no deadline of its own: a final may reuse it well after the partial's.
-        let until = Instant::from_std(t.received_at) + core.config.speculative_ttl();
+        let until = Instant::from_std(t.received_at) + state.config.speculative_ttl();
         let searching = Arc::new(AtomicBool::new(false));
         let task = {
-            let (core, req, cancel, searching) = (
-                Arc::clone(&core),
+            let (state, req, cancel, searching) = (
+                Arc::clone(&state),
                 req.clone(),
                 cancel.clone(),
                 Arc::clone(&searching),
             );
             tokio::spawn(
-                async move { retrieve(&core, &req, until, until, &cancel, &searching).await },
+                async move { retrieve(&state, &req, until, until, &cancel, &searching).await },
             )
         };
         let abort = task.abort_handle();
@@ -248,10 +248,10 @@ impl Coordinator {
             result: async move { task.await.ok() }.boxed().shared(),
             searching,
         };
-        if core.config.emit_partials {
+        if state.config.emit_partials {
             let (shared, cancel) = (shared.clone(), cancel.clone());
             tokio::spawn(async move {
-                let retrieval = match timeout_at(core.stop_by(req.deadline), shared.result).await {
+                let retrieval = match timeout_at(state.stop_by(req.deadline), shared.result).await {
                     Ok(Some(r)) => r,
                     Ok(None) => return, // superseded
                     Err(_) => Retrieval::failed("timeout"),
@@ -261,15 +261,15 @@ impl Coordinator {
                 }
                 let hits = retrieval.hits.clone();
                 let result = assemble(
-                    &core,
+                    &state,
                     &req,
                     retrieval,
                     hits,
-                    core.no_rerank("partial"),
+                    state.no_rerank("partial"),
                     None,
                     Duration::ZERO,
                 );
-                core.emit(result, ResultKind::Partial);
+                state.emit(result, ResultKind::Partial);
             });
         }
         u.speculation = Some(Speculation {

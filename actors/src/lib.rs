@@ -22,7 +22,8 @@
 //!   [`messages`]: what flows through; [`config`]: [`PipelineConfig`]; [`error`]: [`PipelineError`].
 //! - `coordinator`: owns every transcript from the queue to its result; `request`: serving one
 //!   request by its deadline; `speculation`: what a partial's early retrieval leaves its final;
-//!   `core`: state shared by the coordinator, the request tasks and the handle.
+//!   `state`: `PipelineState`, what the coordinator, the request tasks and
+//!   the handle share.
 //! - [`rerank`]: the deadline-aware cost model; [`results`]: the result stream; [`health`]:
 //!   counters and stage health; [`cancel`]: [`CancelToken`].
 //! - `supervisor`: the supervisor actor, restart tracking and the stage registry; `stage_actor`: the
@@ -97,7 +98,6 @@
 pub mod cancel;
 pub mod config;
 mod coordinator;
-mod core;
 pub mod error;
 pub mod health;
 pub mod messages;
@@ -108,6 +108,7 @@ pub mod results;
 mod speculation;
 mod stage_actor;
 pub mod stages;
+mod state;
 mod supervisor;
 mod writer;
 

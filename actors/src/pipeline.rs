@@ -10,7 +10,6 @@ use tokio::time::Instant;
 
 use crate::config::PipelineConfig;
 use crate::coordinator::{Control, Coordinator, serve_guarded};
-use crate::core::{Core, now, unix_ms};
 use crate::error::PipelineError;
 use crate::health::{Health, ResultKind, StageState, Stats};
 use crate::messages::{AgentReply, ContextResult, Memory, SearchFilter, SearchMode, Transcript};
@@ -18,6 +17,7 @@ use crate::request::Request;
 use crate::rerank::RerankCost;
 use crate::results::{ResultHub, ResultStream};
 use crate::stages::{Embedder, MemoryWriter, Reranker, Retriever};
+use crate::state::{PipelineState, now, unix_ms};
 use crate::supervisor::{Registry, Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::writer::{MemoryQueue, WriterArgs, flush_all};
 
@@ -80,7 +80,7 @@ impl Pipeline {
                     stage: "supervisor",
                     message: e.to_string(),
                 })?;
-        let core = Arc::new(Core {
+        let state = Arc::new(PipelineState {
             cost: Arc::new(Mutex::new(RerankCost::new(
                 config.rerank_initial_ns_per_token,
             ))),
@@ -92,12 +92,12 @@ impl Pipeline {
             stages,
             config,
         });
-        let (intake_tx, intake_rx) = mpsc::channel(core.config.queue_capacity);
+        let (intake_tx, intake_rx) = mpsc::channel(state.config.queue_capacity);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
-        tokio::spawn(Coordinator::new(Arc::clone(&core)).run(intake_rx, control_rx));
+        tokio::spawn(Coordinator::new(Arc::clone(&state)).run(intake_rx, control_rx));
         Ok(PipelineHandle {
             inner: Arc::new(Inner {
-                core,
+                state,
                 intake: intake_tx,
                 control: control_tx,
                 supervisor,
@@ -110,7 +110,7 @@ impl Pipeline {
 }
 
 struct Inner {
-    core: Arc<Core>,
+    state: Arc<PipelineState>,
     intake: mpsc::Sender<Transcript>,
     control: mpsc::UnboundedSender<Control>,
     supervisor: ActorRef<SupervisorMsg>,
@@ -129,7 +129,7 @@ impl Drop for Inner {
             .unwrap_or(true);
         if !shut_down {
             // Without shutdown() nothing drains: say what is lost, and stop the actors.
-            let pending = self.core.memories.len();
+            let pending = self.state.memories.len();
             if pending > 0 {
                 tracing::error!(
                     pending,
@@ -172,10 +172,10 @@ impl PipelineHandle {
         match self.inner.intake.try_send(t) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(t)) => {
-                let core = &self.inner.core;
+                let state = &self.inner.state;
                 if t.is_final {
-                    core.emit(core.shed_result(&t), ResultKind::Final);
-                    core.remember_transcript(&t);
+                    state.emit(state.shed_result(&t), ResultKind::Final);
+                    state.remember_transcript(&t);
                 }
                 Ok(())
             }
@@ -192,11 +192,11 @@ impl PipelineHandle {
         if r.text.trim().is_empty() {
             return Ok(());
         }
-        self.inner.core.remember(Memory {
+        self.inner.state.remember(Memory {
             id: format!("{}/{}", r.conversation, r.utterance),
             namespace: r.namespace,
             conversation: r.conversation,
-            speaker: crate::core::AGENT_SPEAKER.to_string(),
+            speaker: crate::state::AGENT_SPEAKER.to_string(),
             text: r.text,
             ts_ms: unix_ms(Duration::ZERO),
         });
@@ -207,7 +207,7 @@ impl PipelineHandle {
     /// result sent while it is open; results sent while no stream is open wait for the next one.
     /// Unbounded: a slow consumer costs memory, never a result. Ends after `shutdown`.
     pub fn results(&self) -> ResultStream {
-        self.inner.core.hub.subscribe()
+        self.inner.state.hub.subscribe()
     }
 
     /// Serves a one-off query through the same stages and deadline logic as a final transcript.
@@ -224,7 +224,7 @@ impl PipelineHandle {
         if self.inner.closing.load(Ordering::SeqCst) {
             return Err(PipelineError::ShuttingDown);
         }
-        let core = Arc::clone(&self.inner.core);
+        let state = Arc::clone(&self.inner.state);
         let received = now();
         let req = Request {
             namespace: q.namespace,
@@ -233,17 +233,17 @@ impl PipelineHandle {
             text: q.text,
             is_final: true,
             received_at: received.into_std(),
-            deadline: received + q.budget.unwrap_or(core.config.budget()),
-            top_k: q.top_k.unwrap_or(core.config.top_k),
-            mode: q.mode.unwrap_or(core.config.mode),
+            deadline: received + q.budget.unwrap_or(state.config.budget()),
+            top_k: q.top_k.unwrap_or(state.config.top_k),
+            mode: q.mode.unwrap_or(state.config.mode),
             filter: q.filter,
             cap_context: false,
         };
-        let permit = Arc::clone(&core.permits)
+        let permit = Arc::clone(&state.permits)
             .acquire_owned()
             .await
             .map_err(|_| PipelineError::Stopped)?;
-        let result = if now() >= core.stop_by(req.deadline) {
+        let result = if now() >= state.stop_by(req.deadline) {
             let t = Transcript {
                 namespace: req.namespace.clone(),
                 conversation: req.conversation.clone(),
@@ -253,37 +253,37 @@ impl PipelineHandle {
                 is_final: true,
                 received_at: req.received_at,
             };
-            let mut r = core.shed_result(&t);
+            let mut r = state.shed_result(&t);
             r.deadline = req.deadline.into_std();
             r
         } else {
             // Spawned so a caller that stops waiting cannot leave stage calls half-done.
-            let task_core = Arc::clone(&core);
+            let task_core = Arc::clone(&state);
             tokio::spawn(async move { serve_guarded(&task_core, &req, None).await })
                 .await
                 .map_err(|_| PipelineError::Stopped)?
         };
         drop(permit);
-        core.stats.record_result(&result, ResultKind::Query);
+        state.stats.record_result(&result, ResultKind::Query);
         Ok(result)
     }
 
     /// Stage states, counters and latency.
     pub fn health(&self) -> Health {
-        let core = &self.inner.core;
-        let stages = core.registry.health();
+        let state = &self.inner.state;
+        let stages = state.registry.health();
         let degraded = stages
             .iter()
             .any(|s| !matches!(s.state, StageState::Up | StageState::Off));
-        let (p50, p99) = core.stats.latency_ms();
+        let (p50, p99) = state.stats.latency_ms();
         Health {
             stages,
             degraded,
-            counters: core.stats.counters(),
+            counters: state.stats.counters(),
             latency_p50_ms: p50,
             latency_p99_ms: p99,
-            in_flight: core.config.max_in_flight - core.permits.available_permits(),
-            memories_pending: core.memories.len(),
+            in_flight: state.config.max_in_flight - state.permits.available_permits(),
+            memories_pending: state.memories.len(),
         }
     }
 
@@ -296,7 +296,7 @@ impl PipelineHandle {
             return r.clone();
         }
         self.inner.closing.store(true, Ordering::SeqCst);
-        let core = &self.inner.core;
+        let state = &self.inner.state;
         let (tx, rx) = oneshot::channel();
         if self.inner.control.send(Control::Drain(tx)).is_ok() {
             let _ = rx.await;
@@ -310,7 +310,7 @@ impl PipelineHandle {
         {
             let _ = rx.await;
         }
-        let deadline = Instant::now() + core.config.shutdown_timeout();
+        let deadline = Instant::now() + state.config.shutdown_timeout();
         let result =
             flush_all(&self.inner.writer, deadline)
                 .await
@@ -321,7 +321,7 @@ impl PipelineHandle {
                         last_error,
                     }
                 });
-        core.hub.close();
+        state.hub.close();
         *done = Some(result.clone());
         result
     }

@@ -11,7 +11,6 @@ use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
 use crate::cancel::CancelToken;
-use crate::core::{Core, now};
 use crate::messages::{
     ContextResult, Hit, RerankOutcome, SearchFilter, SearchMode, SearchRequest, StageTimings,
 };
@@ -19,6 +18,7 @@ use crate::rerank::{apply_scores, cap_hits, floor_hits};
 use crate::speculation::{Retrieval, SharedRetrieval};
 use crate::stage_actor::Job;
 use crate::stages::StageError;
+use crate::state::{PipelineState, now};
 use crate::supervisor::Slot;
 
 /// What a request asks for.
@@ -89,7 +89,7 @@ fn child_of(parent: &CancelToken) -> CancelToken {
 /// Embeds (unless BM25 mode) and searches. The embedder is awaited until `embed_by` at most, so a
 /// late embedder still leaves time for a BM25-only search, awaited until `search_by`.
 pub(crate) async fn retrieve(
-    core: &Core,
+    state: &PipelineState,
     req: &Request,
     embed_by: Instant,
     search_by: Instant,
@@ -103,7 +103,7 @@ pub(crate) async fn retrieve(
         None
     } else {
         let started = now();
-        let embedder = core.stages.embedder.clone();
+        let embedder = state.stages.embedder.clone();
         let text = req.text.clone();
         let work = move || {
             embedder
@@ -111,7 +111,7 @@ pub(crate) async fn retrieve(
                 .pop()
                 .ok_or_else(|| StageError::new("embedder returned no vector"))
         };
-        let r = call(&core.registry.embedder, child_of(cancel), embed_by, work)
+        let r = call(&state.registry.embedder, child_of(cancel), embed_by, work)
             .instrument(span)
             .await;
         out.embed = now() - started;
@@ -135,16 +135,16 @@ pub(crate) async fn retrieve(
         text: req.text.clone(),
         embedding,
         mode: req.mode,
-        top_n: core.config.candidates.max(req.top_k),
+        top_n: state.config.candidates.max(req.top_k),
         filter: req.filter.clone(),
     };
     searching.store(true, Ordering::SeqCst);
-    let retriever = core.stages.retriever.clone();
+    let retriever = state.stages.retriever.clone();
     let span =
         tracing::info_span!("search", conversation = %req.conversation, utterance = %req.utterance);
     let started = now();
     let r = call(
-        &core.registry.retriever,
+        &state.registry.retriever,
         child_of(cancel),
         search_by,
         move || retriever.search(&search),
@@ -153,7 +153,7 @@ pub(crate) async fn retrieve(
     .await;
     out.search = now() - started;
     match r {
-        Call::Done(hits) => (out.hits, out.floored) = floor_hits(hits, core.config.min_similarity),
+        Call::Done(hits) => (out.hits, out.floored) = floor_hits(hits, state.config.min_similarity),
         Call::Down => out.degraded.push("retriever down"),
         Call::TimedOut => out.degraded.push("retriever timeout"),
         Call::Crashed => out.degraded.push("retriever failed"),
@@ -174,14 +174,14 @@ enum RerankRun {
 
 /// Reranks as many top candidates as fit before the deadline; hybrid order otherwise.
 pub(crate) async fn rerank(
-    core: &Core,
+    state: &PipelineState,
     req: &Request,
     hits: Vec<Hit>,
     cancel: &CancelToken,
 ) -> (Vec<Hit>, RerankOutcome, Option<&'static str>, Duration) {
     let (Some(slot), Some(reranker)) = (
-        core.registry.reranker.as_ref(),
-        core.stages.reranker.clone(),
+        state.registry.reranker.as_ref(),
+        state.stages.reranker.clone(),
     ) else {
         return (hits, RerankOutcome::Off, None, Duration::ZERO);
     };
@@ -193,13 +193,13 @@ pub(crate) async fn rerank(
             Duration::ZERO,
         );
     }
-    let stop_by = core.stop_by(req.deadline);
+    let stop_by = state.stop_by(req.deadline);
     let plan_by = stop_by
-        .checked_sub(core.config.rerank_safety_margin())
+        .checked_sub(state.config.rerank_safety_margin())
         .unwrap_or(stop_by);
     let passages: Vec<String> = hits.iter().map(|h| h.text.clone()).collect();
     let query = req.text.clone();
-    let cost = Arc::clone(&core.cost);
+    let cost = Arc::clone(&state.cost);
     let token = child_of(cancel);
     let run_token = token.clone();
     let work = move || -> Result<RerankRun, StageError> {
@@ -284,7 +284,7 @@ pub(crate) async fn rerank(
 
 /// The final step: cap the hits and stamp the times.
 pub(crate) fn assemble(
-    core: &Core,
+    state: &PipelineState,
     req: &Request,
     retrieval: Retrieval,
     hits: Vec<Hit>,
@@ -295,7 +295,7 @@ pub(crate) fn assemble(
     let mut degraded = retrieval.degraded;
     degraded.extend(extra_degraded);
     let max_chars = if req.cap_context {
-        core.config.max_context_chars
+        state.config.max_context_chars
     } else {
         usize::MAX
     };
@@ -325,25 +325,25 @@ pub(crate) fn assemble(
 
 /// Serves a final transcript or a query: reuses speculative retrieval when given one.
 pub(crate) async fn serve(
-    core: &Core,
+    state: &PipelineState,
     req: &Request,
     speculative: Option<SharedRetrieval>,
 ) -> ContextResult {
     let cancel = CancelToken::new();
-    let stop_by = core.stop_by(req.deadline);
+    let stop_by = state.stop_by(req.deadline);
     let searching = AtomicBool::new(false);
     let embed_by = stop_by
-        .checked_sub(core.config.search_reserve())
+        .checked_sub(state.config.search_reserve())
         .unwrap_or(stop_by);
     let retrieval = if req.text.trim().is_empty() {
         Retrieval::default()
     } else {
         match speculative {
-            None => retrieve(core, req, embed_by, stop_by, &cancel, &searching).await,
+            None => retrieve(state, req, embed_by, stop_by, &cancel, &searching).await,
             Some(spec) => match timeout_at(embed_by, spec.result.clone()).await {
                 Ok(Some(r)) => r,
                 // Aborted (cannot happen while we hold it, but be safe): start afresh.
-                Ok(None) => retrieve(core, req, embed_by, stop_by, &cancel, &searching).await,
+                Ok(None) => retrieve(state, req, embed_by, stop_by, &cancel, &searching).await,
                 // Searching already: its search is as good as a new one.
                 Err(_) if spec.searching.load(Ordering::SeqCst) => {
                     match timeout_at(stop_by, spec.result).await {
@@ -353,17 +353,17 @@ pub(crate) async fn serve(
                 }
                 // Still embedding at the point a fresh request would give up on the embedder:
                 // search BM25-only in the time kept for it.
-                Err(_) => retrieve(core, req, now(), stop_by, &cancel, &searching).await,
+                Err(_) => retrieve(state, req, now(), stop_by, &cancel, &searching).await,
             },
         }
     };
     let candidates = retrieval.hits.clone();
     let (hits, outcome, extra, took) = if req.text.trim().is_empty() {
-        (candidates, core.no_rerank("empty"), None, Duration::ZERO)
+        (candidates, state.no_rerank("empty"), None, Duration::ZERO)
     } else {
-        rerank(core, req, candidates, &cancel).await
+        rerank(state, req, candidates, &cancel).await
     };
     // Whatever is still queued for this request is stale now.
     cancel.cancel();
-    assemble(core, req, retrieval, hits, outcome, extra, took)
+    assemble(state, req, retrieval, hits, outcome, extra, took)
 }

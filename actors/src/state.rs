@@ -1,4 +1,6 @@
-//! State shared by the coordinator, the request tasks and the handle.
+//! [`PipelineState`]: the running pipeline's settings, stages, registry, counters, result hub, memory
+//! queue, rerank cost model and request permits, shared by the coordinator, the request tasks and
+//! the handle.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,7 +19,7 @@ use crate::writer::{MemoryQueue, WriterMsg};
 /// Speakers whose finals are not remembered as transcripts (agent speech arrives via `reply`).
 pub(crate) const AGENT_SPEAKER: &str = "agent";
 
-pub(crate) struct Core {
+pub(crate) struct PipelineState {
     pub config: PipelineConfig,
     pub stages: Stages,
     pub registry: Arc<Registry>,
@@ -34,7 +36,7 @@ pub(crate) fn now() -> Instant {
     Instant::now()
 }
 
-impl Core {
+impl PipelineState {
     /// When the coordinator stops waiting for a request's stages.
     pub(crate) fn stop_by(&self, deadline: Instant) -> Instant {
         deadline
