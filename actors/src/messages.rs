@@ -25,7 +25,13 @@ pub struct AgentReply {
     pub text: String,
 }
 
-/// A memory to store. `id` is the caller's, `<conversation>/<utterance>` for transcripts.
+/// The id of the memory a transcript becomes: `<conversation>/<utterance>`. The one place that
+/// format is built.
+pub fn memory_id(conversation: &str, utterance: &str) -> String {
+    format!("{conversation}/{utterance}")
+}
+
+/// A memory to store. `id` is the caller's, [`memory_id`] for transcripts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Memory {
     pub id: String,

@@ -12,7 +12,9 @@ use crate::config::PipelineConfig;
 use crate::coordinator::{Control, Coordinator, serve_guarded};
 use crate::error::PipelineError;
 use crate::health::{Health, ResultKind, StageState, Stats};
-use crate::messages::{AgentReply, ContextResult, Memory, SearchFilter, SearchMode, Transcript};
+use crate::messages::{
+    AgentReply, ContextResult, Memory, SearchFilter, SearchMode, Transcript, memory_id,
+};
 use crate::request::Request;
 use crate::rerank::RerankCost;
 use crate::results::{ResultHub, ResultStream};
@@ -193,7 +195,7 @@ impl PipelineHandle {
             return Ok(());
         }
         self.inner.state.remember(Memory {
-            id: format!("{}/{}", r.conversation, r.utterance),
+            id: memory_id(&r.conversation, &r.utterance),
             namespace: r.namespace,
             conversation: r.conversation,
             speaker: crate::state::AGENT_SPEAKER.to_string(),

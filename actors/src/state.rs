@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::Stages;
 use crate::config::PipelineConfig;
 use crate::health::{ResultKind, Stats};
-use crate::messages::{ContextResult, Memory, RerankOutcome, Transcript};
+use crate::messages::{ContextResult, Memory, RerankOutcome, Transcript, memory_id};
 use crate::rerank::RerankCost;
 use crate::results::ResultHub;
 use crate::supervisor::Registry;
@@ -77,7 +77,7 @@ impl PipelineState {
         }
         let age = now().into_std().saturating_duration_since(t.received_at);
         self.remember(Memory {
-            id: format!("{}/{}", t.conversation, t.utterance),
+            id: memory_id(&t.conversation, &t.utterance),
             namespace: t.namespace.clone(),
             conversation: t.conversation.clone(),
             speaker: t.speaker.clone(),

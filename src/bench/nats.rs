@@ -12,7 +12,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use voicerag_actors::Memory;
+use voicerag_actors::{Memory, memory_id};
 
 use super::stats::percentile_ms;
 use super::synthetic_utterance;
@@ -146,7 +146,7 @@ pub async fn run_load(
                 let Ok(payload) = serde_json::to_vec(&payload) else {
                     continue;
                 };
-                let key = format!("{conversation}/{utterance}");
+                let key = memory_id(&conversation, &utterance);
                 if let Ok(mut p) = pending.lock() {
                     p.insert(key, Instant::now());
                 }

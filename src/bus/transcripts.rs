@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::watch;
-use voicerag_actors::{ContextResult, Memory, RerankOutcome, Transcript};
+use voicerag_actors::{ContextResult, Memory, RerankOutcome, Transcript, memory_id};
 
 use super::ContextService;
 use super::receive::receive_until_stopped;
@@ -99,7 +99,7 @@ async fn handle_transcript<E: ContextService>(
 /// Sends a final user transcript to the memory stream, off the transcript path.
 fn republish_final(state: &Arc<BusState>, writer: &Arc<JetStreamWriter>, t: &Transcript) {
     let memory = Memory {
-        id: format!("{}/{}", t.conversation, t.utterance),
+        id: memory_id(&t.conversation, &t.utterance),
         namespace: t.namespace.clone(),
         conversation: t.conversation.clone(),
         speaker: t.speaker.clone(),

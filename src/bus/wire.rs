@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use voicerag_actors::{ContextResult, Memory, SearchMode, Transcript};
+use voicerag_actors::{ContextResult, Memory, SearchMode, Transcript, memory_id};
 
 /// The only wire version this build speaks.
 pub const WIRE_VERSION: u64 = 1;
@@ -429,7 +429,7 @@ pub fn context_json(result: &ContextResult, id: &str) -> Value {
 /// The context published on `voice.context.<conversation>` for a transcript: [`context_json`]
 /// plus `conversation`, `utterance` and `final`. Its id is `<conversation>/<utterance>`.
 pub fn transcript_context_json(result: &ContextResult) -> Value {
-    let id = format!("{}/{}", result.conversation, result.utterance);
+    let id = memory_id(&result.conversation, &result.utterance);
     let mut value = context_json(result, &id);
     if let Value::Object(map) = &mut value {
         map.insert("conversation".into(), json!(result.conversation));

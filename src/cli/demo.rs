@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::StreamExt;
 use serde::Deserialize;
-use voicerag_actors::{AgentReply, ContextResult, Transcript};
+use voicerag_actors::{AgentReply, ContextResult, Transcript, memory_id};
 
 use super::UsageError;
 use super::args::DemoArgs;
@@ -79,7 +79,7 @@ pub async fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 break;
             };
             finals_seen += usize::from(result.is_final);
-            let id = format!("{}/{}", result.conversation, result.utterance);
+            let id = memory_id(&result.conversation, &result.utterance);
             let mut out = std::io::stdout().lock();
             let written = if json {
                 writeln!(
