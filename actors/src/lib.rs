@@ -26,8 +26,9 @@
 //!   the handle share.
 //! - [`rerank`]: the deadline-aware cost model; [`results`]: the result stream; [`health`]:
 //!   counters and stage health; [`cancel`]: [`CancelToken`].
-//! - `supervisor`: the supervisor actor, restart tracking and the stage registry; `stage_actor`: the
-//!   actor that runs a stage; `writer`: the memory writer actor.
+//! - `supervisor`: the supervisor actor; `restart`: restart tracking (backoff, the limit per
+//!   window); `registry`: the stage registry, each stage's slot; `stage_actor`: the actor that runs a
+//!   stage; `writer`: the memory writer actor.
 //!
 //! # What results say
 //!
@@ -102,8 +103,10 @@ pub mod error;
 pub mod health;
 pub mod messages;
 pub mod pipeline;
+mod registry;
 mod request;
 pub mod rerank;
+mod restart;
 pub mod results;
 mod speculation;
 mod stage_actor;

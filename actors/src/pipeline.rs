@@ -15,12 +15,13 @@ use crate::health::{Health, ResultKind, StageState, Stats};
 use crate::messages::{
     AgentReply, ContextResult, Memory, SearchFilter, SearchMode, Transcript, memory_id,
 };
+use crate::registry::Registry;
 use crate::request::Request;
 use crate::rerank::RerankCost;
 use crate::results::{ResultHub, ResultStream};
 use crate::stages::{Embedder, MemoryWriter, Reranker, Retriever};
 use crate::state::{PipelineState, now, unix_ms};
-use crate::supervisor::{Registry, Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::writer::{MemoryQueue, WriterArgs, flush_all};
 
 /// The stage implementations the pipeline runs. No reranker: results say `rerank: Off`.

@@ -14,12 +14,12 @@ use crate::cancel::CancelToken;
 use crate::messages::{
     ContextResult, Hit, RerankOutcome, SearchFilter, SearchMode, SearchRequest, StageTimings,
 };
+use crate::registry::Slot;
 use crate::rerank::{apply_scores, cap_hits, floor_hits};
 use crate::speculation::{Retrieval, SharedRetrieval};
 use crate::stage_actor::Job;
 use crate::stages::StageError;
 use crate::state::{PipelineState, now};
-use crate::supervisor::Slot;
 
 /// What a request asks for.
 #[derive(Debug, Clone)]

@@ -11,9 +11,9 @@ use crate::Stages;
 use crate::config::PipelineConfig;
 use crate::health::{ResultKind, Stats};
 use crate::messages::{ContextResult, Memory, RerankOutcome, Transcript, memory_id};
+use crate::registry::Registry;
 use crate::rerank::RerankCost;
 use crate::results::ResultHub;
-use crate::supervisor::Registry;
 use crate::writer::{MemoryQueue, WriterMsg};
 
 /// Speakers whose finals are not remembered as transcripts (agent speech arrives via `reply`).
