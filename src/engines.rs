@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use voicerag_actors::{Memory, MemoryWriter, PipelineHandle, StageError, Stages};
 
-use crate::bus::{MemorySink, SinkError};
+use crate::bus::{MemorySink, Refused, SinkError};
 use crate::config::Config;
 use crate::ingest;
 use crate::models::{CrossEncoder, ModelError, SentenceEmbedder};
@@ -136,13 +136,14 @@ pub struct StoreWriter {
 
 impl MemoryWriter for StoreWriter {
     fn write(&self, batch: &[Memory]) -> Result<(), StageError> {
-        self.commit(batch).map_err(StageError::new)
+        // In process nobody else can be told: refused memories are logged by `commit`.
+        self.commit(batch).map(drop).map_err(StageError::new)
     }
 }
 
 /// In bus mode the JetStream consumer commits through the same path.
 impl MemorySink for StoreWriter {
-    fn store(&self, batch: &[Memory]) -> Result<(), SinkError> {
+    fn store(&self, batch: &[Memory]) -> Result<Vec<Refused>, SinkError> {
         self.commit(batch).map_err(SinkError)
     }
 
@@ -158,25 +159,42 @@ impl MemorySink for StoreWriter {
 }
 
 impl StoreWriter {
-    /// Validates, chunks, embeds and commits; returns once LMDB has committed.
-    pub fn commit(&self, batch: &[Memory]) -> Result<(), String> {
+    /// Validates, chunks, embeds and commits; returns once LMDB has committed, with the memories
+    /// that can never be stored (empty or oversized text, names over the limit): retrying them
+    /// would fail forever, so they are refused, logged and returned, the rest committed.
+    pub fn commit(&self, batch: &[Memory]) -> Result<Vec<Refused>, String> {
+        let mut refused = Vec::new();
         let mut valid = Vec::with_capacity(batch.len());
-        for memory in batch {
-            // An unusable memory (empty text) can never succeed: log and drop it rather than retry forever.
+        // Index in `batch` of each memory in `valid`.
+        let mut origin = Vec::with_capacity(batch.len());
+        for (index, memory) in batch.iter().enumerate() {
             match ingest::validate_text(&memory.text, self.max_text_bytes) {
-                Ok(()) => valid.push(memory.clone()),
-                Err(e) => tracing::warn!(id = %memory.id, reason = %e, "memory not stored"),
+                Ok(()) => {
+                    valid.push(memory.clone());
+                    origin.push(index);
+                }
+                Err(e) => refused.push(Refused {
+                    index,
+                    reason: e.to_string(),
+                }),
             }
         }
-        if valid.is_empty() {
-            return Ok(());
+        if !valid.is_empty() {
+            let prepared =
+                ingest::embed_memories(&self.embedder, valid).map_err(|e| e.to_string())?;
+            let report = self.store.add(prepared).map_err(|e| e.to_string())?;
+            for (i, reason) in report.rejected {
+                if let Some(&index) = origin.get(i) {
+                    refused.push(Refused { index, reason });
+                }
+            }
         }
-        let prepared = ingest::embed_memories(&self.embedder, valid).map_err(|e| e.to_string())?;
-        let report = self.store.add(prepared).map_err(|e| e.to_string())?;
-        for (index, reason) in &report.rejected {
-            tracing::warn!(index, %reason, "memory rejected by the store");
+        for r in &refused {
+            let id = batch.get(r.index).map(|m| m.id.as_str()).unwrap_or("?");
+            tracing::warn!(id, reason = %r.reason, "memory not stored");
         }
-        Ok(())
+        refused.sort_by_key(|r| r.index);
+        Ok(refused)
     }
 }
 

@@ -17,8 +17,8 @@ use voicerag::actors::{
 use voicerag::bench::nats::{LoadSpec, run_load};
 use voicerag::bus::server::LocalNatsServer;
 use voicerag::bus::{
-    BusConnection, ContextQuery, ContextService, EngineError, MemorySink, NatsConfig, RunningBus,
-    SinkError, Subjects,
+    BusConnection, ContextQuery, ContextService, EngineError, MemorySink, NatsConfig, Refused,
+    RunningBus, SinkError, Subjects,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -29,6 +29,8 @@ struct Memories {
     by_id: Mutex<HashMap<String, Memory>>,
     /// How many times each id was offered to the sink (redelivery shows up here).
     offered: Mutex<HashMap<String, usize>>,
+    /// Every (namespace, id) stored.
+    stored: Mutex<HashSet<(String, String)>>,
 }
 
 impl Memories {
@@ -77,12 +79,14 @@ impl Memories {
 
 struct FakeSink {
     memories: Arc<Memories>,
+    /// Longest text it stores (the store's `max_text_bytes`); longer ones are refused.
+    max_text: usize,
     /// Fail this many commits first (a full disk, say).
     fail_first: AtomicUsize,
 }
 
 impl MemorySink for FakeSink {
-    fn store(&self, batch: &[Memory]) -> Result<(), SinkError> {
+    fn store(&self, batch: &[Memory]) -> Result<Vec<Refused>, SinkError> {
         {
             let mut offered = self.memories.offered.lock().unwrap();
             for m in batch {
@@ -97,10 +101,20 @@ impl MemorySink for FakeSink {
             return Err(SinkError("disk full".into()));
         }
         let mut by_id = self.memories.by_id.lock().unwrap();
-        for m in batch {
+        let mut stored = self.memories.stored.lock().unwrap();
+        let mut refused = Vec::new();
+        for (index, m) in batch.iter().enumerate() {
+            if m.text.len() > self.max_text {
+                refused.push(Refused {
+                    index,
+                    reason: format!("text is {} bytes, over the limit", m.text.len()),
+                });
+                continue;
+            }
+            stored.insert((m.namespace.clone(), m.id.clone()));
             by_id.entry(m.id.clone()).or_insert_with(|| m.clone());
         }
-        Ok(())
+        Ok(refused)
     }
 
     fn stats(&self) -> Value {
@@ -266,6 +280,7 @@ async fn start_replica(
     let engine = Arc::new(FakeEngine::new(memories.clone(), delay));
     let sink = Arc::new(FakeSink {
         memories: memories.clone(),
+        max_text: 200,
         fail_first: AtomicUsize::new(fail_first),
     });
     let connection = BusConnection::connect(config.clone(), WAIT).await.unwrap();
@@ -307,12 +322,23 @@ async fn next_json(sub: &mut async_nats::Subscriber) -> Value {
 }
 
 async fn publish_memory(js: &jetstream::Context, conversation: &str, id: &str, text: &str) {
-    let payload = serde_json::to_vec(&json!({"id": id, "text": text, "speaker": "agent"})).unwrap();
+    publish_memory_in(js, "default", conversation, id, text).await;
+}
+
+async fn publish_memory_in(
+    js: &jetstream::Context,
+    namespace: &str,
+    conversation: &str,
+    id: &str,
+    text: &str,
+) {
+    let payload =
+        serde_json::to_vec(&json!({"v": 2, "id": id, "text": text, "speaker": "agent"})).unwrap();
     js.send_publish(
-        format!("voice.memory.{conversation}"),
+        format!("voice.memory.{namespace}.{conversation}"),
         PublishMessage::build()
             .payload(payload.into())
-            .message_id(id),
+            .message_id(format!("{namespace}.{id}")),
     )
     .await
     .unwrap()
@@ -327,9 +353,20 @@ async fn publish_transcript(
     text: &str,
     fin: bool,
 ) {
-    let payload = json!({"v": 1, "utterance": utterance, "text": text, "final": fin});
+    publish_transcript_in(nc, "default", conversation, utterance, text, fin).await;
+}
+
+async fn publish_transcript_in(
+    nc: &async_nats::Client,
+    namespace: &str,
+    conversation: &str,
+    utterance: &str,
+    text: &str,
+    fin: bool,
+) {
+    let payload = json!({"v": 2, "utterance": utterance, "text": text, "final": fin});
     nc.publish(
-        format!("voice.transcript.{conversation}"),
+        format!("voice.transcript.{namespace}.{conversation}"),
         serde_json::to_vec(&payload).unwrap().into(),
     )
     .await
@@ -346,7 +383,7 @@ async fn transcript_in_context_out_and_finals_become_memories() {
     publish_memory(&js, "c0", "m-cat", "my cat is called Tom").await;
     eventually("memory consumed", || replica.memories.has("m-cat")).await;
 
-    let mut contexts = nc.subscribe("voice.context.c1").await.unwrap();
+    let mut contexts = nc.subscribe("voice.context.default.c1").await.unwrap();
     nc.flush().await.unwrap();
     publish_transcript(&nc, "c1", "u1", "what is my cat", false).await;
     publish_transcript(&nc, "c1", "u1", "what is my cat called", true).await;
@@ -388,7 +425,7 @@ async fn query_request_reply_and_health() {
 
     let reply = nc
         .request(
-            "voice.query",
+            "voice.query.default",
             serde_json::to_vec(&json!({"id": "q1", "text": "green tea"}))
                 .unwrap()
                 .into(),
@@ -405,7 +442,10 @@ async fn query_request_reply_and_health() {
     );
 
     let reply = nc
-        .request("voice.query", br#"{"text":"bike work"}"#.to_vec().into())
+        .request(
+            "voice.query.default",
+            br#"{"text":"bike work"}"#.to_vec().into(),
+        )
         .await
         .unwrap();
     let v: Value = serde_json::from_slice(&reply.payload).unwrap();
@@ -417,7 +457,7 @@ async fn query_request_reply_and_health() {
 
     let reply = nc
         .request(
-            "voice.query",
+            "voice.query.default",
             br#"{"text":"x","mode":"fuzzy"}"#.to_vec().into(),
         )
         .await
@@ -447,62 +487,141 @@ async fn garbage_and_oversized_payloads_are_reported_and_service_keeps_answering
     let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
     let nc = client(&url).await;
     let js = jetstream::new(nc.clone());
-    let mut errors = nc.subscribe("voice.errors").await.unwrap();
-    let mut contexts = nc.subscribe("voice.context.*").await.unwrap();
+    let mut errors = nc.subscribe("voice.errors.>").await.unwrap();
+    let mut unknown_errors = nc.subscribe("voice.errors").await.unwrap();
+    let mut contexts = nc.subscribe("voice.context.default.*").await.unwrap();
     nc.flush().await.unwrap();
 
-    let bad: Vec<(&str, Vec<u8>, &str)> = vec![
+    let ok = br#"{"v":2,"utterance":"u9","text":"hi"}"#.to_vec();
+    let long_ns_subject = format!("voice.transcript.{}.c1", "n".repeat(121));
+    // (subject, payload, reason, where the error goes: the subject's namespace, when valid)
+    let bad: Vec<(&str, Vec<u8>, &str, Option<&str>)> = vec![
         (
-            "voice.transcript.c1",
+            "voice.transcript.default.c1",
             b"\xff\xfe not json".to_vec(),
             "not valid JSON",
-        ),
-        ("voice.transcript.c1", vec![b'{'; 5000], "exceeds the limit"),
-        (
-            "voice.transcript.c1",
-            br#"{"v":2,"utterance":"u9","text":"hi"}"#.to_vec(),
-            "version 2",
+            Some("default"),
         ),
         (
-            "voice.transcript.c1",
+            "voice.transcript.default.c1",
+            vec![b'{'; 5000],
+            "exceeds the limit",
+            Some("default"),
+        ),
+        (
+            "voice.transcript.default.c1",
+            br#"{"v":3,"utterance":"u9","text":"hi"}"#.to_vec(),
+            "version 3",
+            Some("default"),
+        ),
+        (
+            "voice.transcript.default.c1",
             br#"{"conversation":"c2","utterance":"u9","text":"hi"}"#.to_vec(),
             "does not match",
+            Some("default"),
         ),
         (
-            "voice.transcript.c1",
+            "voice.transcript.default.c1",
+            br#"{"v":2,"namespace":"bob","utterance":"u9","text":"hi"}"#.to_vec(),
+            "does not match the subject's namespace",
+            Some("default"),
+        ),
+        (
+            "voice.transcript.default.c1",
             br#"{"utterance":"u9","text":"   "}"#.to_vec(),
             "text",
+            Some("default"),
         ),
-        ("voice.transcript.c1", b"[1,2,3]".to_vec(), "not valid JSON"),
+        (
+            "voice.transcript.default.c1",
+            b"[1,2,3]".to_vec(),
+            "not valid JSON",
+            Some("default"),
+        ),
+        (
+            "voice.transcript.default.c1",
+            serde_json::to_vec(&json!({"utterance": "u".repeat(121), "text": "hi"})).unwrap(),
+            "longer than 120",
+            Some("default"),
+        ),
+        // A namespace over the limit is not a name: the error cannot go to its namespace. (A token
+        // holding `*` never gets here: the server does not deliver it; the decoder refuses it too.)
+        (&long_ns_subject, ok.clone(), "namespace", None),
+        (
+            "voice.transcript.default.c>1",
+            ok.clone(),
+            "conversation",
+            Some("default"),
+        ),
+        // Wire v1 subjects are refused with a pointer to v2.
+        ("voice.transcript.c1", ok.clone(), "wire v1 subject", None),
     ];
-    for (subject, payload, _) in &bad {
+    for (subject, payload, _, _) in &bad {
         nc.publish(subject.to_string(), payload.clone().into())
             .await
             .unwrap();
     }
-    for (subject, _, reason) in &bad {
-        let e = next_json(&mut errors).await;
-        assert_eq!(e["v"], 1);
+    // Errors without a namespace come from two subscriptions (v2 and v1 subjects): any order.
+    let mut unknown: HashMap<String, Value> = HashMap::new();
+    for _ in bad.iter().filter(|b| b.3.is_none()) {
+        let e = next_json(&mut unknown_errors).await;
+        unknown.insert(e["subject"].as_str().unwrap().to_string(), e);
+    }
+    for (subject, _, reason, namespace) in &bad {
+        let e = match namespace {
+            Some(_) => next_json(&mut errors).await,
+            None => unknown[*subject].clone(),
+        };
+        assert_eq!(e["v"], 2);
         assert_eq!(e["subject"], *subject);
+        assert_eq!(e["namespace"].as_str(), *namespace, "{e}");
         assert!(
             e["reason"].as_str().unwrap().contains(reason),
             "{reason}: {e}"
         );
     }
     // A garbage memory in the stream is reported and terminated; the next one is still stored.
-    js.publish("voice.memory.c1", "garbage".into())
+    js.publish("voice.memory.default.c1", "garbage".into())
         .await
         .unwrap()
         .await
         .unwrap();
     publish_memory(&js, "c1", "m-after", "after the garbage").await;
     let e = next_json(&mut errors).await;
-    assert_eq!(e["subject"], "voice.memory.c1");
+    assert_eq!(e["subject"], "voice.memory.default.c1");
+    assert_eq!(e["namespace"], "default");
     eventually("memory after garbage", || replica.memories.has("m-after")).await;
     // Garbage queries get an error reply; good ones still work.
-    let reply = nc.request("voice.query", "{{{".into()).await.unwrap();
+    let reply = nc
+        .request("voice.query.default", "{{{".into())
+        .await
+        .unwrap();
     let v: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert!(v["error"].is_string());
+    let reply = nc
+        .request(
+            "voice.query.alice",
+            br#"{"namespace":"bob","text":"x"}"#.to_vec().into(),
+        )
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("does not match"),
+        "{v}"
+    );
+    let reply = nc
+        .request("voice.query", br#"{"text":"after"}"#.to_vec().into())
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("voice.query.<namespace>"),
+        "{v}"
+    );
 
     publish_transcript(&nc, "c1", "u1", "after the storm", false).await;
     let v = next_json(&mut contexts).await;
@@ -512,8 +631,9 @@ async fn garbage_and_oversized_payloads_are_reported_and_service_keeps_answering
     );
     assert_eq!(v["hits"][0]["id"], "m-after");
     let stats = replica.bus.stats().snapshot();
-    assert_eq!(stats["transcripts_rejected"], 6);
+    assert_eq!(stats["transcripts_rejected"], bad.len());
     assert_eq!(stats["memories_rejected"], 1);
+    assert_eq!(stats["queries_rejected"], 3);
     replica.bus.stop().await.unwrap();
 }
 
@@ -525,7 +645,7 @@ async fn server_killed_and_restarted_mid_stream() {
         start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
     let writer = writer_connection.writer();
     let nc = client(&url).await;
-    let mut contexts = nc.subscribe("voice.context.c1").await.unwrap();
+    let mut contexts = nc.subscribe("voice.context.default.c1").await.unwrap();
     nc.flush().await.unwrap();
 
     // Acknowledged memories before the crash, through the pipeline's writer.
@@ -644,7 +764,7 @@ async fn existing_stream_is_kept_and_consumer_resumes_after_restart() {
     // Someone created the stream earlier with other limits and put memories in it.
     js.create_stream(jetstream::stream::Config {
         name: "VOICE_MEMORY".into(),
-        subjects: vec!["voice.memory.*".into()],
+        subjects: vec!["voice.memory.*.*".into()],
         max_messages: 1000,
         ..Default::default()
     })
@@ -687,7 +807,7 @@ async fn graceful_stop_answers_everything_in_flight() {
     // Every result takes 300 ms: the stop must wait for them.
     let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::from_millis(300), 0).await;
     let nc = client(&url).await;
-    let mut contexts = nc.subscribe("voice.context.c1").await.unwrap();
+    let mut contexts = nc.subscribe("voice.context.default.c1").await.unwrap();
     nc.flush().await.unwrap();
     for i in 0..10 {
         publish_transcript(&nc, "c1", &format!("u{i}"), "hello there", true).await;
@@ -736,7 +856,7 @@ async fn refused_transcript_still_gets_a_shed_answer() {
     let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
     replica.engine.refuse.store(true, Ordering::SeqCst);
     let nc = client(&url).await;
-    let mut contexts = nc.subscribe("voice.context.c1").await.unwrap();
+    let mut contexts = nc.subscribe("voice.context.default.c1").await.unwrap();
     nc.flush().await.unwrap();
     publish_transcript(&nc, "c1", "u1", "anything", false).await;
     let v = next_json(&mut contexts).await;
@@ -749,7 +869,7 @@ async fn refused_transcript_still_gets_a_shed_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_partitioned_no_duplicate_no_loss() {
-    let mapping = r#"mappings = { "voice.transcript.*": "voice.transcript.{{wildcard(1)}}.{{partition(2,1)}}" }"#;
+    let mapping = r#"mappings = { "voice.transcript.*.*": "voice.transcript.{{wildcard(1)}}.{{wildcard(2)}}.{{partition(2,1,2)}}" }"#;
     let h = start_server(Some(mapping));
     let url = h.server.url();
     let mut a_config = bus_config(&url, "a");
@@ -760,7 +880,7 @@ async fn two_replicas_partitioned_no_duplicate_no_loss() {
     let (b, _) = start_replica(b_config, Duration::ZERO, 0).await;
     let nc = client(&url).await;
     let js = jetstream::new(nc.clone());
-    let mut contexts = nc.subscribe("voice.context.*").await.unwrap();
+    let mut contexts = nc.subscribe("voice.context.default.*").await.unwrap();
     nc.flush().await.unwrap();
 
     // Each replica keeps a full memory copy.
@@ -822,7 +942,7 @@ async fn two_replicas_partitioned_no_duplicate_no_loss() {
     for i in 0..20 {
         let reply = nc
             .request(
-                "voice.query",
+                "voice.query.default",
                 serde_json::to_vec(&json!({"id": format!("q{i}"), "text": "wifi"}))
                     .unwrap()
                     .into(),
@@ -893,13 +1013,14 @@ async fn bench_load_generator_accounts_for_every_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn existing_stream_on_other_subjects_is_a_clear_error() {
+async fn existing_v1_stream_is_a_clear_error_and_left_alone() {
     let h = start_server(None);
     let url = h.server.url();
     let js = jetstream::new(client(&url).await);
     js.create_stream(jetstream::stream::Config {
         name: "VOICE_MEMORY".into(),
-        subjects: vec!["other.memory.*".into()],
+        // A wire v1 deployment's stream.
+        subjects: vec!["voice.memory.*".into()],
         ..Default::default()
     })
     .await
@@ -908,10 +1029,10 @@ async fn existing_stream_on_other_subjects_is_a_clear_error() {
     let e = BusConnection::connect(bus_config(&url, "r1"), WAIT)
         .await
         .err()
-        .expect("must not serve on a stream that does not capture voice.memory.*")
+        .expect("must not serve on a stream that does not capture voice.memory.*.*")
         .to_string();
     assert!(
-        e.contains("VOICE_MEMORY") && e.contains("voice.memory.*"),
+        e.contains("VOICE_MEMORY") && e.contains("voice.memory.*.*") && e.contains("v2"),
         "{e}"
     );
     assert!(
@@ -927,7 +1048,7 @@ async fn existing_stream_on_other_subjects_is_a_clear_error() {
         .unwrap();
     assert_eq!(
         info.config.subjects,
-        vec!["other.memory.*".to_string()],
+        vec!["voice.memory.*".to_string()],
         "the stream was changed"
     );
 }
@@ -960,4 +1081,109 @@ async fn token_authentication_and_no_secret_in_errors() {
         .err()
         .expect("wrong token refused");
     assert!(!e.to_string().contains("wrong-tok"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_with_the_same_ids_both_keep_their_memories() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    let nc = client(&url).await;
+    let js = jetstream::new(nc.clone());
+    let mut alice_ctx = nc.subscribe("voice.context.alice.c1").await.unwrap();
+    let mut bob_ctx = nc.subscribe("voice.context.bob.c1").await.unwrap();
+    nc.flush().await.unwrap();
+
+    // Same conversation and utterance ids, inside the duplicate window: finals republished by
+    // the bus, and memories an agent publishes itself.
+    publish_transcript_in(&nc, "alice", "c1", "u1", "my sister lives in Lyon", true).await;
+    publish_transcript_in(&nc, "bob", "c1", "u1", "my brother lives in Oslo", true).await;
+    publish_memory_in(&js, "alice", "c2", "m1", "alice likes tea").await;
+    publish_memory_in(&js, "bob", "c2", "m1", "bob likes coffee").await;
+    let stored = |ns: &str, id: &str| {
+        replica
+            .memories
+            .stored
+            .lock()
+            .unwrap()
+            .contains(&(ns.to_string(), id.to_string()))
+    };
+    eventually("all four memories stored", || {
+        stored("alice", "c1/u1")
+            && stored("bob", "c1/u1")
+            && stored("alice", "m1")
+            && stored("bob", "m1")
+    })
+    .await;
+    // Each user's context arrives on their own subject only.
+    let a = next_json(&mut alice_ctx).await;
+    assert_eq!(a["namespace"], "alice");
+    let b = next_json(&mut bob_ctx).await;
+    assert_eq!(b["namespace"], "bob");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), alice_ctx.next())
+            .await
+            .is_err(),
+        "alice received a second context"
+    );
+
+    // A real duplicate (alice's final again) is dropped by the stream, and counted.
+    publish_transcript_in(&nc, "alice", "c1", "u1", "my sister lives in Lyon", true).await;
+    eventually("duplicate counted", || {
+        replica.bus.stats().snapshot()["memories_duplicate"] == 1
+    })
+    .await;
+    let reply = nc.request("voice.health", "".into()).await.unwrap();
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(v["bus"]["memories_duplicate"], 1);
+    assert_eq!(v["v"], 2);
+    replica.bus.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memories_that_cannot_be_stored_are_reported_and_terminated_never_acked() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    let nc = client(&url).await;
+    let js = jetstream::new(nc.clone());
+    let mut errors = nc.subscribe("voice.errors.alice").await.unwrap();
+    nc.flush().await.unwrap();
+
+    let long_id = "i".repeat(121);
+    let cases: Vec<(String, String, &str)> = vec![
+        // Over the name limit: refused by the decoder, with the store's limit.
+        (long_id.clone(), "a fine text".into(), "longer than 120"),
+        // Empty text.
+        ("m-empty".into(), "   ".into(), "empty"),
+        // Refused by the store (text over its limit): reported with the store's reason.
+        ("m-long".into(), "x".repeat(300), "over the limit"),
+    ];
+    for (id, text, _) in &cases {
+        publish_memory_in(&js, "alice", "c1", id, text).await;
+    }
+    publish_memory_in(&js, "alice", "c1", "m-ok", "a memory that fits").await;
+    for (id, _, reason) in &cases {
+        let e = next_json(&mut errors).await;
+        assert_eq!(e["namespace"], "alice");
+        assert_eq!(e["subject"], "voice.memory.alice.c1");
+        let why = e["reason"].as_str().unwrap();
+        assert!(why.contains(reason), "{id}: {e}");
+    }
+    eventually("the good memory stored", || replica.memories.has("m-ok")).await;
+    // Terminated, not acked and not left pending: past ack_wait (2 s) nothing is redelivered.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        replica.memories.offered.lock().unwrap().get("m-long"),
+        Some(&1)
+    );
+    assert!(!replica.memories.has("m-long"));
+    let reply = nc.request("voice.health", "".into()).await.unwrap();
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(v["bus"]["memories_rejected"], 2, "{v}");
+    assert_eq!(v["bus"]["memories_refused"], 1, "{v}");
+    assert_eq!(v["bus"]["memories_committed"], 1, "{v}");
+    assert_eq!(v["stream"]["ack_pending"], 0, "{v}");
+    assert_eq!(v["stream"]["lag"], 0, "{v}");
+    replica.bus.stop().await.unwrap();
 }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use voicerag::actors::{ContextResult, Memory, Transcript};
 use voicerag::bus::server::LocalNatsServer;
 use voicerag::bus::{
-    BusConnection, ContextQuery, ContextService, EngineError, MemorySink, NatsConfig, SinkError,
+    BusConnection, ContextQuery, ContextService, EngineError, MemorySink, NatsConfig, Refused,
+    SinkError,
 };
 
 const CHILD_ENV: &str = "VOICERAG_NATS_CRASH_CHILD";
@@ -57,7 +58,7 @@ fn read_ids(path: &Path) -> Vec<String> {
 }
 
 impl MemorySink for FileSink {
-    fn store(&self, batch: &[Memory]) -> Result<(), SinkError> {
+    fn store(&self, batch: &[Memory]) -> Result<Vec<Refused>, SinkError> {
         // Slow commits keep the kill landing mid-ingest, between delivery and commit.
         std::thread::sleep(Duration::from_millis(15));
         let mut seen = self.seen.lock().unwrap();
@@ -76,7 +77,7 @@ impl MemorySink for FileSink {
         file.write_all(out.as_bytes())
             .map_err(|e| SinkError(e.to_string()))?;
         file.sync_data().map_err(|e| SinkError(e.to_string()))?;
-        Ok(())
+        Ok(Vec::new())
     }
 }
 
@@ -168,12 +169,12 @@ fn sigkill_mid_ingest_keeps_every_acknowledged_memory_once() {
             let js = js.clone();
             async move {
                 let id = format!("m{i:04}");
-                let payload = serde_json::json!({"id": id, "text": format!("fact {i}")});
+                let payload = serde_json::json!({"v": 2, "id": id, "text": format!("fact {i}")});
                 js.send_publish(
-                    format!("voice.memory.c{}", i % 7),
+                    format!("voice.memory.default.c{}", i % 7),
                     PublishMessage::build()
                         .payload(serde_json::to_vec(&payload).unwrap().into())
-                        .message_id(&id),
+                        .message_id(format!("default.{id}")),
                 )
                 .await
                 .unwrap()

@@ -13,13 +13,12 @@ use tokio::sync::mpsc;
 use voicerag::actors::{ContextResult, Memory, RerankOutcome, StageTimings, Transcript};
 use voicerag::bus::server::LocalNatsServer;
 use voicerag::bus::{
-    ContextQuery, ContextService, EngineError, MemorySink, NatsConfig, SinkError, serve,
+    ContextQuery, ContextService, EngineError, MemorySink, NatsConfig, Refused, SinkError, serve,
 };
 
 const CHILD_ENV: &str = "VOICERAG_NATS_PROCESS_CHILD";
 const TEST_NAME: &str = "two_processes_no_duplicate_no_lost_answer_and_sigterm_exits_0";
-const MAPPING: &str =
-    r#"mappings = { "voice.transcript.*": "voice.transcript.{{wildcard(1)}}.{{partition(2,1)}}" }"#;
+const MAPPING: &str = r#"mappings = { "voice.transcript.*.*": "voice.transcript.{{wildcard(1)}}.{{wildcard(2)}}.{{partition(2,1,2)}}" }"#;
 
 /// Answers every transcript at once with no hits, after a short think.
 struct EchoEngine {
@@ -69,8 +68,8 @@ impl ContextService for EchoEngine {
 struct NullSink;
 
 impl MemorySink for NullSink {
-    fn store(&self, _: &[Memory]) -> Result<(), SinkError> {
-        Ok(())
+    fn store(&self, _: &[Memory]) -> Result<Vec<Refused>, SinkError> {
+        Ok(Vec::new())
     }
 }
 
@@ -140,7 +139,7 @@ fn two_processes_no_duplicate_no_lost_answer_and_sigterm_exits_0() {
     runtime.block_on(async {
         let nc = async_nats::connect(server.url()).await.unwrap();
         let mut beats = nc.subscribe("voice.health.*").await.unwrap();
-        let mut contexts = nc.subscribe("voice.context.*").await.unwrap();
+        let mut contexts = nc.subscribe("voice.context.default.*").await.unwrap();
         nc.flush().await.unwrap();
         let mut children = vec![spawn_child(&server.url(), "p0", 0), spawn_child(&server.url(), "p1", 1)];
         // Both serving: a heartbeat from each (sent once its subscriptions are in place).
@@ -157,8 +156,8 @@ fn two_processes_no_duplicate_no_lost_answer_and_sigterm_exits_0() {
         let conversations = 40;
         for u in 0..5 {
             for c in 0..conversations {
-                let payload = serde_json::json!({"utterance": format!("u{u}"), "text": "hello", "final": u == 4});
-                nc.publish(format!("voice.transcript.conv{c}"), serde_json::to_vec(&payload).unwrap().into())
+                let payload = serde_json::json!({"v": 2, "utterance": format!("u{u}"), "text": "hello", "final": u == 4});
+                nc.publish(format!("voice.transcript.default.conv{c}"), serde_json::to_vec(&payload).unwrap().into())
                     .await
                     .unwrap();
             }

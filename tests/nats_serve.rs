@@ -12,8 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use voicerag::bus::server::LocalNatsServer;
 
-const MAPPING: &str =
-    r#"mappings = { "voice.transcript.*": "voice.transcript.{{wildcard(1)}}.{{partition(2,1)}}" }"#;
+const MAPPING: &str = r#"mappings = { "voice.transcript.*.*": "voice.transcript.{{wildcard(1)}}.{{wildcard(2)}}.{{partition(2,1,2)}}" }"#;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -112,12 +111,13 @@ async fn health(nc: &async_nats::Client) -> Value {
 /// Publishes memory `i` and waits for JetStream's ack: from then on it must not be lost.
 async fn publish(js: &jetstream::Context, i: usize) {
     let id = format!("note-{i:04}");
-    let payload = json!({"id": id, "text": format!("remember fact number {i} about the garden")});
+    let payload =
+        json!({"v": 2, "id": id, "text": format!("remember fact number {i} about the garden")});
     js.send_publish(
-        format!("voice.memory.c{}", i % 5),
+        format!("voice.memory.default.c{}", i % 5),
         PublishMessage::build()
             .payload(serde_json::to_vec(&payload).unwrap().into())
-            .message_id(&id),
+            .message_id(format!("default.{id}")),
     )
     .await
     .unwrap()
@@ -203,14 +203,14 @@ async fn two_serve_processes_partitioned_no_duplicate_no_lost_answer() {
     heartbeat(&nc, "a").await;
     heartbeat(&nc, "b").await;
 
-    let mut contexts = nc.subscribe("voice.context.*").await.unwrap();
+    let mut contexts = nc.subscribe("voice.context.default.*").await.unwrap();
     nc.flush().await.unwrap();
     let conversations = 20;
     for u in 0..3 {
         for c in 0..conversations {
-            let payload = json!({"utterance": format!("u{u}"), "text": format!("question {u} about the trip"), "final": true});
+            let payload = json!({"v": 2, "utterance": format!("u{u}"), "text": format!("question {u} about the trip"), "final": true});
             nc.publish(
-                format!("voice.transcript.conv{c}"),
+                format!("voice.transcript.default.conv{c}"),
                 serde_json::to_vec(&payload).unwrap().into(),
             )
             .await

@@ -1,16 +1,17 @@
-//! Property tests: every payload decoder turns arbitrary bytes and arbitrary JSON into a value or
-//! an error, never a panic, and what it accepts is usable.
+//! Property tests: every payload decoder turns arbitrary bytes, arbitrary JSON and arbitrary
+//! subject names into a value or an error, never a panic, and what it accepts is usable: names are
+//! valid subject tokens within the store's limit, the namespace is the subject's.
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use std::time::Instant;
+use voicerag::actors::MAX_NAME_BYTES;
 use voicerag::bus::wire::{
     MemoryOrigin, WireDefaults, decode_memory, decode_query, decode_transcript, validate_token,
 };
 
 fn defaults() -> WireDefaults {
     WireDefaults {
-        namespace: "default".into(),
         max_payload_bytes: 4096,
     }
 }
@@ -59,24 +60,32 @@ fn arb_message() -> impl Strategy<Value = Value> {
     })
 }
 
-fn check_all(conversation: &str, payload: &[u8]) {
+fn check_all(namespace: &str, conversation: &str, payload: &[u8]) {
     let d = defaults();
-    if let Ok(t) = decode_transcript(conversation, payload, &d, Instant::now()) {
+    if let Ok(t) = decode_transcript(namespace, conversation, payload, &d, Instant::now()) {
         assert!(validate_token("conversation", &t.conversation).is_ok());
+        assert!(validate_token("namespace", &t.namespace).is_ok());
+        assert_eq!(t.namespace, namespace);
         assert!(!t.text.trim().is_empty());
         assert!(!t.utterance.trim().is_empty());
+        assert!(t.conversation.len() + 1 + t.utterance.len() <= MAX_NAME_BYTES);
     }
-    if let Ok(q) = decode_query(payload, &d, || "generated".into()) {
+    if let Ok(q) = decode_query(namespace, payload, &d, || "generated".into()) {
         assert!(!q.id.is_empty());
         assert!(!q.text.trim().is_empty());
+        assert_eq!(q.namespace, namespace);
     }
     let origin = MemoryOrigin {
         msg_id: None,
         stream_sequence: Some(1),
     };
-    if let Ok(m) = decode_memory(conversation, payload, &origin, &d, 0) {
+    if let Ok(m) = decode_memory(namespace, conversation, payload, &origin, &d, 0) {
         assert!(!m.id.trim().is_empty());
+        assert!(m.id.len() <= MAX_NAME_BYTES && m.speaker.len() <= MAX_NAME_BYTES);
+        assert!(!m.text.trim().is_empty());
         assert_eq!(m.conversation, conversation);
+        assert_eq!(m.namespace, namespace);
+        assert!(validate_token("namespace", &m.namespace).is_ok());
     }
 }
 
@@ -84,18 +93,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..5000), conv in ".{0,10}") {
-        check_all(&conv, &bytes);
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..5000), ns in ".{0,10}", conv in ".{0,10}") {
+        check_all(&ns, &conv, &bytes);
     }
 
     #[test]
     fn arbitrary_json_never_panics(value in arb_json(), conv in "[a-z0-9]{1,8}") {
-        check_all(&conv, &serde_json::to_vec(&value).unwrap());
+        check_all("alice", &conv, &serde_json::to_vec(&value).unwrap());
     }
 
     #[test]
-    fn arbitrary_messages_never_panic(value in arb_message(), conv in "[a-z.* >]{1,6}") {
-        check_all(&conv, &serde_json::to_vec(&value).unwrap());
+    fn arbitrary_messages_never_panic(value in arb_message(), ns in "[a-z.* >]{0,6}", conv in "[a-z.* >]{1,6}") {
+        check_all(&ns, &conv, &serde_json::to_vec(&value).unwrap());
     }
 
     #[test]
@@ -105,8 +114,9 @@ proptest! {
         text in "[a-z]{1,10}( [a-z]{1,10}){0,5}",
         fin in any::<bool>(),
     ) {
-        let payload = serde_json::json!({"v": 1, "utterance": utterance, "text": text, "final": fin});
-        let t = decode_transcript(&conv, &serde_json::to_vec(&payload).unwrap(), &defaults(), Instant::now()).unwrap();
+        let payload = serde_json::json!({"v": 2, "utterance": utterance, "text": text, "final": fin});
+        let t = decode_transcript("alice", &conv, &serde_json::to_vec(&payload).unwrap(), &defaults(), Instant::now()).unwrap();
+        prop_assert_eq!(t.namespace, "alice");
         prop_assert_eq!(t.conversation, conv);
         prop_assert_eq!(t.text, text);
         prop_assert_eq!(t.is_final, fin);

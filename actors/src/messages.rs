@@ -25,6 +25,10 @@ pub struct AgentReply {
     pub text: String,
 }
 
+/// Longest namespace, conversation, utterance, memory id or speaker, in bytes: one limit from the
+/// wire to the store (it keeps every LMDB key of the store under LMDB's 511-byte limit).
+pub const MAX_NAME_BYTES: usize = 120;
+
 /// The id of the memory a transcript becomes: `<conversation>/<utterance>`. The one place that
 /// format is built.
 pub fn memory_id(conversation: &str, utterance: &str) -> String {

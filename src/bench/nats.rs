@@ -110,7 +110,7 @@ pub async fn run_load(
 ) -> anyhow::Result<LoadReport> {
     let run = format!("bench{}", std::process::id());
     let mut contexts = client
-        .subscribe(format!("{}.context.*", subjects.prefix()))
+        .subscribe(subjects.context(&spec.namespace, "*"))
         .await
         .context("subscribe to contexts")?;
     client.flush().await.context("flush")?;
@@ -122,7 +122,7 @@ pub async fn run_load(
         let client = client.clone();
         let pending = pending.clone();
         let conversation = format!("{run}-c{c}");
-        let subject = subjects.transcript(&conversation);
+        let subject = subjects.transcript(&spec.namespace, &conversation);
         let spec = spec.clone();
         // Stagger the conversations over one interval, as independent callers would be.
         let offset = spec
@@ -137,8 +137,7 @@ pub async fn run_load(
                 tick.tick().await;
                 let utterance = format!("u{n}");
                 let payload = serde_json::json!({
-                    "v": 1,
-                    "namespace": spec.namespace,
+                    "v": 2,
                     "utterance": utterance,
                     "text": UTTERANCES[(c + n) % UTTERANCES.len()],
                     "final": true,

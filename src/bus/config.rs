@@ -33,7 +33,7 @@ pub struct NatsConfig {
     pub tls_ca: Option<PathBuf>,
     /// Refuse plain-text connections.
     pub tls_required: bool,
-    /// First subject token(s): `voice` gives `voice.transcript.<conversation>` etc.
+    /// First subject token(s): `voice` gives `voice.transcript.<namespace>.<conversation>` etc.
     pub subject_prefix: String,
     /// Stable id of this replica: names its durable consumer and heartbeat subject.
     pub replica_id: String,
@@ -51,12 +51,11 @@ pub struct NatsConfig {
     /// Period of the `voice.health.<replica>` heartbeat.
     pub heartbeat_ms: u64,
     /// Transcript partitions this replica owns, with server-side subject mapping
-    /// `voice.transcript.*` -> `voice.transcript.{{wildcard(1)}}.{{partition(N,1)}}`.
+    /// `voice.transcript.*.*` -> `voice.transcript.{{wildcard(1)}}.{{wildcard(2)}}.{{partition(N,1,2)}}`.
     /// Empty: subscribe to every conversation (one replica, or no mapping).
     pub partitions: Vec<u32>,
-    /// Namespace of messages that carry none.
-    pub default_namespace: String,
-    /// Queue group that spreads `voice.query` over replicas.
+    /// Queue group that spreads `voice.query.<namespace>` over replicas (and answers wire v1
+    /// subjects with an error once).
     pub query_group: String,
     /// Queries answered at once by this replica; more wait in the subscription.
     pub max_concurrent_queries: usize,
@@ -97,7 +96,6 @@ impl Default for NatsConfig {
             max_payload_bytes: 64 * 1024,
             heartbeat_ms: 5000,
             partitions: Vec::new(),
-            default_namespace: "default".into(),
             query_group: "voicerag-query".into(),
             max_concurrent_queries: 16,
             republish_finals: false,
@@ -161,7 +159,6 @@ impl fmt::Debug for NatsConfig {
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("partitions", &self.partitions)
-            .field("default_namespace", &self.default_namespace)
             .field("query_group", &self.query_group)
             .field("max_concurrent_queries", &self.max_concurrent_queries)
             .field("republish_finals", &self.republish_finals)
@@ -239,9 +236,6 @@ impl NatsConfig {
                 "stream_max_bytes",
                 "must be 0 (unlimited) or positive".into(),
             );
-        }
-        if self.default_namespace.trim().is_empty() {
-            return bad("default_namespace", "is empty".into());
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! `voice.context`: the engine's results published as context, and the loop that publishes them.
+//! `voice.context.<namespace>.<conversation>`: the engine's results published as context, and the loop that publishes them.
 
 use futures::StreamExt;
 use std::sync::Arc;
@@ -16,7 +16,9 @@ impl BusState {
         if result.degraded.is_some() {
             tracing::debug!(degraded = ?result.degraded, "degraded context");
         }
-        let subject = self.subjects.context(&result.conversation);
+        let subject = self
+            .subjects
+            .context(&result.namespace, &result.conversation);
         self.publish_json(subject, &transcript_context_json(result))
             .await;
         self.stats

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use super::ContextService;
 use super::receive::stopped;
 use super::state::BusState;
+use super::wire::WIRE_VERSION;
 
 async fn health_report<E: ContextService>(state: &BusState, engine: &E, status: &str) -> Value {
     let consumer = state.consumer.lock().await.clone();
@@ -25,7 +26,7 @@ async fn health_report<E: ContextService>(state: &BusState, engine: &E, status: 
         None => json!({"name": state.config.stream, "error": "consumer not ready"}),
     };
     json!({
-        "v": 1,
+        "v": WIRE_VERSION,
         "replica": state.config.replica_id,
         "status": status,
         "uptime_s": state.started.elapsed().as_secs(),
@@ -67,6 +68,7 @@ pub(super) async fn health_loop<E: ContextService>(
         }
     }
     // Tell watchers this replica is leaving on purpose, not crashing.
-    let report = json!({"v": 1, "replica": state.config.replica_id, "status": "stopping"});
+    let report =
+        json!({"v": WIRE_VERSION, "replica": state.config.replica_id, "status": "stopping"});
     state.publish_json(heartbeat, &report).await;
 }

@@ -1,5 +1,7 @@
 //! The memory stream and this replica's durable pull consumer: memories are acked only after the
-//! sink's commit returned, so a crash or a server restart redelivers instead of losing.
+//! sink's commit returned, so a crash or a server restart redelivers instead of losing. A memory
+//! that can never be stored (undecodable, or refused by the store) is never acked: it is reported
+//! on `voice.errors.<namespace>` with the reason and terminated, and counted.
 
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use futures::{FutureExt, StreamExt};
@@ -42,8 +44,9 @@ pub async fn ensure_stream(
     let existing = &stream.cached_info().config.subjects;
     if !existing.iter().any(|s| subject_covers(s, &wanted)) {
         return Err(BusError::Config(format!(
-            "stream {} exists with subjects {existing:?}, which do not capture {wanted}: \
-             fix nats.stream or nats.subject_prefix",
+            "stream {} exists with subjects {existing:?}, which do not capture {wanted} (the \
+             wire v2 memory subjects): fix nats.stream or nats.subject_prefix, or see \
+             \"Migrating from wire v1\" in the README",
             config.stream
         )));
     }
@@ -163,7 +166,6 @@ impl<S: MemorySink> MemoryConsumer<S> {
 
     async fn commit(&self, batch: Vec<jetstream::Message>) {
         let defaults = WireDefaults {
-            namespace: self.config.default_namespace.clone(),
             max_payload_bytes: self.config.max_payload_bytes,
         };
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -179,14 +181,15 @@ impl<S: MemorySink> MemoryConsumer<S> {
                     .map(|v| v.as_str().to_string()),
                 stream_sequence: message.info().ok().map(|i| i.stream_sequence),
             };
-            let memory = self
-                .subjects
-                .conversation_of_memory(&subject)
+            let names = self.subjects.names_of_memory(&subject);
+            let memory = names
                 .ok_or_else(|| WireError::Invalid {
                     field: "subject",
-                    reason: "no conversation token".into(),
+                    reason: "no namespace and conversation tokens".into(),
                 })
-                .and_then(|c| decode_memory(c, &message.payload, &origin, &defaults, now_ms));
+                .and_then(|(ns, c)| {
+                    decode_memory(ns, c, &message.payload, &origin, &defaults, now_ms)
+                });
             match memory {
                 Ok(memory) => {
                     memories.push(memory);
@@ -195,31 +198,61 @@ impl<S: MemorySink> MemoryConsumer<S> {
                 Err(e) => {
                     // Unusable forever: report and terminate it so it is not redelivered.
                     self.stats.memories_rejected.fetch_add(1, Ordering::Relaxed);
-                    self.errors.publish(&subject, e.to_string(), None).await;
-                    if let Err(e) = message.ack_with(AckKind::Term).await {
-                        tracing::warn!(error = %e, "cannot terminate a bad memory message");
-                    }
+                    let namespace = names.map(|(ns, _)| ns);
+                    self.errors
+                        .publish(&subject, namespace, e.to_string(), None)
+                        .await;
+                    terminate(&message).await;
                 }
             }
         }
         if memories.is_empty() {
             return;
         }
-        let count = memories.len();
         let sink = self.sink.clone();
-        let stored = tokio::task::spawn_blocking(move || sink.store(&memories)).await;
+        let stored = tokio::task::spawn_blocking(move || {
+            let result = sink.store(&memories);
+            (memories, result)
+        })
+        .await;
         match stored {
-            Ok(Ok(())) => {
-                for message in &decoded {
-                    if let Err(e) = message.ack().await {
-                        tracing::warn!(error = %e, "ack failed: the memory will be redelivered");
+            Ok((memories, Ok(refused))) => {
+                let mut refused_at = vec![None; decoded.len()];
+                for r in refused {
+                    if let Some(slot) = refused_at.get_mut(r.index) {
+                        *slot = Some(r.reason);
+                    }
+                }
+                let mut committed = 0u64;
+                for ((message, memory), refusal) in decoded.iter().zip(&memories).zip(refused_at) {
+                    match refusal {
+                        None => {
+                            committed += 1;
+                            if let Err(e) = message.ack().await {
+                                tracing::warn!(error = %e, "ack failed: the memory will be redelivered");
+                            }
+                        }
+                        Some(reason) => {
+                            // Stored never: say why, and stop JetStream redelivering it.
+                            self.stats.memories_refused.fetch_add(1, Ordering::Relaxed);
+                            let reason = format!("memory {} not stored: {reason}", memory.id);
+                            self.errors
+                                .publish(
+                                    message.subject.as_str(),
+                                    Some(&memory.namespace),
+                                    reason,
+                                    None,
+                                )
+                                .await;
+                            terminate(message).await;
+                        }
                     }
                 }
                 self.stats
                     .memories_committed
-                    .fetch_add(count as u64, Ordering::Relaxed);
+                    .fetch_add(committed, Ordering::Relaxed);
             }
-            Ok(Err(e)) => self.redeliver(e.to_string(), &decoded).await,
+            Ok((_, Err(e))) => self.redeliver(e.to_string(), &decoded).await,
             Err(e) => {
                 self.redeliver(format!("sink panicked: {e}"), &decoded)
                     .await
@@ -239,12 +272,22 @@ impl<S: MemorySink> MemoryConsumer<S> {
     }
 }
 
+/// Tells JetStream never to deliver this message again.
+async fn terminate(message: &jetstream::Message) {
+    if let Err(e) = message.ack_with(AckKind::Term).await {
+        tracing::warn!(error = %e, "cannot terminate an unusable memory message");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::subject_covers;
 
     #[test]
     fn stream_subject_coverage() {
+        assert!(subject_covers("voice.memory.*.*", "voice.memory.*.*"));
+        assert!(!subject_covers("voice.memory.*", "voice.memory.*.*"));
+        assert!(subject_covers("voice.memory.>", "voice.memory.*.*"));
         assert!(subject_covers("voice.memory.*", "voice.memory.*"));
         assert!(subject_covers("voice.memory.>", "voice.memory.*"));
         assert!(subject_covers("voice.>", "voice.memory.*"));

@@ -94,11 +94,21 @@ pub trait ContextService: Send + Sync + 'static {
 #[error("{0}")]
 pub struct SinkError(pub String);
 
+/// A memory of a batch that can never be stored (over a limit, empty text, ...): the bus reports it
+/// on `voice.errors.<namespace>` and terminates it instead of acking it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its index in the batch.
+    pub index: usize,
+    pub reason: String,
+}
+
 /// Where consumed memories go (the memory store in production).
 pub trait MemorySink: Send + Sync + 'static {
     /// Commits the batch durably and returns after the commit; re-adding an id is a no-op.
+    /// Returns the memories it refused (nothing of them was written); the rest are committed.
     /// Blocking: the bus calls it on a blocking thread.
-    fn store(&self, batch: &[Memory]) -> Result<(), SinkError>;
+    fn store(&self, batch: &[Memory]) -> Result<Vec<Refused>, SinkError>;
     /// Store figures for health reports (size, ...).
     fn stats(&self) -> serde_json::Value {
         serde_json::Value::Null

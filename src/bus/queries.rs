@@ -1,4 +1,5 @@
-//! `voice.query`: explicit queries, request/reply, with a bound on how many run at once.
+//! `voice.query.<namespace>`: explicit queries, request/reply, with a bound on how many run at
+//! once. A query on the wire v1 subject `voice.query` is answered with an error naming v2.
 
 use async_nats::Subscriber;
 use serde_json::json;
@@ -9,7 +10,7 @@ use tokio::sync::{Semaphore, watch};
 use super::ContextService;
 use super::receive::receive_until_stopped;
 use super::state::BusState;
-use super::wire::{context_json, decode_query};
+use super::wire::{WIRE_VERSION, WireError, context_json, decode_query};
 
 pub(super) async fn query_loop<E: ContextService>(
     sub: Subscriber,
@@ -49,11 +50,17 @@ async fn answer_query<E: ContextService>(
     n: u64,
 ) {
     let subject = message.subject.as_str();
+    let namespace = state.subjects.namespace_of_query(subject);
     let Some(reply) = message.reply.clone() else {
         state.stats.queries_rejected.fetch_add(1, Ordering::Relaxed);
         state
             .errors
-            .publish(subject, "query without a reply subject".into(), None)
+            .publish(
+                subject,
+                namespace,
+                "query without a reply subject".into(),
+                None,
+            )
             .await;
         return;
     };
@@ -64,11 +71,24 @@ async fn answer_query<E: ContextService>(
             state.started.elapsed().as_micros()
         )
     };
-    let answer = match decode_query(&message.payload, &state.defaults(), fallback) {
+    let decoded = match namespace {
+        Some(ns) => decode_query(ns, &message.payload, &state.defaults(), fallback),
+        None => Err(WireError::Invalid {
+            field: "subject",
+            reason: format!(
+                "{subject} is the wire v1 query subject: voicerag speaks v2, send queries to {}",
+                state.subjects.query("<namespace>")
+            ),
+        }),
+    };
+    let answer = match decoded {
         Err(e) => {
             state.stats.queries_rejected.fetch_add(1, Ordering::Relaxed);
-            state.errors.publish(subject, e.to_string(), None).await;
-            json!({"v": 1, "error": e.to_string()})
+            state
+                .errors
+                .publish(subject, namespace, e.to_string(), None)
+                .await;
+            json!({"v": WIRE_VERSION, "error": e.to_string()})
         }
         Ok(query) => {
             let id = query.id.clone();
@@ -79,7 +99,7 @@ async fn answer_query<E: ContextService>(
                 }
                 Err(e) => {
                     state.stats.queries_rejected.fetch_add(1, Ordering::Relaxed);
-                    json!({"v": 1, "id": id, "error": e.to_string()})
+                    json!({"v": WIRE_VERSION, "id": id, "error": e.to_string()})
                 }
             }
         }

@@ -26,6 +26,8 @@ pub struct BusConnection {
     js: jetstream::Context,
     config: NatsConfig,
     subjects: Subjects,
+    /// Created with the connection: the [`JetStreamWriter`]s count into it before serving starts.
+    stats: Arc<BusStats>,
 }
 
 impl BusConnection {
@@ -69,6 +71,7 @@ impl BusConnection {
             js,
             config,
             subjects,
+            stats: Arc::new(BusStats::default()),
         })
     }
 
@@ -87,6 +90,7 @@ impl BusConnection {
             self.subjects.clone(),
             tokio::runtime::Handle::current(),
             Duration::from_millis(self.config.request_timeout_ms * 3),
+            self.stats.clone(),
         )
     }
 
@@ -96,13 +100,13 @@ impl BusConnection {
         engine: Arc<E>,
         sink: Arc<S>,
     ) -> Result<RunningBus, BusError> {
-        let stats = Arc::new(BusStats::default());
+        let stats = self.stats.clone();
         let inflight = Arc::new(InFlight::default());
         let (stop_intake, intake) = watch::channel(false);
         let (stop_output, output) = watch::channel(false);
         let errors = ErrorPublisher {
             client: self.client.clone(),
-            subject: self.subjects.errors(),
+            subjects: self.subjects.clone(),
             stats: stats.clone(),
         };
         let writer = Arc::new(self.writer());
@@ -129,9 +133,20 @@ impl BusConnection {
         } else {
             self.config.partitions.iter().copied().map(Some).collect()
         };
+        let mut transcript_subs = Vec::new();
         for partition in partitions {
             let subject = self.subjects.transcript_subscription(partition);
-            let sub = self.client.subscribe(subject).await.map_err(nats)?;
+            transcript_subs.push(self.client.subscribe(subject).await.map_err(nats)?);
+        }
+        // Wire v1 subjects get an error naming the v2 subject (from one replica of the group).
+        let group = self.config.query_group.clone();
+        transcript_subs.push(
+            self.client
+                .queue_subscribe(self.subjects.transcript_v1_subscription(), group.clone())
+                .await
+                .map_err(nats)?,
+        );
+        for sub in transcript_subs {
             intake_tasks.push(tokio::spawn(transcript_loop(
                 sub,
                 state.clone(),
@@ -140,17 +155,19 @@ impl BusConnection {
                 intake.clone(),
             )));
         }
-        let queries = self
-            .client
-            .queue_subscribe(self.subjects.query(), self.config.query_group.clone())
-            .await
-            .map_err(nats)?;
-        intake_tasks.push(tokio::spawn(query_loop(
-            queries,
-            state.clone(),
-            engine.clone(),
-            intake.clone(),
-        )));
+        for subject in [self.subjects.query_subscription(), self.subjects.query_v1()] {
+            let queries = self
+                .client
+                .queue_subscribe(subject, group.clone())
+                .await
+                .map_err(nats)?;
+            intake_tasks.push(tokio::spawn(query_loop(
+                queries,
+                state.clone(),
+                engine.clone(),
+                intake.clone(),
+            )));
+        }
         let health = self
             .client
             .subscribe(self.subjects.health())

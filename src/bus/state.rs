@@ -71,7 +71,6 @@ pub(super) struct BusState {
 impl BusState {
     pub(super) fn defaults(&self) -> WireDefaults {
         WireDefaults {
-            namespace: self.config.default_namespace.clone(),
             max_payload_bytes: self.config.max_payload_bytes,
         }
     }

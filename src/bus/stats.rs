@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::wire::ErrorMsg;
+use super::subjects::Subjects;
+use super::wire::{ErrorMsg, validate_token};
 
 /// Counters of one running bus, also reported in health messages.
 #[derive(Debug)]
@@ -20,7 +21,14 @@ pub struct BusStats {
     pub queries_answered: AtomicU64,
     pub queries_rejected: AtomicU64,
     pub memories_committed: AtomicU64,
+    /// Memories that could not be decoded: reported on `voice.errors` and terminated.
     pub memories_rejected: AtomicU64,
+    /// Memories the store refused (over a limit, empty): reported on `voice.errors` and
+    /// terminated, never acked as stored.
+    pub memories_refused: AtomicU64,
+    /// Memory publishes the stream acked as duplicates (`Nats-Msg-Id` seen in the window): the
+    /// memory was already in the stream.
+    pub memories_duplicate: AtomicU64,
     pub sink_failures: AtomicU64,
     pub republish_failures: AtomicU64,
     pub errors_published: AtomicU64,
@@ -41,6 +49,8 @@ impl Default for BusStats {
             queries_rejected: AtomicU64::new(0),
             memories_committed: AtomicU64::new(0),
             memories_rejected: AtomicU64::new(0),
+            memories_refused: AtomicU64::new(0),
+            memories_duplicate: AtomicU64::new(0),
             sink_failures: AtomicU64::new(0),
             republish_failures: AtomicU64::new(0),
             errors_published: AtomicU64::new(0),
@@ -78,6 +88,8 @@ impl BusStats {
             "queries_rejected": get(&self.queries_rejected),
             "memories_committed": get(&self.memories_committed),
             "memories_rejected": get(&self.memories_rejected),
+            "memories_refused": get(&self.memories_refused),
+            "memories_duplicate": get(&self.memories_duplicate),
             "sink_failures": get(&self.sink_failures),
             "republish_failures": get(&self.republish_failures),
             "errors_published": get(&self.errors_published),
@@ -86,25 +98,33 @@ impl BusStats {
     }
 }
 
-/// Publishes `{"v":1,"subject","reason","utterance"?}` on `voice.errors`.
+/// Publishes `{"v":2,"subject","namespace"?,"reason","utterance"?}` on `voice.errors.<namespace>`,
+/// or on `voice.errors` when the namespace is unknown or not a valid subject token.
 #[derive(Clone)]
 pub(crate) struct ErrorPublisher {
     pub(crate) client: Client,
-    pub(crate) subject: String,
+    pub(crate) subjects: Subjects,
     pub(crate) stats: Arc<BusStats>,
 }
 
 impl ErrorPublisher {
-    pub async fn publish(&self, subject: &str, reason: String, utterance: Option<String>) {
+    pub async fn publish(
+        &self,
+        subject: &str,
+        namespace: Option<&str>,
+        reason: String,
+        utterance: Option<String>,
+    ) {
         tracing::debug!(subject, reason = %reason, "unusable input");
         self.stats.errors_published.fetch_add(1, Ordering::Relaxed);
-        let msg = ErrorMsg::new(subject, reason, utterance);
+        let namespace = namespace.filter(|ns| validate_token("namespace", ns).is_ok());
+        let msg = ErrorMsg::new(subject, namespace, reason, utterance);
         let Ok(payload) = serde_json::to_vec(&msg) else {
             return;
         };
         if let Err(e) = self
             .client
-            .publish(self.subject.clone(), payload.into())
+            .publish(self.subjects.errors(namespace), payload.into())
             .await
         {
             tracing::warn!(error = %e, "cannot publish on the errors subject");

@@ -1,4 +1,5 @@
-//! Subject names under the configurable prefix (default `voice`).
+//! Subject names under the configurable prefix (default `voice`), wire v2: every subject of a
+//! user's data names its namespace (`voice.transcript.<namespace>.<conversation>`, ...).
 
 /// Every subject the bus uses, derived from one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,47 +19,70 @@ impl Subjects {
         &self.prefix
     }
 
-    /// `voice.transcript.<conversation>`: where agents publish.
-    pub fn transcript(&self, conversation: &str) -> String {
-        format!("{}.transcript.{conversation}", self.prefix)
+    /// `voice.transcript.<namespace>.<conversation>`: where agents publish.
+    pub fn transcript(&self, namespace: &str, conversation: &str) -> String {
+        format!("{}.transcript.{namespace}.{conversation}", self.prefix)
     }
 
-    /// What a replica subscribes to for transcripts: every conversation, or, with server-side
-    /// subject mapping, only the conversations of one partition (`voice.transcript.*.<p>`).
+    /// What a replica subscribes to for transcripts: every namespace and conversation, or, with
+    /// server-side subject mapping, only those of one partition (`voice.transcript.*.*.<p>`).
     pub fn transcript_subscription(&self, partition: Option<u32>) -> String {
         match partition {
-            None => format!("{}.transcript.*", self.prefix),
-            Some(p) => format!("{}.transcript.*.{p}", self.prefix),
+            None => format!("{}.transcript.*.*", self.prefix),
+            Some(p) => format!("{}.transcript.*.*.{p}", self.prefix),
         }
     }
 
-    /// The conversation token of a transcript subject (partitioned or not).
-    pub fn conversation_of_transcript<'a>(&self, subject: &'a str) -> Option<&'a str> {
-        self.token_after(subject, "transcript")
+    /// The wire v1 transcript subjects (`voice.transcript.<conversation>`): refused with an
+    /// error that names the v2 subject.
+    pub fn transcript_v1_subscription(&self) -> String {
+        format!("{}.transcript.*", self.prefix)
     }
 
-    /// `voice.context.<conversation>`.
-    pub fn context(&self, conversation: &str) -> String {
-        format!("{}.context.{conversation}", self.prefix)
+    /// The namespace and conversation tokens of a v2 transcript subject (partitioned or not),
+    /// unvalidated; `None` when the subject has fewer tokens.
+    pub fn names_of_transcript<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        self.two_tokens_after(subject, "transcript")
     }
 
-    /// `voice.query`.
-    pub fn query(&self) -> String {
+    /// `voice.context.<namespace>.<conversation>`.
+    pub fn context(&self, namespace: &str, conversation: &str) -> String {
+        format!("{}.context.{namespace}.{conversation}", self.prefix)
+    }
+
+    /// `voice.query.<namespace>`: request/reply.
+    pub fn query(&self, namespace: &str) -> String {
+        format!("{}.query.{namespace}", self.prefix)
+    }
+
+    /// What replicas subscribe to for queries (in a queue group).
+    pub fn query_subscription(&self) -> String {
+        format!("{}.query.*", self.prefix)
+    }
+
+    /// The wire v1 query subject (`voice.query`): answered with an error naming the v2 subject.
+    pub fn query_v1(&self) -> String {
         format!("{}.query", self.prefix)
     }
 
-    /// `voice.memory.<conversation>`.
-    pub fn memory(&self, conversation: &str) -> String {
-        format!("{}.memory.{conversation}", self.prefix)
+    /// The namespace token of a query subject, unvalidated.
+    pub fn namespace_of_query<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        self.token_after(subject, "query")
+    }
+
+    /// `voice.memory.<namespace>.<conversation>`.
+    pub fn memory(&self, namespace: &str, conversation: &str) -> String {
+        format!("{}.memory.{namespace}.{conversation}", self.prefix)
     }
 
     /// The subjects the memory stream captures.
     pub fn memory_wildcard(&self) -> String {
-        format!("{}.memory.*", self.prefix)
+        format!("{}.memory.*.*", self.prefix)
     }
 
-    pub fn conversation_of_memory<'a>(&self, subject: &'a str) -> Option<&'a str> {
-        self.token_after(subject, "memory")
+    /// The namespace and conversation tokens of a memory subject, unvalidated.
+    pub fn names_of_memory<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        self.two_tokens_after(subject, "memory")
     }
 
     /// `voice.health`: request/reply.
@@ -71,15 +95,27 @@ impl Subjects {
         format!("{}.health.{replica}", self.prefix)
     }
 
-    /// `voice.errors`.
-    pub fn errors(&self) -> String {
-        format!("{}.errors", self.prefix)
+    /// `voice.errors.<namespace>` when the namespace is known (a valid token), else `voice.errors`.
+    pub fn errors(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) => format!("{}.errors.{ns}", self.prefix),
+            None => format!("{}.errors", self.prefix),
+        }
     }
 
+    /// The token after `<prefix>.<kind>.`, possibly empty.
     fn token_after<'a>(&self, subject: &'a str, kind: &str) -> Option<&'a str> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
         let rest = rest.strip_prefix(kind)?.strip_prefix('.')?;
-        rest.split('.').next().filter(|t| !t.is_empty())
+        rest.split('.').next()
+    }
+
+    /// The two tokens after `<prefix>.<kind>.`, possibly empty.
+    fn two_tokens_after<'a>(&self, subject: &'a str, kind: &str) -> Option<(&'a str, &'a str)> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
+        let rest = rest.strip_prefix(kind)?.strip_prefix('.')?;
+        let mut tokens = rest.split('.');
+        Some((tokens.next()?, tokens.next()?))
     }
 }
 
@@ -109,21 +145,37 @@ mod tests {
     #[test]
     fn subjects_and_parsing_with_dotted_prefix() {
         let s = Subjects::new("acme.voice");
-        assert_eq!(s.transcript("c1"), "acme.voice.transcript.c1");
         assert_eq!(
-            s.conversation_of_transcript("acme.voice.transcript.c1"),
-            Some("c1")
+            s.transcript("alice", "c1"),
+            "acme.voice.transcript.alice.c1"
         );
         assert_eq!(
-            s.conversation_of_transcript("acme.voice.transcript.c1.2"),
-            Some("c1")
+            s.names_of_transcript("acme.voice.transcript.alice.c1"),
+            Some(("alice", "c1"))
         );
-        assert_eq!(s.conversation_of_transcript("acme.voice.memory.c1"), None);
-        assert_eq!(s.conversation_of_transcript("voice.transcript.c1"), None);
-        assert_eq!(s.conversation_of_memory("acme.voice.memory.c9"), Some("c9"));
+        assert_eq!(
+            s.names_of_transcript("acme.voice.transcript.alice.c1.2"),
+            Some(("alice", "c1"))
+        );
+        assert_eq!(s.names_of_transcript("acme.voice.transcript.c1"), None);
+        assert_eq!(
+            s.names_of_transcript("acme.voice.transcript..c1"),
+            Some(("", "c1"))
+        );
+        assert_eq!(s.names_of_transcript("acme.voice.memory.a.c1"), None);
+        assert_eq!(s.names_of_transcript("voice.transcript.a.c1"), None);
+        assert_eq!(
+            s.names_of_memory("acme.voice.memory.bob.c9"),
+            Some(("bob", "c9"))
+        );
+        assert_eq!(s.context("bob", "c9"), "acme.voice.context.bob.c9");
+        assert_eq!(s.namespace_of_query("acme.voice.query.bob"), Some("bob"));
+        assert_eq!(s.namespace_of_query("acme.voice.query"), None);
+        assert_eq!(s.errors(Some("bob")), "acme.voice.errors.bob");
+        assert_eq!(s.errors(None), "acme.voice.errors");
         assert_eq!(
             s.transcript_subscription(Some(2)),
-            "acme.voice.transcript.*.2"
+            "acme.voice.transcript.*.*.2"
         );
         assert_eq!(s.heartbeat("r1"), "acme.voice.health.r1");
     }

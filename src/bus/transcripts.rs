@@ -1,5 +1,6 @@
-//! `voice.transcript`: decoding transcripts, submitting them to the engine, republishing finals
-//! to the memory stream, and an immediate shed answer when the engine refuses one.
+//! `voice.transcript.<namespace>.<conversation>`: decoding transcripts, submitting them to the
+//! engine, republishing finals to the memory stream, and an immediate shed answer when the engine
+//! refuses one. A transcript on a wire v1 subject gets an error naming the v2 subject.
 
 use async_nats::Subscriber;
 use serde_json::Value;
@@ -57,14 +58,24 @@ async fn handle_transcript<E: ContextService>(
         .fetch_add(1, Ordering::Relaxed);
     let subject = message.subject.as_str();
     let defaults = state.defaults();
-    let decoded = state
-        .subjects
-        .conversation_of_transcript(subject)
-        .ok_or_else(|| WireError::Invalid {
+    let names = state.subjects.names_of_transcript(subject);
+    let decoded = match names {
+        Some((namespace, conversation)) => decode_transcript(
+            namespace,
+            conversation,
+            &message.payload,
+            &defaults,
+            received_at,
+        ),
+        None => Err(WireError::Invalid {
             field: "subject",
-            reason: "no conversation token".into(),
-        })
-        .and_then(|c| decode_transcript(c, &message.payload, &defaults, received_at));
+            reason: format!(
+                "{subject} is a wire v1 subject: voicerag speaks v2, publish transcripts on \
+                 {}",
+                state.subjects.transcript("<namespace>", "<conversation>")
+            ),
+        }),
+    };
     let transcript = match decoded {
         Ok(t) => t,
         Err(e) => {
@@ -73,7 +84,11 @@ async fn handle_transcript<E: ContextService>(
                 .transcripts_rejected
                 .fetch_add(1, Ordering::Relaxed);
             let hint = utterance_hint(&message.payload, defaults.max_payload_bytes);
-            state.errors.publish(subject, e.to_string(), hint).await;
+            let namespace = names.map(|(ns, _)| ns);
+            state
+                .errors
+                .publish(subject, namespace, e.to_string(), hint)
+                .await;
             return;
         }
     };
@@ -117,10 +132,15 @@ fn republish_final(state: &Arc<BusState>, writer: &Arc<JetStreamWriter>, t: &Tra
                 .republish_failures
                 .fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, id = %memory.id, "final transcript not stored");
-            let subject = state.subjects.memory(&memory.conversation);
+            let subject = state
+                .subjects
+                .memory(&memory.namespace, &memory.conversation);
             let reason = format!("final transcript {} not stored: {e}", memory.id);
             let utterance = memory.id.rsplit_once('/').map(|(_, u)| u.to_string());
-            state.errors.publish(&subject, reason, utterance).await;
+            state
+                .errors
+                .publish(&subject, Some(&memory.namespace), reason, utterance)
+                .await;
         }
     });
 }

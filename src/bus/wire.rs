@@ -1,17 +1,17 @@
-//! The JSON wire format of the bus: decoders that return an error value (never panic) and the one
-//! encoder of context results, shared with `voicerag query --json`.
+//! The JSON wire format of the bus, v2: decoders that return an error value (never panic) and the
+//! one encoder of context results, shared with `voicerag query --json`.
+//!
+//! In v2 the subject names the namespace (and the conversation); a payload may repeat them, and a
+//! payload that disagrees with its subject is rejected. Payloads say `"v": 2`; a v1 payload (`"v":
+//! 1` or no `v`) on a v2 subject is read the same way, since the subject carries what v1 lacked.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use voicerag_actors::{ContextResult, Memory, SearchMode, Transcript, memory_id};
+use voicerag_actors::{ContextResult, MAX_NAME_BYTES, Memory, SearchMode, Transcript, memory_id};
 
-/// The only wire version this build speaks.
-pub const WIRE_VERSION: u64 = 1;
-
-/// Longest id, namespace, speaker or conversation accepted, in bytes: these end up in LMDB keys
-/// and subjects, where unbounded values only cause trouble.
-pub const MAX_ID_BYTES: usize = 256;
+/// The wire version this build speaks (and writes). v1 payloads are read on v2 subjects.
+pub const WIRE_VERSION: u64 = 2;
 
 /// Largest `top_k` a query may ask for.
 pub const MAX_TOP_K: usize = 100;
@@ -23,7 +23,7 @@ pub enum WireError {
     TooLarge { size: usize, limit: usize },
     #[error("payload is not valid JSON for this message: {0}")]
     Json(String),
-    #[error("unsupported wire version {0}: this voicerag speaks v1")]
+    #[error("unsupported wire version {0}: this voicerag speaks v2")]
     Version(u64),
     #[error("field {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
@@ -38,15 +38,17 @@ impl WireError {
     }
 }
 
+/// A payload without `v` is a v1 payload.
 fn v1() -> u64 {
-    WIRE_VERSION
+    1
 }
 
-/// `voice.transcript.<conversation>` payload.
+/// `voice.transcript.<namespace>.<conversation>` payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TranscriptMsg {
     #[serde(default = "v1")]
     pub v: u64,
+    /// Optional: the subject names the namespace; when both are given they must agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Optional: the subject names the conversation; when both are given they must agree.
@@ -63,7 +65,7 @@ pub struct TranscriptMsg {
     pub ts: Option<Value>,
 }
 
-/// `voice.query` payload.
+/// `voice.query.<namespace>` payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueryMsg {
     #[serde(default = "v1")]
@@ -81,7 +83,7 @@ pub struct QueryMsg {
     pub mode: Option<String>,
 }
 
-/// `voice.memory.<conversation>` payload.
+/// `voice.memory.<namespace>.<conversation>` payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemoryMsg {
     #[serde(default = "v1")]
@@ -117,21 +119,29 @@ impl MemoryMsg {
     }
 }
 
-/// `voice.errors` payload.
+/// `voice.errors.<namespace>` (or `voice.errors` when the namespace is unknown) payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorMsg {
     pub v: u64,
     pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub utterance: Option<String>,
 }
 
 impl ErrorMsg {
-    pub fn new(subject: &str, reason: impl Into<String>, utterance: Option<String>) -> Self {
+    pub fn new(
+        subject: &str,
+        namespace: Option<&str>,
+        reason: impl Into<String>,
+        utterance: Option<String>,
+    ) -> Self {
         Self {
             v: WIRE_VERSION,
             subject: subject.to_string(),
+            namespace: namespace.map(str::to_string),
             reason: reason.into(),
             utterance,
         }
@@ -150,11 +160,16 @@ pub struct ContextQuery {
     pub mode: SearchMode,
 }
 
-/// What decoders fill in when a payload leaves a field out.
+/// Limits of the decoders.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WireDefaults {
-    pub namespace: String,
     pub max_payload_bytes: usize,
+}
+
+/// The JetStream dedupe id (`Nats-Msg-Id`) of a memory: `<namespace>.<id>`. A namespace is a
+/// subject token (no `.`), so two tenants' ids never collide.
+pub fn dedupe_id(namespace: &str, id: &str) -> String {
+    format!("{namespace}.{id}")
 }
 
 /// Rejects ids that cannot be a single NATS subject token: empty, too long, or containing `.`,
@@ -163,10 +178,10 @@ pub fn validate_token(field: &'static str, value: &str) -> Result<(), WireError>
     if value.is_empty() {
         return Err(WireError::invalid(field, "is empty"));
     }
-    if value.len() > MAX_ID_BYTES {
+    if value.len() > MAX_NAME_BYTES {
         return Err(WireError::invalid(
             field,
-            format!("is longer than {MAX_ID_BYTES} bytes"),
+            format!("is longer than {MAX_NAME_BYTES} bytes"),
         ));
     }
     if let Some(c) = value
@@ -187,10 +202,10 @@ fn validate_id(field: &'static str, value: &str) -> Result<(), WireError> {
     if value.trim().is_empty() {
         return Err(WireError::invalid(field, "is empty"));
     }
-    if value.len() > MAX_ID_BYTES {
+    if value.len() > MAX_NAME_BYTES {
         return Err(WireError::invalid(
             field,
-            format!("is longer than {MAX_ID_BYTES} bytes"),
+            format!("is longer than {MAX_NAME_BYTES} bytes"),
         ));
     }
     if value.chars().any(char::is_control) {
@@ -217,14 +232,14 @@ fn check_size(payload: &[u8], limit: usize) -> Result<(), WireError> {
 }
 
 fn check_version(v: u64) -> Result<(), WireError> {
-    if v != WIRE_VERSION {
+    if v != WIRE_VERSION && v != 1 {
         return Err(WireError::Version(v));
     }
     Ok(())
 }
 
 fn parse<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, WireError> {
-    // Read the version first so a v2 message is rejected as such, not as a shape mismatch.
+    // Read the version first so a v3 message is rejected as such, not as a shape mismatch.
     #[derive(Deserialize)]
     struct Versioned {
         #[serde(default = "v1")]
@@ -236,36 +251,53 @@ fn parse<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, WireError> {
     serde_json::from_slice(payload).map_err(|e| WireError::Json(e.to_string()))
 }
 
-fn namespace_or(given: Option<String>, defaults: &WireDefaults) -> Result<String, WireError> {
-    let namespace = given.unwrap_or_else(|| defaults.namespace.clone());
-    validate_id("namespace", &namespace)?;
-    Ok(namespace)
+/// A payload's `field` (namespace, conversation) must agree with its subject's.
+fn agrees(field: &'static str, given: Option<&str>, subject: &str) -> Result<(), WireError> {
+    match given {
+        Some(g) if g != subject => Err(WireError::invalid(
+            field,
+            format!("{g:?} does not match the subject's {field} {subject:?}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
-/// Decodes a transcript that arrived on the subject of `subject_conversation`.
+/// Decodes a transcript that arrived on `voice.transcript.<subject_namespace>.<subject_conversation>`.
 pub fn decode_transcript(
+    subject_namespace: &str,
     subject_conversation: &str,
     payload: &[u8],
     defaults: &WireDefaults,
     received_at: Instant,
 ) -> Result<Transcript, WireError> {
     check_size(payload, defaults.max_payload_bytes)?;
-    let msg: TranscriptMsg = parse(payload)?;
+    validate_token("namespace", subject_namespace)?;
     validate_token("conversation", subject_conversation)?;
-    if let Some(c) = &msg.conversation
-        && c != subject_conversation
-    {
+    let msg: TranscriptMsg = parse(payload)?;
+    agrees("namespace", msg.namespace.as_deref(), subject_namespace)?;
+    agrees(
+        "conversation",
+        msg.conversation.as_deref(),
+        subject_conversation,
+    )?;
+    validate_id("utterance", &msg.utterance)?;
+    // A final becomes the memory `<conversation>/<utterance>`: it must fit the same limit.
+    let id = memory_id(subject_conversation, &msg.utterance);
+    if id.len() > MAX_NAME_BYTES {
         return Err(WireError::invalid(
-            "conversation",
-            format!("{c:?} does not match the subject's conversation {subject_conversation:?}"),
+            "utterance",
+            format!(
+                "with the conversation, forms the memory id {} bytes long, longer than \
+                 {MAX_NAME_BYTES}",
+                id.len()
+            ),
         ));
     }
-    validate_id("utterance", &msg.utterance)?;
     let speaker = msg.speaker.unwrap_or_else(|| "user".to_string());
     validate_id("speaker", &speaker)?;
     validate_text(&msg.text)?;
     Ok(Transcript {
-        namespace: namespace_or(msg.namespace, defaults)?,
+        namespace: subject_namespace.to_string(),
         conversation: subject_conversation.to_string(),
         utterance: msg.utterance,
         speaker,
@@ -275,14 +307,18 @@ pub fn decode_transcript(
     })
 }
 
-/// Decodes a `voice.query` request; `fallback_id` is used when the request carries none.
+/// Decodes a `voice.query.<subject_namespace>` request; `fallback_id` is used when the request
+/// carries none.
 pub fn decode_query(
+    subject_namespace: &str,
     payload: &[u8],
     defaults: &WireDefaults,
     fallback_id: impl FnOnce() -> String,
 ) -> Result<ContextQuery, WireError> {
     check_size(payload, defaults.max_payload_bytes)?;
+    validate_token("namespace", subject_namespace)?;
     let msg: QueryMsg = parse(payload)?;
+    agrees("namespace", msg.namespace.as_deref(), subject_namespace)?;
     validate_text(&msg.text)?;
     let id = match msg.id {
         Some(id) => {
@@ -310,7 +346,7 @@ pub fn decode_query(
     };
     Ok(ContextQuery {
         id,
-        namespace: namespace_or(msg.namespace, defaults)?,
+        namespace: subject_namespace.to_string(),
         text: msg.text,
         top_k: msg.top_k,
         conversation: msg.conversation,
@@ -321,15 +357,17 @@ pub fn decode_query(
 /// Where a memory's id comes from when its payload has none.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryOrigin {
-    /// The publisher's `Nats-Msg-Id` header.
+    /// The publisher's `Nats-Msg-Id` header (without a leading `<namespace>.`, see [`dedupe_id`]).
     pub msg_id: Option<String>,
     /// The JetStream stream sequence: the same on every replica, so still a stable id.
     pub stream_sequence: Option<u64>,
 }
 
-/// Decodes a memory that arrived on the subject of `subject_conversation`. `now_ms` is its time
-/// when the payload has no `ts`.
+/// Decodes a memory that arrived on `voice.memory.<subject_namespace>.<subject_conversation>`.
+/// `now_ms` is its time when the payload has no `ts`. What it accepts the store can hold: names
+/// within [`MAX_NAME_BYTES`], text not empty.
 pub fn decode_memory(
+    subject_namespace: &str,
     subject_conversation: &str,
     payload: &[u8],
     origin: &MemoryOrigin,
@@ -337,8 +375,10 @@ pub fn decode_memory(
     now_ms: i64,
 ) -> Result<Memory, WireError> {
     check_size(payload, defaults.max_payload_bytes)?;
-    let msg: MemoryMsg = parse(payload)?;
+    validate_token("namespace", subject_namespace)?;
     validate_token("conversation", subject_conversation)?;
+    let msg: MemoryMsg = parse(payload)?;
+    agrees("namespace", msg.namespace.as_deref(), subject_namespace)?;
     validate_text(&msg.text)?;
     let id = match (
         msg.id,
@@ -349,9 +389,13 @@ pub fn decode_memory(
         (Some(id), _, _, _) => id,
         (None, Some(utterance), _, _) => {
             validate_id("utterance", &utterance)?;
-            format!("{subject_conversation}/{utterance}")
+            memory_id(subject_conversation, &utterance)
         }
-        (None, None, Some(msg_id), _) => msg_id.clone(),
+        (None, None, Some(msg_id), _) => msg_id
+            .strip_prefix(subject_namespace)
+            .and_then(|id| id.strip_prefix('.'))
+            .unwrap_or(msg_id)
+            .to_string(),
         (None, None, None, Some(seq)) => format!("{subject_conversation}/stream-{seq}"),
         (None, None, None, None) => {
             return Err(WireError::invalid(
@@ -369,7 +413,7 @@ pub fn decode_memory(
     };
     Ok(Memory {
         id,
-        namespace: namespace_or(msg.namespace, defaults)?,
+        namespace: subject_namespace.to_string(),
         conversation: subject_conversation.to_string(),
         speaker,
         text: msg.text,
@@ -426,7 +470,7 @@ pub fn context_json(result: &ContextResult, id: &str) -> Value {
     })
 }
 
-/// The context published on `voice.context.<conversation>` for a transcript: [`context_json`]
+/// The context published on `voice.context.<namespace>.<conversation>` for a transcript: [`context_json`]
 /// plus `conversation`, `utterance` and `final`. Its id is `<conversation>/<utterance>`.
 pub fn transcript_context_json(result: &ContextResult) -> Value {
     let id = memory_id(&result.conversation, &result.utterance);
@@ -446,7 +490,6 @@ mod tests {
 
     fn defaults() -> WireDefaults {
         WireDefaults {
-            namespace: "default".into(),
             max_payload_bytes: 1024,
         }
     }
@@ -454,6 +497,7 @@ mod tests {
     #[test]
     fn transcript_defaults_and_subject_conversation() {
         let t = decode_transcript(
+            "ns",
             "c1",
             br#"{"utterance":"u1","text":"hello there","final":true}"#,
             &defaults(),
@@ -461,7 +505,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.conversation, "c1");
-        assert_eq!(t.namespace, "default");
+        assert_eq!(t.namespace, "ns");
         assert_eq!(t.speaker, "user");
         assert!(t.is_final);
     }
@@ -471,6 +515,7 @@ mod tests {
         let d = defaults();
         let now = Instant::now();
         let e = decode_transcript(
+            "ns",
             "c1",
             br#"{"conversation":"c2","utterance":"u","text":"x"}"#,
             &d,
@@ -479,8 +524,8 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("does not match"), "{e}");
         for bad in ["a.b", "a*", ">", "a b", ""] {
-            let e =
-                decode_transcript(bad, br#"{"utterance":"u","text":"x"}"#, &d, now).unwrap_err();
+            let e = decode_transcript("ns", bad, br#"{"utterance":"u","text":"x"}"#, &d, now)
+                .unwrap_err();
             assert!(
                 matches!(
                     e,
@@ -496,21 +541,130 @@ mod tests {
 
     #[test]
     fn unknown_version_is_rejected_with_reason() {
+        // v1 payloads are read on v2 subjects.
+        for v1 in [
+            &br#"{"v":1,"utterance":"u","text":"x"}"#[..],
+            br#"{"utterance":"u","text":"x"}"#,
+        ] {
+            assert!(decode_transcript("ns", "c", v1, &defaults(), Instant::now()).is_ok());
+        }
         let e = decode_transcript(
+            "ns",
             "c",
-            br#"{"v":2,"utterance":"u","text":"x"}"#,
+            br#"{"v":3,"utterance":"u","text":"x"}"#,
             &defaults(),
             Instant::now(),
         )
         .unwrap_err();
-        assert_eq!(e, WireError::Version(2));
-        assert!(e.to_string().contains("version 2"));
+        assert_eq!(e, WireError::Version(3));
+        assert!(e.to_string().contains("version 3"), "{e}");
+        assert!(e.to_string().contains("v2"), "{e}");
+    }
+
+    #[test]
+    fn payload_namespace_must_agree_with_the_subject() {
+        let d = defaults();
+        let now = Instant::now();
+        let e = decode_transcript(
+            "alice",
+            "c1",
+            br#"{"namespace":"bob","utterance":"u","text":"x"}"#,
+            &d,
+            now,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("namespace") && e.to_string().contains("bob"),
+            "{e}"
+        );
+        let t = decode_transcript(
+            "alice",
+            "c1",
+            br#"{"v":2,"namespace":"alice","utterance":"u","text":"x"}"#,
+            &d,
+            now,
+        )
+        .unwrap();
+        assert_eq!(t.namespace, "alice");
+        let e = decode_query("alice", br#"{"namespace":"bob","text":"x"}"#, &d, || {
+            "g".into()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("does not match"), "{e}");
+        let o = MemoryOrigin::default();
+        let e = decode_memory(
+            "alice",
+            "c",
+            br#"{"namespace":"bob","id":"a","text":"t"}"#,
+            &o,
+            &d,
+            5,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("does not match"), "{e}");
+        for bad in ["", "*", ">", "a.b", "a b"] {
+            let e = decode_transcript(bad, "c1", br#"{"utterance":"u","text":"x"}"#, &d, now)
+                .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    WireError::Invalid {
+                        field: "namespace",
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
+            assert!(decode_query(bad, br#"{"text":"x"}"#, &d, || "g".into()).is_err());
+            assert!(decode_memory(bad, "c", br#"{"id":"a","text":"t"}"#, &o, &d, 5).is_err());
+        }
+    }
+
+    #[test]
+    fn names_have_the_store_limit() {
+        let d = WireDefaults {
+            max_payload_bytes: 4096,
+        };
+        let o = MemoryOrigin::default();
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        let fits = "x".repeat(MAX_NAME_BYTES);
+        let memory = |ns: &str, id: &str| {
+            let payload = serde_json::to_vec(&json!({"id": id, "text": "t"})).unwrap();
+            decode_memory(ns, "c", &payload, &o, &d, 5)
+        };
+        assert!(memory("ns", &fits).is_ok());
+        assert!(
+            memory("ns", &long)
+                .unwrap_err()
+                .to_string()
+                .contains("longer than 120")
+        );
+        assert!(memory(&long, "a").is_err());
+        assert!(memory(&fits, "a").is_ok());
+        // A transcript whose memory id would not fit is refused at the edge.
+        let payload = serde_json::to_vec(&json!({"utterance": fits, "text": "t"})).unwrap();
+        let e = decode_transcript("ns", "c", &payload, &d, Instant::now()).unwrap_err();
+        assert!(e.to_string().contains("memory id"), "{e}");
+        assert!(memory("ns", "a").is_ok());
+        let empty = decode_memory("ns", "c", br#"{"id":"a","text":"  "}"#, &o, &d, 5);
+        assert!(empty.unwrap_err().to_string().contains("empty"));
+    }
+
+    #[test]
+    fn dedupe_ids_differ_per_namespace_and_strip_back() {
+        assert_ne!(dedupe_id("alice", "c1/u1"), dedupe_id("bob", "c1/u1"));
+        let origin = MemoryOrigin {
+            msg_id: Some(dedupe_id("alice", "c1/u1")),
+            stream_sequence: None,
+        };
+        let m = decode_memory("alice", "c1", br#"{"text":"t"}"#, &origin, &defaults(), 5).unwrap();
+        assert_eq!(m.id, "c1/u1");
     }
 
     #[test]
     fn oversized_payload_is_rejected_before_parsing() {
         let big = vec![b' '; 2000];
-        let e = decode_query(&big, &defaults(), || "x".into()).unwrap_err();
+        let e = decode_query("ns", &big, &defaults(), || "x".into()).unwrap_err();
         assert_eq!(
             e,
             WireError::TooLarge {
@@ -523,6 +677,7 @@ mod tests {
     #[test]
     fn query_fields_and_generated_id() {
         let q = decode_query(
+            "ns",
             br#"{"text":"cats","top_k":3,"mode":"bm25"}"#,
             &defaults(),
             || "gen-1".into(),
@@ -531,13 +686,18 @@ mod tests {
         assert_eq!(q.id, "gen-1");
         assert_eq!(q.top_k, Some(3));
         assert_eq!(q.mode, SearchMode::Bm25);
-        let e = decode_query(br#"{"text":"cats","mode":"fuzzy"}"#, &defaults(), || {
+        let e = decode_query(
+            "ns",
+            br#"{"text":"cats","mode":"fuzzy"}"#,
+            &defaults(),
+            || "g".into(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("mode"), "{e}");
+        let e = decode_query("ns", br#"{"text":"cats","top_k":0}"#, &defaults(), || {
             "g".into()
         })
         .unwrap_err();
-        assert!(e.to_string().contains("mode"), "{e}");
-        let e =
-            decode_query(br#"{"text":"cats","top_k":0}"#, &defaults(), || "g".into()).unwrap_err();
         assert!(e.to_string().contains("top_k"), "{e}");
     }
 
@@ -548,7 +708,7 @@ mod tests {
             msg_id: Some("hdr-1".into()),
             stream_sequence: Some(7),
         };
-        let m = |p: &[u8], o: &MemoryOrigin| decode_memory("c", p, o, &d, 5);
+        let m = |p: &[u8], o: &MemoryOrigin| decode_memory("ns", "c", p, o, &d, 5);
         assert_eq!(
             m(br#"{"id":"given","utterance":"u","text":"t"}"#, &origin)
                 .unwrap()
@@ -572,9 +732,18 @@ mod tests {
     fn memory_ts_forms() {
         let d = defaults();
         let o = MemoryOrigin::default();
-        let m = decode_memory("c", br#"{"id":"a","text":"t","ts":1700000000}"#, &o, &d, 5).unwrap();
+        let m = decode_memory(
+            "ns",
+            "c",
+            br#"{"id":"a","text":"t","ts":1700000000}"#,
+            &o,
+            &d,
+            5,
+        )
+        .unwrap();
         assert_eq!(m.ts_ms, 1_700_000_000_000);
         let m = decode_memory(
+            "ns",
             "c",
             br#"{"id":"a","text":"t","ts":"2023-11-14T22:13:20Z"}"#,
             &o,
@@ -583,10 +752,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.ts_ms, 1_700_000_000_000);
-        let m = decode_memory("c", br#"{"id":"a","text":"t"}"#, &o, &d, 5).unwrap();
+        let m = decode_memory("ns", "c", br#"{"id":"a","text":"t"}"#, &o, &d, 5).unwrap();
         assert_eq!(m.ts_ms, 5);
         assert!(
-            decode_memory("c", br#"{"id":"a","text":"t","ts":"yesterday"}"#, &o, &d, 5).is_err()
+            decode_memory(
+                "ns",
+                "c",
+                br#"{"id":"a","text":"t","ts":"yesterday"}"#,
+                &o,
+                &d,
+                5
+            )
+            .is_err()
         );
     }
 
@@ -601,7 +778,15 @@ mod tests {
             ts_ms: 42,
         };
         let payload = serde_json::to_vec(&MemoryMsg::from_memory(&memory)).unwrap();
-        let back = decode_memory("c", &payload, &MemoryOrigin::default(), &defaults(), 0).unwrap();
+        let back = decode_memory(
+            "ns",
+            "c",
+            &payload,
+            &MemoryOrigin::default(),
+            &defaults(),
+            0,
+        )
+        .unwrap();
         assert_eq!(back, memory);
     }
 

@@ -1,23 +1,29 @@
 //! [`JetStreamWriter`]: in bus mode every memory takes one durable path, a JetStream publish with
-//! `Nats-Msg-Id` = the memory id (so retries dedupe), acknowledged by the server before `write`
-//! returns. The store gets it back through the replica's durable consumer.
+//! `Nats-Msg-Id` = `<namespace>.<id>` (so retries dedupe, and two users' equal ids do not),
+//! acknowledged by the server before `write` returns. The store gets it back through the
+//! replica's durable consumer.
 
 use async_nats::jetstream;
 use async_nats::jetstream::message::PublishMessage;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use voicerag_actors::{Memory, MemoryWriter, StageError};
 
 use super::BusError;
+use super::stats::BusStats;
 use super::subjects::Subjects;
-use super::wire::{MemoryMsg, validate_token};
+use super::wire::{MemoryMsg, dedupe_id, validate_token};
 
-/// Publishes memories to `voice.memory.<conversation>` and waits for the stream's ack.
+/// Publishes memories to `voice.memory.<namespace>.<conversation>` and waits for the stream's ack.
 #[derive(Clone)]
 pub struct JetStreamWriter {
     js: jetstream::Context,
     subjects: Subjects,
     runtime: tokio::runtime::Handle,
     timeout: Duration,
+    /// Counts the acks that say "duplicate".
+    stats: Arc<BusStats>,
 }
 
 impl JetStreamWriter {
@@ -27,12 +33,14 @@ impl JetStreamWriter {
         subjects: Subjects,
         runtime: tokio::runtime::Handle,
         timeout: Duration,
+        stats: Arc<BusStats>,
     ) -> Self {
         Self {
             js,
             subjects,
             runtime,
             timeout,
+            stats,
         }
     }
 
@@ -40,23 +48,34 @@ impl JetStreamWriter {
     pub async fn publish(&self, batch: &[Memory]) -> Result<(), BusError> {
         let mut acks = Vec::with_capacity(batch.len());
         for memory in batch {
-            validate_token("conversation", &memory.conversation)
+            validate_token("namespace", &memory.namespace)
+                .and_then(|()| validate_token("conversation", &memory.conversation))
                 .map_err(|e| BusError::JetStream(format!("memory {}: {e}", memory.id)))?;
             let payload = serde_json::to_vec(&MemoryMsg::from_memory(memory))
                 .map_err(|e| BusError::JetStream(format!("memory {}: {e}", memory.id)))?;
             let message = PublishMessage::build()
                 .payload(payload.into())
-                .message_id(&memory.id);
-            let ack = self
-                .js
-                .send_publish(self.subjects.memory(&memory.conversation), message)
-                .await
-                .map_err(|e| BusError::JetStream(format!("publish memory {}: {e}", memory.id)))?;
+                .message_id(dedupe_id(&memory.namespace, &memory.id));
+            let subject = self
+                .subjects
+                .memory(&memory.namespace, &memory.conversation);
+            let ack =
+                self.js.send_publish(subject, message).await.map_err(|e| {
+                    BusError::JetStream(format!("publish memory {}: {e}", memory.id))
+                })?;
             acks.push((memory.id.as_str(), ack));
         }
         for (id, ack) in acks {
-            ack.await
+            let ack = ack
+                .await
                 .map_err(|e| BusError::JetStream(format!("memory {id} not acked: {e}")))?;
+            if ack.duplicate {
+                // Already in the stream (a retry, or both memory paths of one final): counted.
+                self.stats
+                    .memories_duplicate
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(id, "memory publish was a duplicate");
+            }
         }
         Ok(())
     }

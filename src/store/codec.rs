@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 
 /// Longest namespace, id, conversation or speaker, in bytes: keeps every LMDB key under its
-/// 511-byte limit.
-pub const MAX_NAME_BYTES: usize = 120;
+/// 511-byte limit. The bus validates names with the same constant.
+pub use voicerag_actors::messages::MAX_NAME_BYTES;
 
 /// Appends a length-prefixed string.
 pub fn push_str(buf: &mut Vec<u8>, s: &str) {
