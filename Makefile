@@ -72,8 +72,10 @@ test: setup test-tools
 test-tools: setup
 	$(VPY) -m unittest discover -s tools
 
+# The same (dev) profile as the tests, whose dependencies are optimised (Cargo.toml): a fresh clone
+# compiles each dependency once for both commands. Benchmarks want `cargo build --release`.
 demo: setup
-	cargo run --release -- demo
+	cargo run -- demo
 
 fmt:
 	cargo fmt --all
