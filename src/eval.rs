@@ -217,8 +217,9 @@ pub async fn run(
     let mut config = config.clone();
     config.store.data_dir = tmp.path().display().to_string();
     let engines = Engines::load(&config, StoreAccess::ReadWrite, true)?;
+    let bulk = ingest::BulkEmbedder::load(&config.runtime, &config.embedder)?;
     for batch in set.corpus.chunks(LOAD_BATCH) {
-        let prepared = ingest::embed_memories(&engines.embedder, batch.to_vec())?;
+        let prepared = bulk.embed_memories(batch.to_vec())?;
         let report = engines.store.add(prepared)?;
         if let Some((i, reason)) = report.rejected.first() {
             return Err(EvalError::Set {
@@ -227,6 +228,7 @@ pub async fn run(
             });
         }
     }
+    drop(bulk);
     // Every memory searchable by BM25 too before the first query.
     engines.store.flush()?;
     if let Some(path) = &opts.dump_lists {

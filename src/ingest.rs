@@ -134,6 +134,83 @@ pub fn embed_memories(
     Ok(out)
 }
 
+/// Memories per unit of bulk work. Fixed, so how many sessions share the work never changes a
+/// vector (a batch's composition does, slightly, under int8 dynamic quantisation).
+pub const BULK_PART: usize = 64;
+
+/// Embedding sessions for bulk work: a batch is cut into parts of [`BULK_PART`] memories, which
+/// the sessions take in turn, one thread each; results keep the input order.
+pub struct BulkEmbedder {
+    sessions: Vec<SentenceEmbedder>,
+}
+
+impl BulkEmbedder {
+    /// `runtime.bulk_sessions` sessions (0: one per core), loaded one after another.
+    pub fn load(
+        runtime: &crate::models::RuntimeConfig,
+        config: &crate::models::EmbedderConfig,
+    ) -> Result<Self, ModelError> {
+        let n = match runtime.bulk_sessions {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let sessions = (0..n)
+            .map(|_| SentenceEmbedder::load(runtime, config))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { sessions })
+    }
+
+    /// One of the sessions (model name, dimension, opening the store).
+    pub fn first(&self) -> &SentenceEmbedder {
+        &self.sessions[0]
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// [`embed_memories`] over the sessions in parallel; the same output whatever their number.
+    pub fn embed_memories(&self, memories: Vec<Memory>) -> Result<Vec<NewMemory>, ModelError> {
+        type Done = (usize, Result<Vec<NewMemory>, ModelError>);
+        let parts: Vec<&[Memory]> = memories.chunks(BULK_PART).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut done: Vec<Done> = std::thread::scope(|scope| {
+            let workers: Vec<_> = self
+                .sessions
+                .iter()
+                .map(|session| {
+                    scope.spawn(|| {
+                        let mut mine: Vec<Done> = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(part) = parts.get(i) else { break };
+                            mine.push((i, embed_memories(session, part.to_vec())));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            // A worker that panicked loses its parts: caught by the count below.
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        if done.len() != parts.len() {
+            return Err(ModelError::Inference {
+                path: self.sessions[0].model_name().into(),
+                message: "a bulk embedding worker died".into(),
+            });
+        }
+        done.sort_by_key(|(i, _)| *i);
+        let mut out = Vec::with_capacity(memories.len());
+        for (_, part) in done {
+            out.extend(part?);
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -523,3 +523,39 @@ fn chunking_keeps_non_ascii_text_intact() {
         "{chunks:?}"
     );
 }
+
+#[test]
+fn bulk_embedding_gives_the_same_vectors_whatever_the_number_of_sessions() {
+    use voicerag::actors::Memory;
+    use voicerag::ingest::{BULK_PART, BulkEmbedder};
+    let config = EmbedderConfig {
+        model_dir: TINY_EMBEDDER.into(),
+        max_length: 256,
+        batch_size: 32,
+    };
+    let memories: Vec<Memory> = (0..(2 * BULK_PART + 7))
+        .map(|i| Memory {
+            id: format!("m{i}"),
+            namespace: "ns".into(),
+            conversation: "c".into(),
+            speaker: "user".into(),
+            text: format!("{} {}", UTTERANCES[i % UTTERANCES.len()], long_text(i % 40)),
+            ts_ms: 0,
+        })
+        .collect();
+    let run = |sessions: usize| {
+        let runtime = RuntimeConfig {
+            bulk_sessions: sessions,
+            ..RuntimeConfig::default()
+        };
+        let bulk = BulkEmbedder::load(&runtime, &config).unwrap();
+        assert_eq!(bulk.sessions(), sessions);
+        bulk.embed_memories(memories.clone()).unwrap()
+    };
+    let (one, three) = (run(1), run(3));
+    assert_eq!(one.len(), memories.len());
+    for (a, b) in one.iter().zip(&three) {
+        assert_eq!(a.memory.id, b.memory.id, "input order is kept");
+        assert_eq!(a.chunks, b.chunks, "{}: vectors differ", a.memory.id);
+    }
+}

@@ -28,6 +28,9 @@ pub struct RuntimeConfig {
     pub execution_providers: Vec<String>,
     /// Fall back to CPU (logged) when a named provider is missing, instead of failing.
     pub allow_cpu_fallback: bool,
+    /// Embedding sessions working side by side on bulk work (ingest, reindex, eval), each with
+    /// `threads` threads; 0: one per core. Live serving is not affected.
+    pub bulk_sessions: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -37,6 +40,7 @@ impl Default for RuntimeConfig {
             threads: 1,
             execution_providers: vec!["cpu".into()],
             allow_cpu_fallback: false,
+            bulk_sessions: 0,
         }
     }
 }

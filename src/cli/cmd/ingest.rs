@@ -3,14 +3,12 @@
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use voicerag::config::Config;
 use voicerag::engines::{self, StoreAccess};
 use voicerag::ingest;
-use voicerag::models::SentenceEmbedder;
 
 use super::INGEST_BATCH;
 use crate::cli::UsageError;
@@ -24,8 +22,9 @@ pub async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<ExitCo
             .map_err(|e| UsageError(format!("cannot open {}: {e}", args.file.display())))?;
         Box::new(std::io::BufReader::new(file))
     };
-    let embedder = Arc::new(SentenceEmbedder::load(&config.runtime, &config.embedder)?);
-    let store = engines::open_store(config, &embedder, StoreAccess::ReadWrite)?;
+    // Every core embeds: parts of a batch go to one session per core.
+    let embedder = ingest::BulkEmbedder::load(&config.runtime, &config.embedder)?;
+    let store = engines::open_store(config, embedder.first(), StoreAccess::ReadWrite)?;
     let progress = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new_spinner()
     } else {
@@ -42,7 +41,9 @@ pub async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<ExitCo
         }
         let lines: Vec<usize> = batch.iter().map(|(n, _)| *n).collect();
         let memories = batch.drain(..).map(|(_, m)| m).collect();
-        let prepared = ingest::embed_memories(&embedder, memories).context("embedding failed")?;
+        let prepared = embedder
+            .embed_memories(memories)
+            .context("embedding failed")?;
         let report = store.add(prepared).context("store failed")?;
         for (index, reason) in &report.rejected {
             let line = lines.get(*index).copied().unwrap_or(0);

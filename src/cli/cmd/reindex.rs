@@ -5,16 +5,16 @@ use std::process::ExitCode;
 
 use voicerag::config::Config;
 use voicerag::ingest;
-use voicerag::models::SentenceEmbedder;
 use voicerag::store::{MemoryStore, ModelInfo};
 
 use super::INGEST_BATCH;
 
 pub async fn reindex(config: &Config) -> anyhow::Result<ExitCode> {
-    let embedder = SentenceEmbedder::load(&config.runtime, &config.embedder)?;
+    // Every core embeds (one session each).
+    let embedder = ingest::BulkEmbedder::load(&config.runtime, &config.embedder)?;
     let model = ModelInfo {
-        name: embedder.model_name().to_string(),
-        dimension: embedder.dimension(),
+        name: embedder.first().model_name().to_string(),
+        dimension: embedder.first().dimension(),
     };
     let report = MemoryStore::reindex(
         Path::new(&config.store.data_dir),
@@ -23,8 +23,9 @@ pub async fn reindex(config: &Config) -> anyhow::Result<ExitCode> {
         &model,
         INGEST_BATCH,
         |memories| {
-            let prepared =
-                ingest::embed_memories(&embedder, memories.to_vec()).map_err(|e| e.to_string())?;
+            let prepared = embedder
+                .embed_memories(memories.to_vec())
+                .map_err(|e| e.to_string())?;
             Ok(prepared.into_iter().map(|p| p.chunks).collect())
         },
     )?;
