@@ -94,15 +94,15 @@ def mrr(queries, ranker):
 FAMILIES = {
     "rrf": [
         (lambda p: (lambda q: rrf(q, *p)), p)
-        for p in itertools.product([10, 20, 50, 100], [10, 30, 60], [0.25, 0.5, 0.75, 1.0])
+        for p in itertools.product([10, 20, 30, 50, 100], [10, 30, 60], [0.25, 0.5, 0.75, 1.0])
     ],
     "convex-minmax": [
         (lambda p: (lambda q: convex(q, p[0], p[1], "minmax")), p)
-        for p in itertools.product([20, 50, 100], [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95])
+        for p in itertools.product([20, 30, 50, 100], [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95])
     ],
     "convex-zscore": [
         (lambda p: (lambda q: convex(q, p[0], p[1], "zscore")), p)
-        for p in itertools.product([20, 50, 100], [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95])
+        for p in itertools.product([20, 30, 50, 100], [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95])
     ],
 }
 

@@ -121,7 +121,7 @@ impl Default for RetrievalConfig {
     fn default() -> Self {
         Self {
             fusion: Fusion::Convex,
-            convex_vector_weight: 0.7,
+            convex_vector_weight: 0.8,
             normalization: Normalization::MinMax,
             rrf_k: 60.0,
             vector_weight: 1.0,
