@@ -50,7 +50,12 @@ pub struct PipelineConfig {
     /// Time kept free before the deadline when choosing how many candidates to rerank (default 5).
     pub rerank_safety_margin_ms: u64,
     /// Reranker cost per pair token assumed before the first run is measured, in ns (default 20000).
+    /// Calibration at start replaces it.
     pub rerank_initial_ns_per_token: u64,
+    /// At start the reranker is timed on a few synthetic pairs for at most this long, and its cost
+    /// estimate seeded from them, so the first requests neither time out nor skip reranking
+    /// (default 500; 0 turns calibration off).
+    pub rerank_calibration_ms: u64,
     /// Time kept before the deadline for a BM25-only search when the embedder is late (default 20).
     pub search_reserve_ms: u64,
     /// The coordinator stops waiting for stages this long before the deadline, so the result it
@@ -81,6 +86,7 @@ impl Default for PipelineConfig {
             writer_retry_ms: 100,
             rerank_safety_margin_ms: 5,
             rerank_initial_ns_per_token: 20_000,
+            rerank_calibration_ms: 500,
             search_reserve_ms: 20,
             deadline_guard_ms: 2,
             shutdown_timeout_ms: 10_000,
@@ -140,6 +146,9 @@ impl PipelineConfig {
     }
     pub fn rerank_safety_margin(&self) -> Duration {
         ms(self.rerank_safety_margin_ms)
+    }
+    pub fn rerank_calibration(&self) -> Duration {
+        ms(self.rerank_calibration_ms)
     }
     pub fn search_reserve(&self) -> Duration {
         ms(self.search_reserve_ms)

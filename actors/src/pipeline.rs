@@ -17,7 +17,7 @@ use crate::messages::{
 };
 use crate::registry::Registry;
 use crate::request::Request;
-use crate::rerank::RerankCost;
+use crate::rerank::{RerankCost, calibration_runs};
 use crate::results::{ResultHub, ResultStream};
 use crate::stages::{Embedder, MemoryWriter, Reranker, Retriever};
 use crate::state::{PipelineState, now, unix_ms};
@@ -83,10 +83,9 @@ impl Pipeline {
                     stage: "supervisor",
                     message: e.to_string(),
                 })?;
+        let cost = calibrated_cost(&stages, &config).await;
         let state = Arc::new(PipelineState {
-            cost: Arc::new(Mutex::new(RerankCost::new(
-                config.rerank_initial_ns_per_token,
-            ))),
+            cost: Arc::new(Mutex::new(cost)),
             permits: Arc::new(Semaphore::new(config.max_in_flight)),
             hub: ResultHub::default(),
             stats,
@@ -110,6 +109,35 @@ impl Pipeline {
             }),
         })
     }
+}
+
+/// The reranker's cost model, seeded by timing it on synthetic pairs unless calibration is off.
+async fn calibrated_cost(stages: &Stages, config: &PipelineConfig) -> RerankCost {
+    let mut cost = RerankCost::new(config.rerank_initial_ns_per_token);
+    let Some(reranker) = stages.reranker.clone() else {
+        return cost;
+    };
+    if config.rerank_calibration_ms == 0 {
+        return cost;
+    }
+    let limit = config.rerank_calibration();
+    match tokio::task::spawn_blocking(move || calibration_runs(reranker.as_ref(), limit)).await {
+        Ok(calibration) => {
+            if cost.calibrate(&calibration) {
+                tracing::info!(
+                    ns_per_token = cost.ns_per_token() as u64,
+                    runs = calibration.runs.len(),
+                    "reranker calibrated"
+                );
+            } else {
+                tracing::warn!("reranker calibration measured nothing; using the configured cost");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reranker calibration failed; using the configured cost")
+        }
+    }
+    cost
 }
 
 struct Inner {

@@ -217,7 +217,7 @@ pub(crate) async fn rerank(
         let m = cost
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .choose(&tokens, left);
+            .plan(&tokens, left);
         if m == 0 {
             return Ok(RerankRun::Budget);
         }
@@ -237,7 +237,11 @@ pub(crate) async fn rerank(
             ))),
             Err(e) => {
                 if run_token.is_cancelled() {
-                    cost.observe_lower_bound(total, elapsed);
+                    if Instant::now() >= stop_by {
+                        cost.observe_timeout(total, elapsed);
+                    } else {
+                        cost.observe_lower_bound(total, elapsed);
+                    }
                 }
                 Err(e)
             }

@@ -36,6 +36,8 @@ async fn hung_reranker_result_leaves_by_the_deadline_in_hybrid_order_and_the_run
     *f.reranker.gate.lock().unwrap() = Some(gate.clone());
     let config = PipelineConfig {
         rerank_initial_ns_per_token: 1,
+        // The estimate under test is the configured one, not a calibrated one.
+        rerank_calibration_ms: 0,
         ..Default::default()
     };
     let p = Pipeline::start(f.stages(true), config).await.unwrap();
@@ -83,6 +85,7 @@ async fn reranker_reranks_what_fits_then_learns_its_real_cost() {
     };
     let config = PipelineConfig {
         rerank_initial_ns_per_token: 100_000,
+        rerank_calibration_ms: 0,
         top_k: 20,
         max_context_chars: 100_000,
         ..Default::default()
@@ -125,6 +128,7 @@ async fn nothing_fits_means_skipped_for_budget_without_running_the_model() {
     let f = Fakes::new(no_faults());
     let config = PipelineConfig {
         rerank_initial_ns_per_token: 1_000_000_000,
+        rerank_calibration_ms: 0,
         ..Default::default()
     };
     let p = Pipeline::start(f.stages(true), config).await.unwrap();
