@@ -137,6 +137,8 @@ struct RunStats {
     full: usize,
     partial: usize,
     skipped: usize,
+    /// Skipped because the run was still going at the deadline (a subset of `skipped`).
+    timeouts: usize,
     failed: usize,
 }
 
@@ -154,7 +156,10 @@ impl RunStats {
         match r.rerank {
             RerankOutcome::Full => self.full += 1,
             RerankOutcome::Partial(_) => self.partial += 1,
-            RerankOutcome::Skipped(_) => self.skipped += 1,
+            RerankOutcome::Skipped(ref why) => {
+                self.skipped += 1;
+                self.timeouts += usize::from(why == "timeout");
+            }
             RerankOutcome::Failed(_) => self.failed += 1,
             RerankOutcome::Off => {}
         }
@@ -171,14 +176,14 @@ impl RunStats {
         let (r50, r99) = (p(&mut self.rerank, 0.5), p(&mut self.rerank, 0.99));
         let s99 = p(&mut self.slack, 0.99);
         println!(
-            "{label:<36} total p50 {t50:>7.2} p99 {t99:>7.2} ms | rerank p50 {r50:>6.2} p99 {r99:>6.2} ms | overhead p50 {o50:.3} p99 {o99:.3} ms | late p99 {s99:.2} ms | deadline met {}/{n} | rerank full {} partial {} skipped {} failed {}",
-            self.met, self.full, self.partial, self.skipped, self.failed
+            "{label:<36} total p50 {t50:>7.2} p99 {t99:>7.2} ms | rerank p50 {r50:>6.2} p99 {r99:>6.2} ms | overhead p50 {o50:.3} p99 {o99:.3} ms | late p99 {s99:.2} ms | deadline met {}/{n} | rerank full {} partial {} skipped {} (timeout {}) failed {}",
+            self.met, self.full, self.partial, self.skipped, self.timeouts, self.failed
         );
         println!(
             "{}",
             serde_json::json!({"run": label, "n": n, "total_p50_ms": t50, "total_p99_ms": t99, "rerank_p50_ms": r50, "rerank_p99_ms": r99,
                 "overhead_p50_ms": o50, "overhead_p99_ms": o99, "late_p99_ms": s99, "deadline_met": self.met,
-                "rerank_full": self.full, "rerank_partial": self.partial, "rerank_skipped": self.skipped, "rerank_failed": self.failed})
+                "rerank_full": self.full, "rerank_partial": self.partial, "rerank_skipped": self.skipped, "rerank_timeouts": self.timeouts, "rerank_failed": self.failed})
         );
     }
 }
