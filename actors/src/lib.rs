@@ -11,8 +11,9 @@
 //!   and otherwise leaves it down while the pipeline runs degraded: embedder down gives BM25-only
 //!   results, reranker down hybrid order, retriever down no hits; results, logs and
 //!   [`PipelineHandle::health`] say so.
-//! - The coordinator owns each request and its deadline. The reranker is deadline-aware: it learns
-//!   its cost per pair token and reranks only the top candidates that fit in the time left.
+//! - The coordinator owns each request and its deadline. The reranker is deadline-aware: it is
+//!   timed at start, keeps learning its cost per pair token, and reranks only the top candidates
+//!   that fit in the time left.
 //! - Final user transcripts and agent replies become memories, written in batches after the result
 //!   has left, retried on failure and flushed by [`PipelineHandle::shutdown`].
 //!
