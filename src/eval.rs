@@ -57,6 +57,13 @@ pub struct EvalSet {
 }
 
 impl EvalSet {
+    /// The namespace the corpus is stored in (its first memory's; sets use one).
+    pub fn namespace(&self) -> String {
+        self.corpus
+            .first()
+            .map_or_else(|| "default".into(), |m| m.namespace.clone())
+    }
+
     /// Reads `corpus.jsonl` and `queries.jsonl` of `dir`; a bad line is an error naming it.
     pub fn load(dir: &Path, max_text_bytes: usize) -> Result<Self, EvalError> {
         let read = |name: &str| -> Result<(PathBuf, String), EvalError> {
@@ -236,11 +243,7 @@ pub async fn run(
     }
     let handle = engines.start(&config, engines.store_writer()).await?;
     let mut answers = Vec::with_capacity(set.queries.len());
-    let namespace = set
-        .corpus
-        .first()
-        .map(|m| m.namespace.clone())
-        .unwrap_or_else(|| "default".into());
+    let namespace = set.namespace();
     for q in &set.queries {
         let request = QueryRequest {
             namespace: namespace.clone(),
@@ -269,11 +272,7 @@ pub async fn run(
 /// [[id, score, cosine], ...]}`, each list as the store ranks it.
 fn dump_lists(engines: &Engines, set: &EvalSet, path: &Path) -> Result<(), EvalError> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let namespace = set
-        .corpus
-        .first()
-        .map(|m| m.namespace.clone())
-        .unwrap_or_else(|| "default".into());
+    let namespace = set.namespace();
     for q in &set.queries {
         let embedding = engines.embedder.embed(&[q.text.as_str()])?.pop();
         let list = |mode: SearchMode| -> Result<Vec<(String, f32, Option<f32>)>, EvalError> {
