@@ -243,3 +243,49 @@ fn a_store_with_no_memories_yet_answers_with_no_hits() {
         );
     }
 }
+
+#[test]
+fn an_index_built_by_the_old_analysis_is_rebuilt_on_open() {
+    use tantivy::schema::{
+        FAST, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .add(vec![
+                simple("u", "fn", "how do I do it, and what is it that I can do"),
+                simple("u", "rice", "cook the rice for twenty minutes"),
+            ])
+            .unwrap();
+        store.flush().unwrap();
+    }
+    // Put back an (empty) index of the first analysis, as an older voicerag left it.
+    let bm25 = dir.path().join("bm25");
+    std::fs::remove_dir_all(&bm25).unwrap();
+    std::fs::create_dir(&bm25).unwrap();
+    let mut b = Schema::builder();
+    b.add_u64_field("chunk", INDEXED | FAST);
+    for name in ["ns", "id", "conversation", "speaker"] {
+        b.add_text_field(name, STRING);
+    }
+    b.add_i64_field("ts", INDEXED | FAST);
+    b.add_text_field(
+        "text",
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("voicerag_en")
+                .set_index_option(IndexRecordOption::WithFreqs),
+        ),
+    );
+    tantivy::Index::create_in_dir(&bm25, b.build()).unwrap();
+
+    let store = open(dir.path());
+    store.flush().unwrap();
+    // Rebuilt with the current analysis: function words match nothing, content words still do.
+    assert!(ranked(&store, "what is it that I can do", SearchMode::Bm25, 10).is_empty());
+    assert_eq!(
+        ranked(&store, "how do I cook rice", SearchMode::Bm25, 10)[0].0,
+        "rice"
+    );
+}
