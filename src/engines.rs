@@ -34,7 +34,11 @@ pub enum StoreAccess {
 
 /// The loaded engines: embedder, optional cross-encoder, memory store.
 pub struct Engines {
+    /// Embeds transcripts and queries.
     pub embedder: Arc<SentenceEmbedder>,
+    /// Embeds memories for the writer, in a session of its own: a session runs one batch at a
+    /// time, so a final never waits behind a batch of memories (read-only engines share one).
+    pub memory_embedder: Arc<SentenceEmbedder>,
     pub reranker: Option<Arc<CrossEncoder>>,
     pub store: Arc<MemoryStore>,
     /// `store.max_text_bytes`: longer memories are refused before embedding.
@@ -59,8 +63,15 @@ impl Engines {
             None
         };
         let store = open_store(config, &embedder, access)?;
+        let memory_embedder = match access {
+            StoreAccess::ReadWrite => {
+                Arc::new(SentenceEmbedder::load(&config.runtime, &config.embedder)?)
+            }
+            StoreAccess::ReadOnly => embedder.clone(),
+        };
         Ok(Self {
             embedder,
+            memory_embedder,
             reranker,
             store: Arc::new(store),
             max_text_bytes: config.store.max_text_bytes,
@@ -70,7 +81,7 @@ impl Engines {
     /// A writer that chunks, embeds and commits memories to this store.
     pub fn store_writer(&self) -> Arc<StoreWriter> {
         Arc::new(StoreWriter {
-            embedder: self.embedder.clone(),
+            embedder: self.memory_embedder.clone(),
             store: self.store.clone(),
             max_text_bytes: self.max_text_bytes,
         })

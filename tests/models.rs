@@ -559,3 +559,20 @@ fn bulk_embedding_gives_the_same_vectors_whatever_the_number_of_sessions() {
         assert_eq!(a.chunks, b.chunks, "{}: vectors differ", a.memory.id);
     }
 }
+
+#[test]
+fn the_memory_writer_embeds_in_a_session_of_its_own() {
+    use std::sync::Arc;
+    use voicerag::engines::{Engines, StoreAccess};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = voicerag::config::Config::default();
+    config.embedder.model_dir = root(TINY_EMBEDDER).display().to_string();
+    config.store.data_dir = dir.path().display().to_string();
+    // A final's embedding never waits for a batch of memories holding the session's lock.
+    let writer = Engines::load(&config, StoreAccess::ReadWrite, false).unwrap();
+    assert!(!Arc::ptr_eq(&writer.embedder, &writer.memory_embedder));
+    drop(writer);
+    // A read-only process writes nothing: one session is enough.
+    let reader = Engines::load(&config, StoreAccess::ReadOnly, false).unwrap();
+    assert!(Arc::ptr_eq(&reader.embedder, &reader.memory_embedder));
+}

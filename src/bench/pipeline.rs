@@ -97,6 +97,7 @@ pub async fn run(config: &Config, args: &BenchPipelineArgs) -> anyhow::Result<Ex
         };
         let run_engines = Engines {
             embedder: engines.embedder.clone(),
+            memory_embedder: engines.memory_embedder.clone(),
             reranker,
             store: engines.store.clone(),
             max_text_bytes: engines.max_text_bytes,
