@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use heed::RoTxn;
 use roaring::RoaringBitmap;
@@ -24,6 +25,9 @@ struct NsVectors {
     row: HashMap<u32, usize>,
     /// LMDB sequence this copy reflects (read-only processes compare it).
     seq: u64,
+    /// When it last served a search (a tick of [`ExactVectors`]): the least recent goes first
+    /// when RAM runs short.
+    used: AtomicU64,
 }
 
 impl NsVectors {
@@ -59,6 +63,10 @@ pub(crate) struct ExactVectors {
     max: usize,
     /// Whether this process is the writer (its copies are kept current by `apply_*`).
     writer: bool,
+    /// Most vectors kept in RAM over all namespaces; the least recently searched namespaces are
+    /// dropped (and loaded again when next searched) to stay under it.
+    budget: usize,
+    tick: AtomicU64,
     spaces: RwLock<HashMap<String, NsVectors>>,
 }
 
@@ -66,12 +74,36 @@ pub(crate) struct ExactVectors {
 pub type Scored = Vec<(u32, f32)>;
 
 impl ExactVectors {
-    pub fn new(dim: usize, max: usize, writer: bool) -> Self {
+    pub fn new(dim: usize, max: usize, budget: usize, writer: bool) -> Self {
         Self {
             dim,
             max,
             writer,
+            budget,
+            tick: AtomicU64::new(0),
             spaces: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn touch(&self, v: &NsVectors) {
+        v.used
+            .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Drops least recently searched namespaces until `incoming` more vectors fit the budget.
+    fn make_room(&self, spaces: &mut HashMap<String, NsVectors>, incoming: usize) {
+        let mut total: usize = spaces.values().map(|v| v.chunks.len()).sum();
+        while total + incoming > self.budget {
+            let Some(oldest) = spaces
+                .iter()
+                .min_by_key(|(_, v)| v.used.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(v) = spaces.remove(&oldest) {
+                total -= v.chunks.len();
+            }
         }
     }
 
@@ -100,6 +132,7 @@ impl ExactVectors {
             if let Some(v) = spaces.get(ns)
                 && (self.writer || v.seq == seq)
             {
+                self.touch(v);
                 return Ok(self.scan(v, query, filter, n));
             }
         }
@@ -119,11 +152,14 @@ impl ExactVectors {
                 v.seq = seq;
                 v
             };
+            spaces.remove(ns);
+            self.make_room(&mut spaces, loaded.chunks.len());
             spaces.insert(ns.to_string(), loaded);
         }
         let v = spaces
             .get(ns)
             .ok_or_else(|| codec::corrupt("exact vectors"))?;
+        self.touch(v);
         Ok(self.scan(v, query, filter, n))
     }
 
@@ -267,10 +303,36 @@ mod tests {
         }
         v.remove(1, 2);
         v.push(2, &[9.0, 9.0]); // already present: ignored
-        let exact = ExactVectors::new(2, 10, true);
+        let exact = ExactVectors::new(2, 10, 100, true);
         let got = exact.scan(&v, &[1.0, 0.0], None, 10);
         assert_eq!(got, vec![(3, 3.0), (2, 2.0), (0, 0.0)]);
         let only: RoaringBitmap = [0u32, 2].into_iter().collect();
         assert_eq!(exact.scan(&v, &[1.0, 0.0], Some(&only), 1), vec![(2, 2.0)]);
+    }
+
+    #[test]
+    fn the_least_recently_searched_namespaces_leave_first() {
+        let exact = ExactVectors::new(1, 10, 5, true);
+        let space = |n: u32| {
+            let mut v = NsVectors::default();
+            for c in 0..n {
+                v.push(c, &[1.0]);
+            }
+            v
+        };
+        let mut spaces = HashMap::new();
+        for (name, n) in [("a", 2), ("b", 2), ("c", 1)] {
+            let v = space(n);
+            exact.touch(&v);
+            spaces.insert(name.to_string(), v);
+        }
+        exact.touch(&spaces["a"]); // "b" is now the least recently used
+        exact.make_room(&mut spaces, 2);
+        let mut left: Vec<_> = spaces.keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, ["a", "c"]);
+        // More than the whole budget: everything goes, the newcomer still loads.
+        exact.make_room(&mut spaces, 9);
+        assert!(spaces.is_empty());
     }
 }

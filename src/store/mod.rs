@@ -52,6 +52,9 @@ pub struct StoreConfig {
     /// Namespaces of up to this many vectors are searched exactly (every vector scored, kept in
     /// RAM: 1.5 KiB a vector at 384 dimensions); larger ones through arroy's trees.
     pub exact_scan_max: usize,
+    /// Most vectors kept in RAM for exact search over all namespaces (1.5 KiB each at 384
+    /// dimensions); the least recently searched namespaces are dropped to stay under it.
+    pub exact_cache_vectors: usize,
     /// Neighbours asked of arroy's trees per search, at least (more: better recall, slower).
     pub vector_search_count: usize,
     /// Trees per vector index: more trees, better recall, slower builds and searches.
@@ -77,6 +80,7 @@ impl Default for StoreConfig {
             vector_build_min: 256,
             vector_build_max_delay_ms: 2000,
             exact_scan_max: 30_000,
+            exact_cache_vectors: 1_000_000,
             vector_search_count: 130,
             vector_trees: 16,
             vector_leaf_size: 128,

@@ -136,7 +136,12 @@ pub(crate) fn open_shared(
     };
     let bm25 = Bm25::open(&dir.join(BM25_DIR), !read_only)?;
     let watermark = bm25.watermark()?;
-    let exact = ExactVectors::new(model.dimension, store.exact_scan_max, !read_only);
+    let exact = ExactVectors::new(
+        model.dimension,
+        store.exact_scan_max,
+        store.exact_cache_vectors,
+        !read_only,
+    );
     let shared = StoreState {
         dir: dir.to_path_buf(),
         env,
