@@ -24,7 +24,8 @@ pub struct PipelineConfig {
     /// they return up to `top_k` hits (default 2000).
     pub max_context_chars: usize,
     /// Relevance floor: hits whose cosine similarity to the query is below this are dropped (the
-    /// result's `floored` counts them). Applies when the query was embedded; calibrated for
+    /// result's `floored`: how many fewer than `top_k` it has for it). Applies when the query was
+    /// embedded; calibrated for
     /// all-MiniLM-L6-v2, so set it again for another model (-1 turns it off).
     pub min_similarity: f32,
     /// Hits asked of the retriever and offered to the reranker (default 20).

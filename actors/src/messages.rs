@@ -194,7 +194,8 @@ pub struct ContextResult {
     pub hits: Vec<Hit>,
     /// Hits within `top_k` that `max_context_chars` cut (context results only).
     pub capped: usize,
-    /// Hits the relevance floor (`min_similarity`) removed.
+    /// How many hits fewer than `top_k` this result has because of the relevance floor
+    /// (`min_similarity`).
     pub floored: usize,
     pub rerank: RerankOutcome,
     /// Why this result is degraded ("shed", "embedder down", ...), if it is.

@@ -153,7 +153,9 @@ pub(crate) async fn retrieve(
     .await;
     out.search = now() - started;
     match r {
-        Call::Done(hits) => (out.hits, out.floored) = floor_hits(hits, state.config.min_similarity),
+        Call::Done(hits) => {
+            (out.hits, out.floored) = floor_hits(hits, state.config.min_similarity, req.top_k)
+        }
         Call::Down => out.degraded.push("retriever down"),
         Call::TimedOut => out.degraded.push("retriever timeout"),
         Call::Crashed => out.degraded.push("retriever failed"),

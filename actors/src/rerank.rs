@@ -323,11 +323,12 @@ pub fn cap_hits(mut hits: Vec<Hit>, top_k: usize, max_chars: usize) -> (Vec<Hit>
 }
 
 /// Drops hits whose similarity to the query is below `min` (hits without one are kept: the query
-/// was not embedded, so there is no such evidence to judge); returns the rest and how many went.
-pub fn floor_hits(mut hits: Vec<Hit>, min: f32) -> (Vec<Hit>, usize) {
-    let before = hits.len();
+/// was not embedded, so there is no such evidence to judge). Returns the rest and how many hits
+/// fewer than `top_k` the result has because of it.
+pub fn floor_hits(mut hits: Vec<Hit>, min: f32, top_k: usize) -> (Vec<Hit>, usize) {
+    let before = hits.len().min(top_k);
     hits.retain(|h| h.similarity.is_none_or(|s| s >= min));
-    let dropped = before - hits.len();
+    let dropped = before - hits.len().min(top_k);
     (hits, dropped)
 }
 
@@ -600,8 +601,10 @@ mod tests {
         let mut hits = vec![hit("a", "a"), hit("b", "b"), hit("c", "c")];
         hits[0].similarity = Some(0.6);
         hits[1].similarity = Some(0.1);
-        let (kept, dropped) = floor_hits(hits, 0.3);
+        let (kept, dropped) = floor_hits(hits.clone(), 0.3, 10);
         let ids: Vec<_> = kept.iter().map(|h| h.id.as_str()).collect();
         assert_eq!((ids, dropped), (vec!["a", "c"], 1));
+        // Counted against top_k: with top_k 1 the result still has its one hit.
+        assert_eq!(floor_hits(hits, 0.3, 1).1, 0);
     }
 }

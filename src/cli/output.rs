@@ -11,8 +11,18 @@ pub fn print_human(
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     writeln!(
         out,
-        "{id}: {} hits  rerank={}  embed {:.1} ms  search {:.1} ms  rerank {:.1} ms  total {:.1} ms{}{}",
+        "{id}: {} hits{}{}  rerank={}  embed {:.1} ms  search {:.1} ms  rerank {:.1} ms  total {:.1} ms{}{}",
         r.hits.len(),
+        if r.floored > 0 {
+            format!(" ({} below the relevance floor)", r.floored)
+        } else {
+            String::new()
+        },
+        if r.capped > 0 {
+            format!(" ({} cut by max_context_chars)", r.capped)
+        } else {
+            String::new()
+        },
         r.rerank.kind(),
         ms(r.timings.embed),
         ms(r.timings.search),
