@@ -289,3 +289,31 @@ fn an_index_built_by_the_old_analysis_is_rebuilt_on_open() {
         "rice"
     );
 }
+
+#[test]
+fn recent_turns_are_the_conversations_last_ones_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let turn = |ns: &str, conv: &str, id: &str, ts: i64| mem(ns, conv, id, "user", ts, id);
+    store
+        .add(vec![
+            turn("u", "c1", "t3", 3_000),
+            turn("u", "c1", "t1", 1_000),
+            turn("u", "c1", "t2", 2_000),
+            turn("u", "c2", "other-conversation", 9_000),
+            turn("v", "c1", "other-user", 9_000),
+        ])
+        .unwrap();
+    let ids = |n| -> Vec<String> {
+        store
+            .recent_turns("u", "c1", n)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
+    };
+    assert_eq!(ids(2), ["t2", "t3"]);
+    assert_eq!(ids(10), ["t1", "t2", "t3"]);
+    assert!(ids(0).is_empty());
+    assert!(store.recent_turns("u", "nope", 3).unwrap().is_empty());
+}

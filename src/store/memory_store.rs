@@ -277,6 +277,28 @@ impl MemoryStore {
         })
     }
 
+    /// The last `n` turns of a conversation of `ns`, oldest first, without a search: for an
+    /// agent that puts the conversation so far into its prompt itself.
+    pub fn recent_turns(
+        &self,
+        ns: &str,
+        conversation: &str,
+        n: usize,
+    ) -> Result<Vec<Memory>, StoreError> {
+        let s = &*self.shared;
+        let rtxn = s.env.read_txn()?;
+        let ids =
+            super::search::recent_turns(&s.dbs, &rtxn, ns, Some(&(conversation.to_string(), n)))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids.iter().rev() {
+            let key = codec::ns_name_key(ns, id);
+            if let Some(value) = s.dbs.memories.get(&rtxn, &key)? {
+                out.push(to_memory(&key, value)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Calls `f` with every memory (of `namespace`, or all), in key order, until it breaks.
     pub fn for_each_memory(
         &self,

@@ -403,7 +403,7 @@ fn candidates(
 }
 
 /// Ids of the `n` most recent turns of a conversation (already in the agent's prompt).
-fn recent_turns(
+pub(crate) fn recent_turns(
     dbs: &Dbs,
     rtxn: &RoTxn,
     ns: &str,
