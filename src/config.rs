@@ -159,6 +159,9 @@ impl Config {
         if !(0.0..=1.0).contains(&self.retrieval.convex_vector_weight) {
             return bad("retrieval.convex_vector_weight", "must be between 0 and 1");
         }
+        if !(self.retrieval.recency_weight >= 0.0 && self.retrieval.recency_weight.is_finite()) {
+            return bad("retrieval.recency_weight", "must be a number >= 0");
+        }
         if self.retrieval.candidates == 0 {
             return bad("retrieval.candidates", "must be at least 1");
         }

@@ -317,3 +317,32 @@ fn recent_turns_are_the_conversations_last_ones_oldest_first() {
     assert!(ids(0).is_empty());
     assert!(store.recent_turns("u", "nope", 3).unwrap().is_empty());
 }
+
+#[test]
+fn the_recency_prior_puts_the_newer_of_two_equal_memories_first_and_is_off_by_default() {
+    let now = chrono::Utc::now().timestamp_millis();
+    let text = "the gift for Marta is an espresso machine";
+    let memories = vec![
+        mem("u", "c1", "old", "user", now - 30 * 24 * 3600 * 1000, text),
+        mem("u", "c1", "new", "agent", now - 60 * 1000, text),
+    ];
+    let first = |retrieval: RetrievalConfig| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_with(dir.path(), fast_config(), retrieval);
+        store.add(memories.clone()).unwrap();
+        store.flush().unwrap();
+        ranked(&store, "what is the gift for Marta", SearchMode::Hybrid, 2)[0]
+            .0
+            .clone()
+    };
+    assert_eq!(
+        first(RetrievalConfig::default()),
+        "old",
+        "off: equal scores, chunk order"
+    );
+    let recent = RetrievalConfig {
+        recency_half_life_s: 3600,
+        ..RetrievalConfig::default()
+    };
+    assert_eq!(first(recent), "new");
+}

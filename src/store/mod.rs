@@ -119,6 +119,12 @@ pub struct RetrievalConfig {
     pub bm25_weight: f32,
     /// Candidates taken from each list before fusion.
     pub candidates: usize,
+    /// Recency prior for "what did I just say" questions: a memory's fused score gains
+    /// `recency_weight * 0.5^(age / half-life)`. 0 turns it off.
+    pub recency_half_life_s: u64,
+    /// Recency prior: the most a brand-new memory gains, in units of the fused score (convex
+    /// scores run 0 to 1; reciprocal-rank ones about 0.03).
+    pub recency_weight: f32,
 }
 
 impl Default for RetrievalConfig {
@@ -131,6 +137,8 @@ impl Default for RetrievalConfig {
             vector_weight: 1.0,
             bm25_weight: 1.0,
             candidates: 50,
+            recency_half_life_s: 0,
+            recency_weight: 0.2,
         }
     }
 }

@@ -267,11 +267,30 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, St
                     }
                 }
             }
-            for (c, score) in fuse(&s.retrieval, &cands).into_iter().take(req.top_n) {
+            let fused = fuse(&s.retrieval, &cands);
+            let half_life_ms = s.retrieval.recency_half_life_s as f64 * 1000.0;
+            // Without the recency prior only the top_n become hits; with it every candidate
+            // is weighed again first.
+            let keep = if half_life_ms > 0.0 {
+                fused.len()
+            } else {
+                req.top_n
+            };
+            for (c, score) in fused.into_iter().take(keep) {
                 let c = &cands[c];
                 let mut hit = records.hit(c.found, score, c.vector_rank, c.bm25_rank)?;
                 hit.similarity = c.cosine;
                 out.push(hit);
+            }
+            if half_life_ms > 0.0 {
+                let now = chrono::Utc::now().timestamp_millis();
+                for hit in &mut out {
+                    let age = now.saturating_sub(hit.ts_ms).max(0) as f64;
+                    hit.score +=
+                        s.retrieval.recency_weight * 0.5f64.powf(age / half_life_ms) as f32;
+                }
+                out.sort_by(|a, b| b.score.total_cmp(&a.score));
+                out.truncate(req.top_n);
             }
         }
     }
