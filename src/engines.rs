@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use voicerag_actors::{Memory, MemoryWriter, PipelineHandle, StageError, Stages};
 
-use crate::bus::{MemorySink, Refused, SinkError};
+use crate::bus::{Forget, ForgetScope, MemorySink, Refused, SinkError};
 use crate::config::Config;
 use crate::ingest;
 use crate::models::{CrossEncoder, ModelError, SentenceEmbedder};
@@ -156,6 +156,18 @@ impl MemoryWriter for StoreWriter {
 impl MemorySink for StoreWriter {
     fn store(&self, batch: &[Memory]) -> Result<Vec<Refused>, SinkError> {
         self.commit(batch).map_err(SinkError)
+    }
+
+    fn forget(&self, forget: &Forget) -> Result<u64, SinkError> {
+        let ns = &forget.namespace;
+        let removed = match &forget.scope {
+            ForgetScope::Id(id) => self.store.delete_ids(ns, std::slice::from_ref(id)),
+            ForgetScope::Conversation(c) => self.store.delete_conversation(ns, c),
+            ForgetScope::Namespace => self.store.delete_namespace(ns),
+        };
+        removed
+            .map(|n| n as u64)
+            .map_err(|e| SinkError(e.to_string()))
     }
 
     fn stats(&self) -> serde_json::Value {

@@ -17,8 +17,8 @@ use voicerag::actors::{
 use voicerag::bench::nats::{LoadSpec, run_load};
 use voicerag::bus::server::LocalNatsServer;
 use voicerag::bus::{
-    BusConnection, ContextQuery, ContextService, EngineError, MemorySink, NatsConfig, Refused,
-    RunningBus, SinkError, Subjects,
+    BusConnection, ContextQuery, ContextService, EngineError, Forget, ForgetScope, MemorySink,
+    NatsConfig, Refused, RunningBus, SinkError, Subjects,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -26,7 +26,8 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Memories shared by the fake sink (writes) and the fake engine (word-overlap search).
 #[derive(Default)]
 struct Memories {
-    by_id: Mutex<HashMap<String, Memory>>,
+    /// Keyed by (namespace, id): two users' equal ids are two memories.
+    by_id: Mutex<HashMap<(String, String), Memory>>,
     /// How many times each id was offered to the sink (redelivery shows up here).
     offered: Mutex<HashMap<String, usize>>,
     /// Every (namespace, id) stored.
@@ -69,7 +70,14 @@ impl Memories {
     }
 
     fn has(&self, id: &str) -> bool {
-        self.by_id.lock().unwrap().contains_key(id)
+        self.by_id.lock().unwrap().keys().any(|(_, i)| i == id)
+    }
+
+    fn has_in(&self, namespace: &str, id: &str) -> bool {
+        self.by_id
+            .lock()
+            .unwrap()
+            .contains_key(&(namespace.to_string(), id.to_string()))
     }
 
     fn len(&self) -> usize {
@@ -112,9 +120,25 @@ impl MemorySink for FakeSink {
                 continue;
             }
             stored.insert((m.namespace.clone(), m.id.clone()));
-            by_id.entry(m.id.clone()).or_insert_with(|| m.clone());
+            by_id
+                .entry((m.namespace.clone(), m.id.clone()))
+                .or_insert_with(|| m.clone());
         }
         Ok(refused)
+    }
+
+    fn forget(&self, forget: &Forget) -> Result<u64, SinkError> {
+        let mut by_id = self.memories.by_id.lock().unwrap();
+        let before = by_id.len();
+        by_id.retain(|_, m| {
+            m.namespace != forget.namespace
+                || match &forget.scope {
+                    ForgetScope::Id(id) => &m.id != id,
+                    ForgetScope::Conversation(c) => &m.conversation != c,
+                    ForgetScope::Namespace => false,
+                }
+        });
+        Ok((before - by_id.len()) as u64)
     }
 
     fn stats(&self) -> Value {
@@ -401,7 +425,9 @@ async fn transcript_in_context_out_and_finals_become_memories() {
 
     // The final (only) came back through JetStream as a memory with id <conversation>/<utterance>.
     eventually("final transcript stored", || replica.memories.has("c1/u1")).await;
-    let stored = replica.memories.by_id.lock().unwrap()["c1/u1"].clone();
+    let stored = replica.memories.by_id.lock().unwrap()
+        [&("default".to_string(), "c1/u1".to_string())]
+        .clone();
     assert_eq!(stored.text, "what is my cat called");
     assert_eq!(stored.speaker, "user");
     assert_eq!(
@@ -1186,4 +1212,252 @@ async fn memories_that_cannot_be_stored_are_reported_and_terminated_never_acked(
     assert_eq!(v["stream"]["ack_pending"], 0, "{v}");
     assert_eq!(v["stream"]["lag"], 0, "{v}");
     replica.bus.stop().await.unwrap();
+}
+
+async fn request_json(nc: &async_nats::Client, subject: &str, payload: Value) -> Value {
+    let reply = tokio::time::timeout(
+        WAIT,
+        nc.request(
+            subject.to_string(),
+            serde_json::to_vec(&payload).unwrap().into(),
+        ),
+    )
+    .await
+    .expect("timed out")
+    .expect("request failed");
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
+/// Messages the memory stream holds under `filter`.
+async fn stream_count(js: &jetstream::Context, filter: &str) -> u64 {
+    let stream = js.get_stream("VOICE_MEMORY").await.unwrap();
+    let mut subjects = stream.info_with_subjects(filter).await.unwrap();
+    let mut total = 0;
+    while let Some(entry) = subjects.next().await {
+        total += entry.unwrap().1 as u64;
+    }
+    total
+}
+
+/// Alice's and bob's memories, with the same conversation and memory ids; one of each is named
+/// by its `Nats-Msg-Id` header only.
+async fn seed_two_users(js: &jetstream::Context) -> Vec<(&'static str, &'static str)> {
+    let ids = [
+        ("c1", "c1/u1"),
+        ("c1", "c1/u2"),
+        ("c2", "c2/u1"),
+        ("c2", "c2/u2"),
+    ];
+    for ns in ["alice", "bob"] {
+        for (conversation, id) in ids {
+            publish_memory_in(js, ns, conversation, id, &format!("{ns} said {id}")).await;
+        }
+        let payload = serde_json::to_vec(&json!({"v": 2, "text": format!("{ns} header")})).unwrap();
+        js.send_publish(
+            format!("voice.memory.{ns}.c3"),
+            PublishMessage::build()
+                .payload(payload.into())
+                .message_id(format!("{ns}.hdr-1")),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let mut all = ids.to_vec();
+    all.push(("c3", "hdr-1"));
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_by_id_and_conversation_reaches_every_replica_and_the_stream() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let (r1, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    let (r2, _) = start_replica(bus_config(&url, "r2"), Duration::ZERO, 0).await;
+    let nc = client(&url).await;
+    let js = jetstream::new(nc.clone());
+    let all = seed_two_users(&js).await;
+    for r in [&r1, &r2] {
+        eventually("both users' memories stored", || r.memories.len() == 10).await;
+    }
+
+    let by_id = request_json(&nc, "voice.forget.alice", json!({"v": 2, "id": "c1/u1"})).await;
+    assert_eq!(by_id["scope"], "id", "{by_id}");
+    assert_eq!(by_id["id"], "c1/u1");
+    assert_eq!(by_id["stream_purged"], 1, "{by_id}");
+    assert_eq!(by_id["applied_locally"], true, "{by_id}");
+    assert_eq!(by_id["forgotten"], 1, "{by_id}");
+    // An id known only from its Nats-Msg-Id header is found in the stream too.
+    let by_header = request_json(&nc, "voice.forget.alice", json!({"v": 2, "id": "hdr-1"})).await;
+    assert_eq!(by_header["stream_purged"], 1, "{by_header}");
+    let by_conversation = request_json(
+        &nc,
+        "voice.forget.alice",
+        json!({"v": 2, "conversation": "c2", "namespace": "alice"}),
+    )
+    .await;
+    assert_eq!(by_conversation["scope"], "conversation");
+    assert_eq!(by_conversation["stream_purged"], 2, "{by_conversation}");
+    assert_eq!(by_conversation["forgotten"], 2, "{by_conversation}");
+    // Forgetting what is gone already is no error: it forgets nothing.
+    let again = request_json(&nc, "voice.forget.alice", json!({"v": 2, "id": "c1/u1"})).await;
+    assert_eq!(
+        (again["stream_purged"].as_u64(), again["forgotten"].as_u64()),
+        (Some(0), Some(0)),
+        "{again}"
+    );
+
+    let gone = [
+        ("c1", "c1/u1"),
+        ("c3", "hdr-1"),
+        ("c2", "c2/u1"),
+        ("c2", "c2/u2"),
+    ];
+    // Both running replicas applied every marker, whichever took the request.
+    for r in [&r1, &r2] {
+        eventually("markers applied", || {
+            r.bus.stats().forget_markers_applied.load(Ordering::SeqCst) == 4
+        })
+        .await;
+        for (_, id) in gone {
+            assert!(!r.memories.has_in("alice", id), "alice {id} still held");
+        }
+        assert!(r.memories.has_in("alice", "c1/u2"));
+        for (_, id) in &all {
+            assert!(r.memories.has_in("bob", id), "bob {id} lost");
+        }
+    }
+    assert_eq!(stream_count(&js, "voice.memory.alice.c2").await, 0);
+    assert_eq!(stream_count(&js, "voice.memory.bob.>").await, 5);
+
+    // A replica built later from the stream never sees the forgotten memories.
+    let (fresh, _) = start_replica(bus_config(&url, "fresh"), Duration::ZERO, 0).await;
+    eventually("fresh replica caught up", || {
+        fresh
+            .bus
+            .stats()
+            .forget_markers_applied
+            .load(Ordering::SeqCst)
+            == 4
+    })
+    .await;
+    let stored = fresh.memories.stored.lock().unwrap().clone();
+    for (_, id) in gone {
+        assert!(
+            !stored.contains(&("alice".to_string(), id.to_string())),
+            "the fresh replica saw alice's forgotten {id}"
+        );
+    }
+    assert!(fresh.memories.has_in("alice", "c1/u2"));
+    for (_, id) in &all {
+        assert!(fresh.memories.has_in("bob", id), "bob {id} lost");
+    }
+    for r in [r1, r2, fresh] {
+        r.bus.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_a_namespace_leaves_other_users_alone() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let (r1, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    let nc = client(&url).await;
+    let js = jetstream::new(nc.clone());
+    let all = seed_two_users(&js).await;
+    eventually("both users' memories stored", || r1.memories.len() == 10).await;
+
+    let reply = request_json(&nc, "voice.forget.alice", json!({"v": 2})).await;
+    assert_eq!(reply["scope"], "namespace", "{reply}");
+    assert_eq!(reply["stream_purged"], 5, "{reply}");
+    assert_eq!(reply["forgotten"], 5, "{reply}");
+    for (_, id) in &all {
+        assert!(!r1.memories.has_in("alice", id));
+        assert!(r1.memories.has_in("bob", id));
+    }
+    // Only the marker is left of alice in the stream.
+    assert_eq!(stream_count(&js, "voice.memory.alice.*").await, 1);
+    // Alice's later memories are kept: the forget was in stream order.
+    publish_memory_in(&js, "alice", "c9", "after", "alice again").await;
+    eventually("later memory stored", || {
+        r1.memories.has_in("alice", "after")
+    })
+    .await;
+
+    let (fresh, _) = start_replica(bus_config(&url, "fresh"), Duration::ZERO, 0).await;
+    eventually("fresh replica caught up", || {
+        fresh.memories.has_in("alice", "after")
+    })
+    .await;
+    let stored = fresh.memories.stored.lock().unwrap().clone();
+    assert_eq!(
+        stored.iter().filter(|(ns, _)| ns == "alice").count(),
+        1,
+        "{stored:?}"
+    );
+    for (_, id) in &all {
+        assert!(fresh.memories.has_in("bob", id), "bob {id} lost");
+    }
+    r1.bus.stop().await.unwrap();
+    fresh.bus.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_forgets_are_clear_errors_and_change_nothing() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let (r1, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    let nc = client(&url).await;
+    let js = jetstream::new(nc.clone());
+    seed_two_users(&js).await;
+    eventually("both users' memories stored", || r1.memories.len() == 10).await;
+    let mut errors = nc.subscribe("voice.errors.alice").await.unwrap();
+    let mut unknown_errors = nc.subscribe("voice.errors").await.unwrap();
+    nc.flush().await.unwrap();
+
+    let bad = [
+        (
+            json!({"v": 2, "id": "c1/u1", "conversation": "c1"}),
+            "not both",
+        ),
+        (json!({"v": 2, "namespace": "bob"}), "does not match"),
+        (json!({"v": 2, "conversaton": "c1"}), "conversaton"),
+        (json!({"v": 2, "conversation": "c.*"}), "subject token"),
+        (json!({"v": 3}), "version"),
+    ];
+    for (payload, why) in bad {
+        let reply = request_json(&nc, "voice.forget.alice", payload.clone()).await;
+        let error = reply["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(why), "{payload}: {reply}");
+        let e = next_json(&mut errors).await;
+        assert_eq!(e["namespace"], "alice");
+        assert!(e["reason"].as_str().unwrap().contains(why), "{e}");
+    }
+    // A wildcard where the namespace goes names no namespace of anyone.
+    let reply = request_json(&nc, "voice.forget.*", json!({"v": 2})).await;
+    assert!(
+        reply["error"].as_str().unwrap().contains("namespace"),
+        "{reply}"
+    );
+    let e = next_json(&mut unknown_errors).await;
+    assert_eq!(e["subject"], "voice.forget.*");
+    let reply = request_json(&nc, "voice.forget", json!({"v": 2})).await;
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("voice.forget.<namespace>"),
+        "{reply}"
+    );
+    let e = next_json(&mut unknown_errors).await;
+    assert_eq!(e["subject"], "voice.forget");
+
+    // Nothing changed: no marker, nothing purged, nothing forgotten; the service still answers.
+    assert_eq!(stream_count(&js, "voice.memory.*.*").await, 10);
+    assert_eq!(r1.memories.len(), 10);
+    assert_eq!(r1.bus.stats().forgets_rejected.load(Ordering::SeqCst), 7);
+    let ok = request_json(&nc, "voice.forget.alice", json!({"v": 2, "id": "c1/u1"})).await;
+    assert_eq!(ok["forgotten"], 1, "{ok}");
+    r1.bus.stop().await.unwrap();
 }

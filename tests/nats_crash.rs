@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use voicerag::actors::{ContextResult, Memory, Transcript};
 use voicerag::bus::server::LocalNatsServer;
 use voicerag::bus::{
-    BusConnection, ContextQuery, ContextService, EngineError, MemorySink, NatsConfig, Refused,
-    SinkError,
+    BusConnection, ContextQuery, ContextService, EngineError, Forget, MemorySink, NatsConfig,
+    Refused, SinkError,
 };
 
 const CHILD_ENV: &str = "VOICERAG_NATS_CRASH_CHILD";
@@ -78,6 +78,10 @@ impl MemorySink for FileSink {
             .map_err(|e| SinkError(e.to_string()))?;
         file.sync_data().map_err(|e| SinkError(e.to_string()))?;
         Ok(Vec::new())
+    }
+
+    fn forget(&self, _: &Forget) -> Result<u64, SinkError> {
+        Err(SinkError("this test forgets nothing".into()))
     }
 }
 

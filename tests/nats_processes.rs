@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 use voicerag::actors::{ContextResult, Memory, RerankOutcome, StageTimings, Transcript};
 use voicerag::bus::server::LocalNatsServer;
 use voicerag::bus::{
-    ContextQuery, ContextService, EngineError, MemorySink, NatsConfig, Refused, SinkError, serve,
+    ContextQuery, ContextService, EngineError, Forget, MemorySink, NatsConfig, Refused, SinkError,
+    serve,
 };
 
 const CHILD_ENV: &str = "VOICERAG_NATS_PROCESS_CHILD";
@@ -70,6 +71,9 @@ struct NullSink;
 impl MemorySink for NullSink {
     fn store(&self, _: &[Memory]) -> Result<Vec<Refused>, SinkError> {
         Ok(Vec::new())
+    }
+    fn forget(&self, _: &Forget) -> Result<u64, SinkError> {
+        Ok(0)
     }
 }
 

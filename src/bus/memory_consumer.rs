@@ -1,7 +1,9 @@
 //! The memory stream and this replica's durable pull consumer: memories are acked only after the
 //! sink's commit returned, so a crash or a server restart redelivers instead of losing. A memory
 //! that can never be stored (undecodable, or refused by the store) is never acked: it is reported
-//! on `voice.errors.<namespace>` with the reason and terminated, and counted.
+//! on `voice.errors.<namespace>` with the reason and terminated, and counted. A forget marker
+//! (header `Voicerag-Forget`) is applied to the sink in stream order: what came before it is
+//! committed first, what comes after waits for it.
 
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use futures::{FutureExt, StreamExt};
@@ -11,9 +13,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::config::{NatsConfig, reconnect_delay};
+use super::forget::{ForgetLedger, is_marker};
 use super::stats::{BusStats, ErrorPublisher};
 use super::subjects::Subjects;
-use super::wire::{MemoryOrigin, WireDefaults, WireError, decode_memory};
+use super::wire::{MemoryOrigin, WireDefaults, WireError, decode_forget, decode_memory};
 use super::{BusError, MemorySink};
 
 /// Gets the memory stream, creating it when missing; an existing stream is never recreated or
@@ -101,6 +104,8 @@ pub(crate) struct MemoryConsumer<S> {
     pub errors: ErrorPublisher,
     /// The live consumer, for the stream lag in health reports.
     pub current: Arc<tokio::sync::Mutex<Option<jetstream::consumer::PullConsumer>>>,
+    /// Where applied forget markers are reported (to the forget request waiting for one).
+    pub ledger: Arc<ForgetLedger>,
 }
 
 impl<S: MemorySink> MemoryConsumer<S> {
@@ -164,7 +169,87 @@ impl<S: MemorySink> MemoryConsumer<S> {
         }
     }
 
+    /// Commits a pulled batch in stream order: the memories between forget markers in one sink
+    /// call each, every marker after what precedes it. Once something fails, the rest of the
+    /// batch is redelivered rather than applied out of order.
     async fn commit(&self, batch: Vec<jetstream::Message>) {
+        let mut memories = Vec::new();
+        let mut rest = batch.into_iter();
+        while let Some(message) = rest.next() {
+            if !is_marker(message.headers.as_ref()) {
+                memories.push(message);
+                continue;
+            }
+            let ok = self.commit_memories(std::mem::take(&mut memories)).await
+                && self.apply_marker(&message).await;
+            if !ok {
+                let later: Vec<_> = std::iter::once(message).chain(rest).collect();
+                self.nak(&later).await;
+                return;
+            }
+        }
+        self.commit_memories(memories).await;
+    }
+
+    /// Applies one forget marker; false when the sink failed (the marker is redelivered).
+    async fn apply_marker(&self, message: &jetstream::Message) -> bool {
+        let subject = message.subject.as_str().to_string();
+        let defaults = WireDefaults {
+            max_payload_bytes: self.config.max_payload_bytes,
+        };
+        let names = self.subjects.names_of_memory(&subject);
+        let forget = names
+            .ok_or_else(|| WireError::Invalid {
+                field: "subject",
+                reason: "no namespace and conversation tokens".into(),
+            })
+            .and_then(|(ns, _)| decode_forget(ns, &message.payload, &defaults));
+        let forget = match forget {
+            Ok(forget) => forget,
+            Err(e) => {
+                self.stats.memories_rejected.fetch_add(1, Ordering::Relaxed);
+                let namespace = names.map(|(ns, _)| ns);
+                let reason = format!("forget marker not applied: {e}");
+                self.errors.publish(&subject, namespace, reason, None).await;
+                terminate(message).await;
+                return true;
+            }
+        };
+        let sink = self.sink.clone();
+        let applied = {
+            let forget = forget.clone();
+            tokio::task::spawn_blocking(move || sink.forget(&forget)).await
+        };
+        let count = match applied {
+            Ok(Ok(count)) => count,
+            Ok(Err(e)) => {
+                self.redeliver(format!("forget: {e}"), &[]).await;
+                return false;
+            }
+            Err(e) => {
+                self.redeliver(format!("forget panicked: {e}"), &[]).await;
+                return false;
+            }
+        };
+        tracing::info!(namespace = %forget.namespace, scope = forget.scope_name(), count, "forget marker applied");
+        self.stats
+            .forget_markers_applied
+            .fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = message.ack().await {
+            // Redelivered, applied again: forgetting twice is harmless.
+            tracing::warn!(error = %e, "forget marker ack failed");
+        }
+        if let Ok(info) = message.info() {
+            self.ledger.applied(info.stream_sequence, count);
+        }
+        true
+    }
+
+    /// Commits memories in one sink call; false when the commit failed (they are redelivered).
+    async fn commit_memories(&self, batch: Vec<jetstream::Message>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
         let defaults = WireDefaults {
             max_payload_bytes: self.config.max_payload_bytes,
         };
@@ -207,7 +292,7 @@ impl<S: MemorySink> MemoryConsumer<S> {
             }
         }
         if memories.is_empty() {
-            return;
+            return true;
         }
         let sink = self.sink.clone();
         let stored = tokio::task::spawn_blocking(move || {
@@ -251,11 +336,16 @@ impl<S: MemorySink> MemoryConsumer<S> {
                 self.stats
                     .memories_committed
                     .fetch_add(committed, Ordering::Relaxed);
+                true
             }
-            Ok((_, Err(e))) => self.redeliver(e.to_string(), &decoded).await,
+            Ok((_, Err(e))) => {
+                self.redeliver(e.to_string(), &decoded).await;
+                false
+            }
             Err(e) => {
                 self.redeliver(format!("sink panicked: {e}"), &decoded)
-                    .await
+                    .await;
+                false
             }
         }
     }
@@ -264,7 +354,11 @@ impl<S: MemorySink> MemoryConsumer<S> {
     async fn redeliver(&self, reason: String, decoded: &[jetstream::Message]) {
         tracing::error!(error = %reason, count = decoded.len(), "memory commit failed: redelivering");
         self.stats.sink_failures.fetch_add(1, Ordering::Relaxed);
-        for message in decoded {
+        self.nak(decoded).await;
+    }
+
+    async fn nak(&self, messages: &[jetstream::Message]) {
+        for message in messages {
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;

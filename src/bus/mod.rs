@@ -12,6 +12,8 @@
 //!   `receive`: receiving on a subscription until the graceful stop.
 //! - One handler per subject: `transcripts` (`voice.transcript`), `contexts` (results published on
 //!   `voice.context`), `queries` (`voice.query`), `health` (`voice.health` and the heartbeat).
+//! - `forget` (`voice.forget`): forgetting everywhere, a marker in the memory stream that every
+//!   replica applies in stream order, and the purge of the stream.
 //! - [`stats`]: [`BusStats`], and the publisher of `voice.errors` that counts into them.
 //! - [`server`]: starts a local `nats-server` (tests, benchmarks, demos).
 //!
@@ -21,6 +23,7 @@
 pub mod config;
 pub mod context_service;
 mod contexts;
+mod forget;
 mod health;
 pub mod memory_consumer;
 mod queries;
@@ -42,7 +45,7 @@ pub use config::NatsConfig;
 pub use service::{BusConnection, RunningBus, serve, serve_connected};
 pub use stats::BusStats;
 pub use subjects::Subjects;
-pub use wire::{ContextQuery, context_json};
+pub use wire::{ContextQuery, Forget, ForgetScope, context_json};
 pub use writer::JetStreamWriter;
 
 /// A failure of the bus itself (not of one message: those go to `voice.errors`).
@@ -109,6 +112,9 @@ pub trait MemorySink: Send + Sync + 'static {
     /// Returns the memories it refused (nothing of them was written); the rest are committed.
     /// Blocking: the bus calls it on a blocking thread.
     fn store(&self, batch: &[Memory]) -> Result<Vec<Refused>, SinkError>;
+    /// Forgets what `forget` names (a forget marker from the stream), durably, and returns how
+    /// many memories it removed; forgetting what is not there removes 0. Blocking.
+    fn forget(&self, forget: &Forget) -> Result<u64, SinkError>;
     /// Store figures for health reports (size, ...).
     fn stats(&self) -> serde_json::Value {
         serde_json::Value::Null

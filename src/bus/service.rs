@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::config::{NatsConfig, reconnect_delay};
 use super::contexts::results_loop;
+use super::forget::{ForgetLedger, forget_loop};
 use super::health::health_loop;
 use super::memory_consumer::{MemoryConsumer, ensure_stream};
 use super::queries::query_loop;
@@ -111,10 +112,13 @@ impl BusConnection {
         };
         let writer = Arc::new(self.writer());
         let consumer_slot = Arc::new(Mutex::new(None));
+        let ledger = Arc::new(ForgetLedger::default());
         let state = Arc::new(BusState {
             config: self.config.clone(),
             subjects: self.subjects.clone(),
             client: self.client.clone(),
+            js: self.js.clone(),
+            ledger: ledger.clone(),
             stats: stats.clone(),
             errors: errors.clone(),
             inflight: inflight.clone(),
@@ -168,6 +172,21 @@ impl BusConnection {
                 intake.clone(),
             )));
         }
+        for subject in [
+            self.subjects.forget_subscription(),
+            self.subjects.forget_without_namespace(),
+        ] {
+            let forgets = self
+                .client
+                .queue_subscribe(subject, group.clone())
+                .await
+                .map_err(nats)?;
+            intake_tasks.push(tokio::spawn(forget_loop(
+                forgets,
+                state.clone(),
+                intake.clone(),
+            )));
+        }
         let health = self
             .client
             .subscribe(self.subjects.health())
@@ -193,6 +212,7 @@ impl BusConnection {
                 stats: stats.clone(),
                 errors,
                 current: consumer_slot,
+                ledger,
             }
             .run(output),
         );

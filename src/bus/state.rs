@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use super::config::NatsConfig;
+use super::forget::ForgetLedger;
 use super::stats::{BusStats, ErrorPublisher};
 use super::subjects::Subjects;
 use super::wire::WireDefaults;
@@ -60,6 +61,9 @@ pub(super) struct BusState {
     pub(super) config: NatsConfig,
     pub(super) subjects: Subjects,
     pub(super) client: Client,
+    pub(super) js: jetstream::Context,
+    /// Forget markers this replica's consumer applied (the forget handler waits on them).
+    pub(super) ledger: Arc<ForgetLedger>,
     pub(super) stats: Arc<BusStats>,
     pub(super) errors: ErrorPublisher,
     pub(super) inflight: Arc<InFlight>,

@@ -30,6 +30,12 @@ pub struct BusStats {
     /// memory was already in the stream.
     pub memories_duplicate: AtomicU64,
     pub sink_failures: AtomicU64,
+    /// Forget requests this replica carried out (marker published, stream purged).
+    pub forgets_applied: AtomicU64,
+    /// Forget requests refused (bad input) or failed (stream trouble).
+    pub forgets_rejected: AtomicU64,
+    /// Forget markers this replica's consumer applied to its store.
+    pub forget_markers_applied: AtomicU64,
     pub republish_failures: AtomicU64,
     pub errors_published: AtomicU64,
     /// Context latency (receipt to result), microseconds.
@@ -52,6 +58,9 @@ impl Default for BusStats {
             memories_refused: AtomicU64::new(0),
             memories_duplicate: AtomicU64::new(0),
             sink_failures: AtomicU64::new(0),
+            forgets_applied: AtomicU64::new(0),
+            forgets_rejected: AtomicU64::new(0),
+            forget_markers_applied: AtomicU64::new(0),
             republish_failures: AtomicU64::new(0),
             errors_published: AtomicU64::new(0),
             latency_us: std::sync::Mutex::new(histogram),
@@ -91,6 +100,9 @@ impl BusStats {
             "memories_refused": get(&self.memories_refused),
             "memories_duplicate": get(&self.memories_duplicate),
             "sink_failures": get(&self.sink_failures),
+            "forgets_applied": get(&self.forgets_applied),
+            "forgets_rejected": get(&self.forgets_rejected),
+            "forget_markers_applied": get(&self.forget_markers_applied),
             "republish_failures": get(&self.republish_failures),
             "errors_published": get(&self.errors_published),
             "context_latency_ms": {"p50": p50, "p99": p99},

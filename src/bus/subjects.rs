@@ -85,6 +85,31 @@ impl Subjects {
         self.two_tokens_after(subject, "memory")
     }
 
+    /// `voice.memory.<namespace>.*`: every memory (and forget marker) of one namespace.
+    pub fn memory_namespace(&self, namespace: &str) -> String {
+        format!("{}.memory.{namespace}.*", self.prefix)
+    }
+
+    /// `voice.forget.<namespace>`: request/reply.
+    pub fn forget(&self, namespace: &str) -> String {
+        format!("{}.forget.{namespace}", self.prefix)
+    }
+
+    /// `voice.forget` without a namespace: answered with an error naming `voice.forget.<namespace>`.
+    pub fn forget_without_namespace(&self) -> String {
+        format!("{}.forget", self.prefix)
+    }
+
+    /// What replicas subscribe to for forget requests (in a queue group).
+    pub fn forget_subscription(&self) -> String {
+        format!("{}.forget.*", self.prefix)
+    }
+
+    /// The namespace token of a forget subject, unvalidated.
+    pub fn namespace_of_forget<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        self.token_after(subject, "forget")
+    }
+
     /// `voice.health`: request/reply.
     pub fn health(&self) -> String {
         format!("{}.health", self.prefix)
@@ -178,6 +203,10 @@ mod tests {
             "acme.voice.transcript.*.*.2"
         );
         assert_eq!(s.heartbeat("r1"), "acme.voice.health.r1");
+        assert_eq!(s.forget("bob"), "acme.voice.forget.bob");
+        assert_eq!(s.namespace_of_forget("acme.voice.forget.bob"), Some("bob"));
+        assert_eq!(s.namespace_of_forget("acme.voice.forget"), None);
+        assert_eq!(s.memory_namespace("bob"), "acme.voice.memory.bob.*");
     }
 
     #[test]

@@ -354,6 +354,113 @@ pub fn decode_query(
     })
 }
 
+/// The conversation token of forget markers in the memory stream:
+/// `voice.memory.<namespace>._forget`. Reserved: a forget by this conversation is refused.
+pub const FORGET_CONVERSATION: &str = "_forget";
+
+/// The header that makes a memory-stream message a forget marker (its payload a [`ForgetMsg`]).
+pub const FORGET_HEADER: &str = "Voicerag-Forget";
+
+/// `voice.forget.<namespace>` payload, and the payload of a forget marker in the memory stream.
+/// Unknown fields are refused: a misspelt `conversation` must not forget the whole namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetMsg {
+    #[serde(default = "v1")]
+    pub v: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<String>,
+}
+
+/// What one forget removes, within its namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForgetScope {
+    /// One memory id.
+    Id(String),
+    /// Every memory of one conversation.
+    Conversation(String),
+    /// The whole namespace.
+    Namespace,
+}
+
+/// A decoded forget: a namespace and a scope in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forget {
+    pub namespace: String,
+    pub scope: ForgetScope,
+}
+
+impl Forget {
+    /// Its wire form (request payload and marker payload).
+    pub fn to_msg(&self) -> ForgetMsg {
+        let (id, conversation) = match &self.scope {
+            ForgetScope::Id(id) => (Some(id.clone()), None),
+            ForgetScope::Conversation(c) => (None, Some(c.clone())),
+            ForgetScope::Namespace => (None, None),
+        };
+        ForgetMsg {
+            v: WIRE_VERSION,
+            namespace: Some(self.namespace.clone()),
+            id,
+            conversation,
+        }
+    }
+
+    /// `id`, `conversation` or `namespace`.
+    pub fn scope_name(&self) -> &'static str {
+        match self.scope {
+            ForgetScope::Id(_) => "id",
+            ForgetScope::Conversation(_) => "conversation",
+            ForgetScope::Namespace => "namespace",
+        }
+    }
+}
+
+/// Decodes a forget that arrived on `voice.forget.<subject_namespace>` (or a marker on
+/// `voice.memory.<subject_namespace>._forget`): at most one of `id` and `conversation`; neither
+/// forgets the whole namespace.
+pub fn decode_forget(
+    subject_namespace: &str,
+    payload: &[u8],
+    defaults: &WireDefaults,
+) -> Result<Forget, WireError> {
+    check_size(payload, defaults.max_payload_bytes)?;
+    validate_token("namespace", subject_namespace)?;
+    let msg: ForgetMsg = parse(payload)?;
+    agrees("namespace", msg.namespace.as_deref(), subject_namespace)?;
+    let scope = match (msg.id, msg.conversation) {
+        (Some(_), Some(_)) => {
+            return Err(WireError::invalid(
+                "id",
+                "give id or conversation, not both (neither forgets the whole namespace)",
+            ));
+        }
+        (Some(id), None) => {
+            validate_id("id", &id)?;
+            ForgetScope::Id(id)
+        }
+        (None, Some(c)) => {
+            validate_token("conversation", &c)?;
+            if c == FORGET_CONVERSATION {
+                return Err(WireError::invalid(
+                    "conversation",
+                    format!("{c:?} is reserved for forget markers"),
+                ));
+            }
+            ForgetScope::Conversation(c)
+        }
+        (None, None) => ForgetScope::Namespace,
+    };
+    Ok(Forget {
+        namespace: subject_namespace.to_string(),
+        scope,
+    })
+}
+
 /// Where a memory's id comes from when its payload has none.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryOrigin {
@@ -659,6 +766,45 @@ mod tests {
         };
         let m = decode_memory("alice", "c1", br#"{"text":"t"}"#, &origin, &defaults(), 5).unwrap();
         assert_eq!(m.id, "c1/u1");
+    }
+
+    #[test]
+    fn forget_scopes_and_bad_forgets() {
+        let d = defaults();
+        let f = |ns: &str, p: &[u8]| decode_forget(ns, p, &d);
+        assert_eq!(
+            f("alice", br#"{"v":2,"id":"c1/u1"}"#).unwrap().scope,
+            ForgetScope::Id("c1/u1".into())
+        );
+        assert_eq!(
+            f(
+                "alice",
+                br#"{"v":2,"conversation":"c1","namespace":"alice"}"#
+            )
+            .unwrap()
+            .scope,
+            ForgetScope::Conversation("c1".into())
+        );
+        assert_eq!(
+            f("alice", br#"{"v":2}"#).unwrap().scope,
+            ForgetScope::Namespace
+        );
+        let both = f("alice", br#"{"v":2,"id":"a","conversation":"c"}"#).unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        let other = f("alice", br#"{"v":2,"namespace":"bob"}"#).unwrap_err();
+        assert!(other.to_string().contains("does not match"), "{other}");
+        let typo = f("alice", br#"{"v":2,"conversaton":"c1"}"#).unwrap_err();
+        assert!(typo.to_string().contains("conversaton"), "{typo}");
+        for bad in ["", "*", ">", "a.b"] {
+            assert!(f(bad, br#"{"v":2}"#).is_err(), "{bad}");
+            let p = serde_json::to_vec(&json!({"v": 2, "conversation": bad})).unwrap();
+            assert!(f("alice", &p).is_err(), "{bad}");
+        }
+        assert!(f("alice", br#"{"v":2,"conversation":"_forget"}"#).is_err());
+        assert!(f("alice", br#"{"v":3}"#).is_err());
+        let forget = f("alice", br#"{"v":2,"id":"x"}"#).unwrap();
+        let back = serde_json::to_vec(&forget.to_msg()).unwrap();
+        assert_eq!(f("alice", &back).unwrap(), forget);
     }
 
     #[test]
