@@ -1,6 +1,8 @@
 //! The real `voicerag serve` binary (tiny fixture embedder, real store) on a private nats-server:
 //! killed with SIGKILL mid-ingest and restarted, every acknowledged memory is in its store exactly
-//! once; two processes on partitioned transcripts answer every transcript once; SIGTERM exits 0.
+//! once; two processes on partitioned transcripts answer every transcript once; SIGTERM exits 0;
+//! `voicerag forget --nats-url` forgets in the stream too, so a replica built later never sees the
+//! memory; retention gives a new memory stream its max age.
 
 use async_nats::jetstream;
 use async_nats::jetstream::message::PublishMessage;
@@ -30,6 +32,16 @@ impl Drop for Serve {
 
 impl Serve {
     fn start(url: &str, data: &Path, replica: &str, partitions: &str) -> Self {
+        Self::start_with(url, data, replica, partitions, &[])
+    }
+
+    fn start_with(
+        url: &str,
+        data: &Path,
+        replica: &str,
+        partitions: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_voicerag"))
             .arg("serve")
             .args(["--nats-url", url, "--data-dir"])
@@ -53,6 +65,7 @@ impl Serve {
             .env("VOICERAG_NATS__MEMORY_BATCH", "8")
             .env("VOICERAG_NATS__ACK_WAIT_MS", "2000")
             .env("VOICERAG_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -264,4 +277,143 @@ async fn two_serve_processes_partitioned_no_duplicate_no_lost_answer() {
     }
     a.sigterm_exits_0().await;
     b.sigterm_exits_0().await;
+}
+
+/// Runs `voicerag forget --nats-url` with `args`; returns its exit code and stdout.
+fn forget_cli(url: &str, dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_voicerag"))
+        .args(["forget", "--nats-url", url])
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("VOICERAG_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("voicerag binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Waits for a heartbeat of `replica` that satisfies `done`.
+async fn heartbeat_until(nc: &async_nats::Client, replica: &str, done: impl Fn(&Value) -> bool) {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let beat = heartbeat(nc, replica).await;
+        if done(&beat) {
+            return;
+        }
+        assert!(Instant::now() < until, "{replica} never got there: {beat}");
+    }
+}
+
+async fn query_hits(nc: &async_nats::Client, namespace: &str, text: &str) -> Vec<Value> {
+    let payload = json!({"v": 2, "text": text, "top_k": 10});
+    let reply = nc
+        .request(
+            format!("voice.query.{namespace}"),
+            serde_json::to_vec(&payload).unwrap().into(),
+        )
+        .await
+        .expect("query answered");
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    v["hits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no hits in {v}"))
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_from_the_cli_reaches_the_stream_and_a_replica_built_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalNatsServer::start(dir.path()).unwrap();
+    let url = server.url();
+    let nc = async_nats::connect(url.clone()).await.unwrap();
+    let js = jetstream::new(nc.clone());
+    let mut first = Serve::start(&url, &dir.path().join("first"), "first", "[]");
+    heartbeat(&nc, "first").await;
+    // Two users, the same conversation and memory ids.
+    for ns in ["alice", "bob"] {
+        for (conversation, id) in [("c1", "c1/u1"), ("c1", "c1/u2"), ("c2", "c2/u1")] {
+            let payload = json!({"v": 2, "id": id, "text": format!("{ns} planted tomatoes in the garden {id}")});
+            js.send_publish(
+                format!("voice.memory.{ns}.{conversation}"),
+                PublishMessage::build()
+                    .payload(serde_json::to_vec(&payload).unwrap().into())
+                    .message_id(format!("{ns}.{id}")),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+    }
+    heartbeat_until(&nc, "first", |b| stored(b) == 6).await;
+
+    let (code, out) = forget_cli(
+        &url,
+        dir.path(),
+        &["--namespace", "alice", "--conversation", "c1"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let reply: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(reply["forgotten"], 2, "{reply}");
+    assert_eq!(reply["stream_purged"], 2, "{reply}");
+    let (code, out) = forget_cli(&url, dir.path(), &["--namespace", "alice", "--id", "c2/u1"]);
+    assert_eq!(code, 0, "{out}");
+    let reply: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(reply["forgotten"], 1, "{reply}");
+    // Both scopes at once is a usage error; a bad name is the service's clear error.
+    let (code, _) = forget_cli(
+        &url,
+        dir.path(),
+        &["--namespace", "alice", "--id", "x", "--conversation", "c1"],
+    );
+    assert_eq!(code, 2);
+    let (code, out) = forget_cli(&url, dir.path(), &["--namespace", "a*", "--id", "x"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("error"), "{out}");
+    assert_eq!(stored(&health(&nc).await), 3);
+    assert!(query_hits(&nc, "alice", "tomatoes garden").await.is_empty());
+    first.sigterm_exits_0().await;
+
+    // A replica built later (new data directory, new durable consumer) from the stream.
+    let mut later = Serve::start(&url, &dir.path().join("later"), "later", "[]");
+    heartbeat_until(&nc, "later", |b| {
+        b["bus"]["forget_markers_applied"].as_u64() == Some(2)
+    })
+    .await;
+    assert_eq!(stored(&health(&nc).await), 3);
+    assert!(query_hits(&nc, "alice", "tomatoes garden").await.is_empty());
+    let bob: Vec<String> = query_hits(&nc, "bob", "tomatoes garden")
+        .await
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bob.len(), 3, "{bob:?}");
+    later.sigterm_exits_0().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_gives_a_new_memory_stream_its_max_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalNatsServer::start(dir.path()).unwrap();
+    let nc = async_nats::connect(server.url()).await.unwrap();
+    let mut serve = Serve::start_with(
+        &server.url(),
+        &dir.path().join("data"),
+        "ret",
+        "[]",
+        &[("VOICERAG_STORE__RETENTION_MAX_AGE_S", "3600")],
+    );
+    heartbeat(&nc, "ret").await;
+    let mut stream = jetstream::new(nc.clone())
+        .get_stream("VOICE_MEMORY")
+        .await
+        .unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.max_age, Duration::from_secs(3600));
+    serve.sigterm_exits_0().await;
 }

@@ -40,7 +40,8 @@ pub struct NatsConfig {
     /// The JetStream stream that holds memories (limits retention; created if missing).
     pub stream: String,
     /// Oldest memory the stream keeps, in seconds (0 = forever). A replica that starts later than
-    /// this after a memory was published never sees it.
+    /// this after a memory was published never sees it. `voicerag serve` creates a missing stream
+    /// with `store.retention_max_age_s` when this is 0 and retention is on.
     pub stream_max_age_s: u64,
     /// Largest the stream may grow, in bytes (0 = unlimited); the oldest memories go first.
     pub stream_max_bytes: i64,

@@ -21,8 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
+use super::BusError;
+use super::config::NatsConfig;
 use super::receive::receive_until_stopped;
 use super::state::BusState;
+use super::subjects::Subjects;
 use super::wire::{
     FORGET_CONVERSATION, FORGET_HEADER, Forget, ForgetScope, MemoryOrigin, WIRE_VERSION, WireError,
     decode_forget, decode_memory,
@@ -293,4 +296,28 @@ async fn delete_id(
         }
     }
     Ok(deleted)
+}
+
+/// Sends a forget to a running deployment (`voicerag forget --nats-url`) and returns its reply:
+/// what the replica that took it forgot and purged, or `{"error"}`.
+pub async fn request_forget(config: &NatsConfig, forget: &Forget) -> Result<Value, BusError> {
+    config.validate()?;
+    let client = config
+        .connect_options()
+        .await?
+        .connect(config.urls.clone())
+        .await
+        .map_err(|e| BusError::Connect(e.to_string()))?;
+    let subject = Subjects::new(&config.subject_prefix).forget(&forget.namespace);
+    let payload = serde_json::to_vec(&forget.to_msg())
+        .map_err(|e| BusError::Nats(format!("cannot encode the forget: {e}")))?;
+    // The replica waits up to request_timeout_ms for its own consumer, after the stream work.
+    let within = Duration::from_millis(config.request_timeout_ms.saturating_mul(3));
+    let reply = tokio::time::timeout(within, client.request(subject.clone(), payload.into()))
+        .await
+        .map_err(|_| BusError::Nats(format!("no answer on {subject} within {within:?}")))?
+        .map_err(|e| BusError::Nats(format!("{subject}: {e}")))?;
+    let _ = client.drain().await;
+    serde_json::from_slice(&reply.payload)
+        .map_err(|e| BusError::Nats(format!("{subject}: the reply is not JSON: {e}")))
 }

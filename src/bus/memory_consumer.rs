@@ -56,6 +56,32 @@ pub async fn ensure_stream(
     Ok(stream)
 }
 
+/// What is wrong, if anything, with a memory stream that keeps messages for `stream_max_age`
+/// (zero: for ever) while the store forgets memories older than `retention_max_age_s` (0: never):
+/// a stream that keeps them longer hands forgotten memories to a replica built later.
+pub fn retention_mismatch(
+    stream_max_age: Duration,
+    retention_max_age_s: u64,
+    stream: &str,
+) -> Option<String> {
+    if retention_max_age_s == 0 {
+        return None;
+    }
+    let kept = if stream_max_age.is_zero() {
+        "for ever".to_string()
+    } else if stream_max_age.as_secs() > retention_max_age_s {
+        format!("for {} s", stream_max_age.as_secs())
+    } else {
+        return None;
+    };
+    Some(format!(
+        "store.retention_max_age_s is {retention_max_age_s} s, but the memory stream {stream} \
+         keeps memories {kept}: a replica built later from it replays memories retention already \
+         forgot; set the stream's max age to the retention (`nats stream edit {stream} --max-age \
+         {retention_max_age_s}s`; voicerag never reconfigures an existing stream)"
+    ))
+}
+
 /// Whether stream subject `pattern` captures every subject matching `subject` (both may hold
 /// `*` and `>` wildcards).
 fn subject_covers(pattern: &str, subject: &str) -> bool {
@@ -375,7 +401,21 @@ async fn terminate(message: &jetstream::Message) {
 
 #[cfg(test)]
 mod tests {
-    use super::subject_covers;
+    use super::{retention_mismatch, subject_covers};
+    use std::time::Duration;
+
+    #[test]
+    fn stream_age_against_retention() {
+        let day = 86_400;
+        assert!(retention_mismatch(Duration::ZERO, 0, "S").is_none());
+        assert!(retention_mismatch(Duration::from_secs(5), 0, "S").is_none());
+        assert!(retention_mismatch(Duration::from_secs(day), day, "S").is_none());
+        assert!(retention_mismatch(Duration::from_secs(60), day, "S").is_none());
+        let forever = retention_mismatch(Duration::ZERO, day, "S").unwrap();
+        assert!(forever.contains("for ever") && forever.contains("--max-age 86400s"));
+        let longer = retention_mismatch(Duration::from_secs(2 * day), day, "S").unwrap();
+        assert!(longer.contains("172800 s"), "{longer}");
+    }
 
     #[test]
     fn stream_subject_coverage() {

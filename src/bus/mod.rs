@@ -42,6 +42,7 @@ use std::future::Future;
 use voicerag_actors::{ContextResult, Memory, Transcript};
 
 pub use config::NatsConfig;
+pub use forget::request_forget;
 pub use service::{BusConnection, RunningBus, serve, serve_connected};
 pub use stats::BusStats;
 pub use subjects::Subjects;

@@ -80,6 +80,20 @@ impl BusConnection {
         self.client.clone()
     }
 
+    /// The memory stream's maximum age as the server has it (zero: for ever).
+    pub async fn stream_max_age(&self) -> Result<Duration, BusError> {
+        let mut stream = self
+            .js
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(|e| BusError::JetStream(format!("stream {}: {e}", self.config.stream)))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| BusError::JetStream(format!("stream {}: {e}", self.config.stream)))?;
+        Ok(info.config.max_age)
+    }
+
     pub fn subjects(&self) -> &Subjects {
         &self.subjects
     }

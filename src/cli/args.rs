@@ -1,6 +1,6 @@
 //! Command-line arguments. Flags override environment variables, which override the config file.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use voicerag::bench::nats::BenchNatsArgs;
 use voicerag::bench::pipeline::BenchPipelineArgs;
@@ -122,16 +122,28 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[command(group(
+    ArgGroup::new("scope")
+        .required(true)
+        .multiple(true)
+        .args(["id", "conversation", "namespace"])
+))]
 pub struct ForgetArgs {
-    #[arg(long)]
+    /// One memory id.
+    #[arg(long, conflicts_with = "conversation")]
     pub id: Option<String>,
+    /// Every memory of one conversation.
     #[arg(long)]
     pub conversation: Option<String>,
-    /// With --id or --conversation: the namespace they belong to (default "default");
-    /// alone (no --id / --conversation): forget the whole namespace.
+    /// With --id or --conversation: the namespace they belong to (default "default", required
+    /// with --nats-url); alone (no --id / --conversation): forget the whole namespace.
     #[arg(long)]
     pub namespace: Option<String>,
+    /// Forget in a running deployment over NATS, on every replica and in the memory stream
+    /// (`voice.forget.<namespace>`), instead of in a stopped replica's data directory. NATS
+    /// server URL(s), comma-separated; connection settings come from [nats].
+    #[arg(long, value_name = "URL", requires = "namespace")]
+    pub nats_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

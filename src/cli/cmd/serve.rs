@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use voicerag::bus::BusConnection;
+use voicerag::bus::memory_consumer::retention_mismatch;
 use voicerag::config::Config;
 use voicerag::engines::{Engines, StoreAccess};
 
@@ -15,7 +16,21 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if _metrics.is_some() {
         crate::cli::logging::spawn_store_gauges(engines.store.clone());
     }
-    let connection = BusConnection::connect(config.nats.clone(), Duration::from_secs(30)).await?;
+    let mut nats = config.nats.clone();
+    let retention = config.store.retention_max_age_s;
+    // Retention forgets in the stream too: a stream created here keeps memories no longer.
+    if retention > 0 && nats.stream_max_age_s == 0 {
+        nats.stream_max_age_s = retention;
+    }
+    let connection = BusConnection::connect(nats, Duration::from_secs(30)).await?;
+    match connection.stream_max_age().await {
+        Ok(age) => {
+            if let Some(problem) = retention_mismatch(age, retention, &config.nats.stream) {
+                tracing::warn!("{problem}");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot check the memory stream's max age"),
+    }
     let handle = engines
         .start(&config, Arc::new(connection.writer()))
         .await?;
