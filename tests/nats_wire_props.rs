@@ -1,13 +1,15 @@
 //! Property tests: every payload decoder turns arbitrary bytes, arbitrary JSON and arbitrary
 //! subject names into a value or an error, never a panic, and what it accepts is usable: names are
-//! valid subject tokens within the store's limit, the namespace is the subject's.
+//! valid subject tokens within the store's limit, the namespace is the subject's; a forget names
+//! at most one scope.
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use std::time::Instant;
 use voicerag::actors::MAX_NAME_BYTES;
 use voicerag::bus::wire::{
-    MemoryOrigin, WireDefaults, decode_memory, decode_query, decode_transcript, validate_token,
+    ForgetScope, MemoryOrigin, WireDefaults, decode_forget, decode_memory, decode_query,
+    decode_transcript, validate_token,
 };
 
 fn defaults() -> WireDefaults {
@@ -86,6 +88,21 @@ fn check_all(namespace: &str, conversation: &str, payload: &[u8]) {
         assert_eq!(m.conversation, conversation);
         assert_eq!(m.namespace, namespace);
         assert!(validate_token("namespace", &m.namespace).is_ok());
+    }
+    if let Ok(f) = decode_forget(namespace, payload, &d) {
+        // A forget names one valid namespace, the subject's, and at most one scope in it.
+        assert_eq!(f.namespace, namespace);
+        assert!(validate_token("namespace", &f.namespace).is_ok());
+        match f.scope {
+            ForgetScope::Id(id) => assert!(!id.trim().is_empty() && id.len() <= MAX_NAME_BYTES),
+            ForgetScope::Conversation(c) => {
+                assert!(validate_token("conversation", &c).is_ok());
+            }
+            ForgetScope::Namespace => {
+                let v: Value = serde_json::from_slice(payload).unwrap();
+                assert!(v.get("id").is_none() && v.get("conversation").is_none());
+            }
+        }
     }
 }
 

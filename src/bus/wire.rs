@@ -431,6 +431,17 @@ pub fn decode_forget(
     check_size(payload, defaults.max_payload_bytes)?;
     validate_token("namespace", subject_namespace)?;
     let msg: ForgetMsg = parse(payload)?;
+    // `"id": null` reads as no id, which would forget the whole namespace: refuse it.
+    if let Ok(Value::Object(raw)) = serde_json::from_slice::<Value>(payload) {
+        for field in ["id", "conversation"] {
+            if raw.get(field).is_some_and(Value::is_null) {
+                return Err(WireError::invalid(
+                    field,
+                    "is null: leave it out to forget the whole namespace",
+                ));
+            }
+        }
+    }
     agrees("namespace", msg.namespace.as_deref(), subject_namespace)?;
     let scope = match (msg.id, msg.conversation) {
         (Some(_), Some(_)) => {
@@ -801,6 +812,9 @@ mod tests {
             assert!(f("alice", &p).is_err(), "{bad}");
         }
         assert!(f("alice", br#"{"v":2,"conversation":"_forget"}"#).is_err());
+        let null = f("alice", br#"{"v":2,"id":null}"#).unwrap_err();
+        assert!(null.to_string().contains("null"), "{null}");
+        assert!(f("alice", br#"{"v":2,"conversation":null}"#).is_err());
         assert!(f("alice", br#"{"v":3}"#).is_err());
         let forget = f("alice", br#"{"v":2,"id":"x"}"#).unwrap();
         let back = serde_json::to_vec(&forget.to_msg()).unwrap();
