@@ -12,6 +12,7 @@
 //! gone already forgets nothing.
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::stream::DeleteMessageErrorKind;
 use async_nats::jetstream::{self, consumer::pull, stream};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -291,7 +292,9 @@ async fn delete_id(
             Ok(true) => deleted += 1,
             Ok(false) => {}
             // Gone already (a concurrent purge, the stream's limits): nothing to remove.
-            Err(e) if e.to_string().contains("no message found") => {}
+            Err(e)
+                if matches!(e.kind(), DeleteMessageErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND) => {}
             Err(e) => return Err(format!("delete message {seq}: {e}")),
         }
     }
