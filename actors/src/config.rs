@@ -42,6 +42,10 @@ pub struct PipelineConfig {
     pub queue_capacity: usize,
     /// Requests served at the same time; more wait in the queue (default 32).
     pub max_in_flight: usize,
+    /// Most texts embedded in one run: finals and queries waiting for the embedder at the same
+    /// moment are embedded together (partials' speculative ones in runs of their own, after them);
+    /// an idle embedder takes the first request at once (default 16).
+    pub embed_batch_max: usize,
     /// Memories per write batch (default 32).
     pub writer_batch_size: usize,
     /// A partial batch is written after this long (default 50).
@@ -82,6 +86,7 @@ impl Default for PipelineConfig {
             speculative_ttl_ms: 10_000,
             queue_capacity: 256,
             max_in_flight: 32,
+            embed_batch_max: 16,
             writer_batch_size: 32,
             writer_flush_ms: 50,
             writer_retry_ms: 100,
@@ -171,6 +176,7 @@ impl PipelineConfig {
             ("speculative_ttl_ms", self.speculative_ttl_ms),
             ("queue_capacity", self.queue_capacity as u64),
             ("max_in_flight", self.max_in_flight as u64),
+            ("embed_batch_max", self.embed_batch_max as u64),
             ("writer_batch_size", self.writer_batch_size as u64),
             ("writer_flush_ms", self.writer_flush_ms),
             ("writer_retry_ms", self.writer_retry_ms),

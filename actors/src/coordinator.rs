@@ -9,13 +9,14 @@ use futures::FutureExt;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, timeout_at};
 
 use crate::cancel::CancelToken;
+use crate::embed_batch::lane;
 use crate::health::ResultKind;
 use crate::messages::{ContextResult, SearchFilter, Transcript};
 use crate::request::{Request, assemble, retrieve, serve};
@@ -32,12 +33,29 @@ struct Speculation {
     cancel: CancelToken,
     abort: AbortHandle,
     shared: SharedRetrieval,
+    /// Its embedding's lane: set when a final takes the speculation over.
+    urgent: Arc<AtomicBool>,
+    /// The task that emits the partial's result (with `emit_partials`).
+    emit: Option<AbortHandle>,
 }
 
 impl Speculation {
     fn stop(self) {
         self.cancel.cancel();
         self.abort.abort();
+        if let Some(e) = self.emit {
+            e.abort();
+        }
+    }
+
+    /// Hands the retrieval to the final of the same text: its embedding becomes as urgent as a
+    /// final's, and the partial's result is not emitted any more (it could arrive after the final's).
+    fn take_over(self) -> SharedRetrieval {
+        self.urgent.store(true, Ordering::SeqCst);
+        if let Some(e) = self.emit {
+            e.abort();
+        }
+        self.shared
     }
 }
 
@@ -183,7 +201,7 @@ impl Coordinator {
         u.finalized = true;
         u.touched = Some(now());
         let reuse = match u.speculation.take() {
-            Some(s) if s.text == t.text => Some(s.shared),
+            Some(s) if s.text == t.text => Some(s.take_over()),
             Some(s) => {
                 s.stop();
                 None
@@ -232,23 +250,25 @@ impl Coordinator {
         // Speculative work has no deadline of its own: a final may reuse it well after the partial's.
         let until = Instant::from_std(t.received_at) + state.config.speculative_ttl();
         let searching = Arc::new(AtomicBool::new(false));
+        let urgent = lane(false);
         let task = {
-            let (state, req, cancel, searching) = (
+            let (state, req, cancel, searching, urgent) = (
                 Arc::clone(&state),
                 req.clone(),
                 cancel.clone(),
                 Arc::clone(&searching),
+                Arc::clone(&urgent),
             );
-            tokio::spawn(
-                async move { retrieve(&state, &req, until, until, &cancel, &searching).await },
-            )
+            tokio::spawn(async move {
+                retrieve(&state, &req, until, until, &cancel, &searching, &urgent).await
+            })
         };
         let abort = task.abort_handle();
         let shared = SharedRetrieval {
             result: async move { task.await.ok() }.boxed().shared(),
             searching,
         };
-        if state.config.emit_partials {
+        let emit = state.config.emit_partials.then(|| {
             let (shared, cancel) = (shared.clone(), cancel.clone());
             tokio::spawn(async move {
                 let retrieval = match timeout_at(state.stop_by(req.deadline), shared.result).await {
@@ -270,13 +290,16 @@ impl Coordinator {
                     Duration::ZERO,
                 );
                 state.emit(result, ResultKind::Partial);
-            });
-        }
+            })
+            .abort_handle()
+        });
         u.speculation = Some(Speculation {
             text: t.text,
             cancel,
             abort,
             shared,
+            urgent,
+            emit,
         });
     }
 }

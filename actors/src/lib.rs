@@ -11,7 +11,8 @@
 //!   and otherwise leaves it down while the pipeline runs degraded: embedder down gives BM25-only
 //!   results, reranker down hybrid order, retriever down no hits; results, logs and
 //!   [`PipelineHandle::health`] say so.
-//! - The coordinator owns each request and its deadline. The reranker is deadline-aware: it is
+//! - The coordinator owns each request and its deadline. Requests waiting for the embedder at the
+//!   same moment share one run (finals and queries before partials). The reranker is deadline-aware: it is
 //!   timed at start, keeps learning its cost per pair token, and reranks only the top candidates
 //!   that fit in the time left.
 //! - Final user transcripts and agent replies become memories, written in batches after the result
@@ -22,7 +23,8 @@
 //! - [`pipeline`]: [`Pipeline::start`], [`PipelineHandle`], [`Stages`]; [`stages`]: the stage traits;
 //!   [`messages`]: what flows through; [`config`]: [`PipelineConfig`]; [`error`]: [`PipelineError`].
 //! - `coordinator`: owns every transcript from the queue to its result; `request`: serving one
-//!   request by its deadline; `speculation`: what a partial's early retrieval leaves its final;
+//!   request by its deadline; `embed_batch`: micro-batching of embeddings (finals and queries
+//!   first); `speculation`: what a partial's early retrieval leaves its final;
 //!   `state`: `PipelineState`, what the coordinator, the request tasks and
 //!   the handle share.
 //! - [`rerank`]: the deadline-aware cost model; [`results`]: the result stream; [`health`]:
@@ -100,6 +102,7 @@
 pub mod cancel;
 pub mod config;
 mod coordinator;
+mod embed_batch;
 pub mod error;
 pub mod health;
 pub mod messages;

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::config::PipelineConfig;
 use crate::coordinator::{Control, Coordinator, serve_guarded};
+use crate::embed_batch::EmbedQueue;
 use crate::error::PipelineError;
 use crate::health::{Health, ResultKind, StageState, Stats};
 use crate::messages::{
@@ -84,8 +85,14 @@ impl Pipeline {
                     message: e.to_string(),
                 })?;
         let cost = calibrated_cost(&stages, &config).await;
+        let embeds = EmbedQueue::start(
+            Arc::clone(&stages.embedder),
+            Arc::clone(&registry),
+            config.embed_batch_max,
+        );
         let state = Arc::new(PipelineState {
             cost: Arc::new(Mutex::new(cost)),
+            embeds,
             permits: Arc::new(Semaphore::new(config.max_in_flight)),
             hub: ResultHub::default(),
             stats,

@@ -11,6 +11,7 @@ use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
 use crate::cancel::CancelToken;
+use crate::embed_batch::lane;
 use crate::messages::{
     ContextResult, Hit, RerankOutcome, SearchFilter, SearchMode, SearchRequest, StageTimings,
 };
@@ -39,7 +40,7 @@ pub(crate) struct Request {
 }
 
 /// How a stage call ended.
-enum Call<T> {
+pub(crate) enum Call<T> {
     Done(T),
     Failed(String),
     /// The stage died with the call queued or running.
@@ -63,6 +64,7 @@ async fn call<T: Send + 'static>(
     let job = Job {
         cancel: token.clone(),
         work: Box::new(move || drop(tx.send(work()))),
+        finished: None,
     };
     if actor.send_message(job).is_err() {
         return Call::Down;
@@ -87,7 +89,9 @@ fn child_of(parent: &CancelToken) -> CancelToken {
 }
 
 /// Embeds (unless BM25 mode) and searches. The embedder is awaited until `embed_by` at most, so a
-/// late embedder still leaves time for a BM25-only search, awaited until `search_by`.
+/// late embedder still leaves time for a BM25-only search, awaited until `search_by`. The embedding
+/// is batched with others waiting at the same moment, in the lane `urgent` says (finals and queries
+/// first; a speculation is promoted when a final takes it over).
 pub(crate) async fn retrieve(
     state: &PipelineState,
     req: &Request,
@@ -95,6 +99,7 @@ pub(crate) async fn retrieve(
     search_by: Instant,
     cancel: &CancelToken,
     searching: &AtomicBool,
+    urgent: &Arc<AtomicBool>,
 ) -> Retrieval {
     let mut out = Retrieval::default();
     let span =
@@ -103,15 +108,14 @@ pub(crate) async fn retrieve(
         None
     } else {
         let started = now();
-        let embedder = state.stages.embedder.clone();
-        let text = req.text.clone();
-        let work = move || {
-            embedder
-                .embed(&[text.as_str()])?
-                .pop()
-                .ok_or_else(|| StageError::new("embedder returned no vector"))
-        };
-        let r = call(&state.registry.embedder, child_of(cancel), embed_by, work)
+        let r = state
+            .embeds
+            .embed(
+                req.text.clone(),
+                Arc::clone(urgent),
+                child_of(cancel),
+                embed_by,
+            )
             .instrument(span)
             .await;
         out.embed = now() - started;
@@ -338,6 +342,7 @@ pub(crate) async fn serve(
     let cancel = CancelToken::new();
     let stop_by = state.stop_by(req.deadline);
     let searching = AtomicBool::new(false);
+    let urgent = lane(true);
     let embed_by = stop_by
         .checked_sub(state.config.search_reserve())
         .unwrap_or(stop_by);
@@ -345,11 +350,13 @@ pub(crate) async fn serve(
         Retrieval::default()
     } else {
         match speculative {
-            None => retrieve(state, req, embed_by, stop_by, &cancel, &searching).await,
+            None => retrieve(state, req, embed_by, stop_by, &cancel, &searching, &urgent).await,
             Some(spec) => match timeout_at(embed_by, spec.result.clone()).await {
                 Ok(Some(r)) => r,
                 // Aborted (cannot happen while we hold it, but be safe): start afresh.
-                Ok(None) => retrieve(state, req, embed_by, stop_by, &cancel, &searching).await,
+                Ok(None) => {
+                    retrieve(state, req, embed_by, stop_by, &cancel, &searching, &urgent).await
+                }
                 // Searching already: its search is as good as a new one.
                 Err(_) if spec.searching.load(Ordering::SeqCst) => {
                     match timeout_at(stop_by, spec.result).await {
@@ -359,7 +366,7 @@ pub(crate) async fn serve(
                 }
                 // Still embedding at the point a fresh request would give up on the embedder:
                 // search BM25-only in the time kept for it.
-                Err(_) => retrieve(state, req, now(), stop_by, &cancel, &searching).await,
+                Err(_) => retrieve(state, req, now(), stop_by, &cancel, &searching, &urgent).await,
             },
         }
     };

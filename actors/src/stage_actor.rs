@@ -18,6 +18,9 @@ pub(crate) struct Job {
     /// and a reranker run in progress is told to stop.
     pub cancel: CancelToken,
     pub work: Box<dyn FnOnce() + Send + 'static>,
+    /// Dropped when the actor is done with the job (run, skipped, failed, or the actor died with
+    /// it): how the embed batcher knows a run is over, even one whose thread was abandoned.
+    pub finished: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Why a stage actor failed.
@@ -63,11 +66,17 @@ impl Actor for StageActor {
         job: Job,
         state: &mut StageArgs,
     ) -> Result<(), ActorProcessingErr> {
-        let Job { cancel, work } = job;
+        let Job {
+            cancel,
+            work,
+            finished,
+        } = job;
         if cancel.is_cancelled() {
             return Ok(()); // its requester gave up: never spend a core on stale work
         }
-        run_blocking(state.name, state.unresponsive, &cancel, work).await?;
+        let outcome = run_blocking(state.name, state.unresponsive, &cancel, work).await;
+        drop(finished);
+        outcome?;
         Ok(())
     }
 }

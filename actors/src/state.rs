@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::Stages;
 use crate::config::PipelineConfig;
+use crate::embed_batch::EmbedQueue;
 use crate::health::{ResultKind, Stats};
 use crate::messages::{ContextResult, Memory, RerankOutcome, Transcript, memory_id};
 use crate::registry::Registry;
@@ -27,6 +28,8 @@ pub(crate) struct PipelineState {
     pub hub: ResultHub,
     pub memories: Arc<MemoryQueue>,
     pub cost: Arc<Mutex<RerankCost>>,
+    /// Where requests ask for embeddings, batched.
+    pub embeds: EmbedQueue,
     /// One permit per request being served (`max_in_flight`).
     pub permits: Arc<Semaphore>,
 }

@@ -125,6 +125,8 @@ pub struct FakeEmbedder {
     pub gate: Mutex<Option<Arc<Gate>>>,
     /// While set, every call panics.
     pub broken: AtomicBool,
+    /// The texts of each call, in call order.
+    pub batches: Mutex<Vec<Vec<String>>>,
 }
 
 impl FakeEmbedder {
@@ -135,10 +137,15 @@ impl FakeEmbedder {
             texts: Mutex::default(),
             gate: Mutex::new(None),
             broken: AtomicBool::new(false),
+            batches: Mutex::default(),
         })
     }
     pub fn calls_for(&self, text: &str) -> usize {
         self.texts.lock().unwrap().get(text).copied().unwrap_or(0)
+    }
+    /// The number of texts in each call, in call order.
+    pub fn sizes(&self) -> Vec<usize> {
+        self.batches.lock().unwrap().iter().map(Vec::len).collect()
     }
 }
 
@@ -148,6 +155,10 @@ impl Embedder for FakeEmbedder {
         for t in texts {
             *self.texts.lock().unwrap().entry(t.to_string()).or_default() += 1;
         }
+        self.batches
+            .lock()
+            .unwrap()
+            .push(texts.iter().map(|t| t.to_string()).collect());
         let gate = self.gate.lock().unwrap().clone();
         if let Some(g) = gate {
             g.wait();
@@ -156,7 +167,18 @@ impl Embedder for FakeEmbedder {
             self.counts.panics.fetch_add(1, Ordering::SeqCst);
             panic!("embedder broken");
         }
-        act("embed", &self.plan, id_of(texts[0]), &self.counts, None)?;
+        // A model run fails as a whole: as the first text the plan faults says, if any.
+        let id = texts
+            .iter()
+            .map(|t| id_of(t))
+            .find(|&id| {
+                matches!(
+                    (self.plan)("embed", id),
+                    Fault::Panic | Fault::Error | Fault::Hang(_)
+                )
+            })
+            .unwrap_or_else(|| id_of(texts[0]));
+        act("embed", &self.plan, id, &self.counts, None)?;
         Ok(texts.iter().map(|t| vec![t.len() as f32, 1.0]).collect())
     }
 }

@@ -1,0 +1,256 @@
+//! Micro-batching of embeddings: requests waiting for the embedder at the same moment are embedded
+//! in one run.
+//!
+//! One run at a time goes to the embedder stage (a model session is one core's worth of work). The
+//! first request after an idle spell is sent at once, with no added wait; requests that arrive
+//! while a run is in progress are gathered and sent together in the next run, at most
+//! `embed_batch_max` of them. Finals and queries come first: partials' speculative embeddings run
+//! in batches of their own, only when no final or query is waiting (a speculation a final has taken
+//! over is promoted to the finals' lane). A request whose caller gave up (cancelled, or past its
+//! `by`) is dropped before its run. Runs go through the supervised stage actor, so a batch that
+//! panics closes every member's reply channel (each request degrades, "embedder failed") and the
+//! stage restarts; a hung run is abandoned when the actor is, and the next batch goes to its
+//! successor.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout_at};
+
+use crate::cancel::CancelToken;
+use crate::registry::Registry;
+use crate::request::Call;
+use crate::stage_actor::Job;
+use crate::stages::Embedder;
+use crate::state::now;
+
+/// What the batcher answers one request.
+enum Answer {
+    Vector(Vec<f32>),
+    Failed(String),
+    Down,
+    /// Its caller gave up before its run.
+    Expired,
+}
+
+struct EmbedRequest {
+    text: String,
+    /// Set: a final's or a query's (the first lane); clear: a partial's speculation.
+    urgent: Arc<AtomicBool>,
+    cancel: CancelToken,
+    by: Instant,
+    reply: oneshot::Sender<Answer>,
+}
+
+impl EmbedRequest {
+    fn live(&self, at: Instant) -> bool {
+        !self.cancel.is_cancelled() && at < self.by
+    }
+}
+
+/// The lane flag of a request: `true` for a final or a query.
+pub(crate) fn lane(urgent: bool) -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(urgent))
+}
+
+/// Where request tasks ask for embeddings. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct EmbedQueue {
+    tx: mpsc::UnboundedSender<EmbedRequest>,
+}
+
+impl EmbedQueue {
+    /// Starts the batcher task; it ends when every queue handle is dropped.
+    pub(crate) fn start(embedder: Arc<dyn Embedder>, registry: Arc<Registry>, max: usize) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let batcher = Batcher {
+            embedder,
+            registry,
+            max: max.max(1),
+            urgent: VecDeque::new(),
+            speculative: VecDeque::new(),
+        };
+        tokio::spawn(batcher.run(rx));
+        Self { tx }
+    }
+
+    /// Embeds `text` in the next run it fits in, waiting until `by` at most. On timeout `cancel` is
+    /// cancelled, so a request still queued is never embedded.
+    pub(crate) async fn embed(
+        &self,
+        text: String,
+        urgent: Arc<AtomicBool>,
+        cancel: CancelToken,
+        by: Instant,
+    ) -> Call<Vec<f32>> {
+        let (reply, rx) = oneshot::channel();
+        let request = EmbedRequest {
+            text,
+            urgent,
+            cancel: cancel.clone(),
+            by,
+            reply,
+        };
+        if self.tx.send(request).is_err() {
+            return Call::Down;
+        }
+        match timeout_at(by, rx).await {
+            Ok(Ok(Answer::Vector(v))) => Call::Done(v),
+            Ok(Ok(Answer::Failed(e))) => Call::Failed(e),
+            Ok(Ok(Answer::Down)) => Call::Down,
+            Ok(Ok(Answer::Expired)) | Err(_) => {
+                cancel.cancel();
+                Call::TimedOut
+            }
+            // The stage died with the batch queued or running.
+            Ok(Err(_)) => Call::Crashed,
+        }
+    }
+}
+
+struct Batcher {
+    embedder: Arc<dyn Embedder>,
+    registry: Arc<Registry>,
+    max: usize,
+    urgent: VecDeque<EmbedRequest>,
+    speculative: VecDeque<EmbedRequest>,
+}
+
+impl Batcher {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<EmbedRequest>) {
+        loop {
+            if self.urgent.is_empty() && self.speculative.is_empty() {
+                match rx.recv().await {
+                    Some(r) => self.push(r),
+                    None => return,
+                }
+            }
+            // Everything that arrived meanwhile (during the last run, or with the first request)
+            // is a candidate for this run.
+            while let Ok(r) = rx.try_recv() {
+                self.push(r);
+            }
+            let batch = self.next_batch(now());
+            if batch.is_empty() {
+                continue;
+            }
+            if let Some(finished) = self.dispatch(batch) {
+                // Dropped once the stage actor is done with the run: answered, panicked, hung
+                // past its limit, or the actor died with it queued.
+                let _ = finished.await;
+            }
+        }
+    }
+
+    fn push(&mut self, r: EmbedRequest) {
+        if r.urgent.load(Ordering::SeqCst) {
+            self.urgent.push_back(r);
+        } else {
+            self.speculative.push_back(r);
+        }
+    }
+
+    /// The next run: up to `max` finals and queries, or, if none waits, up to `max` speculations.
+    fn next_batch(&mut self, at: Instant) -> Vec<EmbedRequest> {
+        // A speculation a final took over is as urgent as the final.
+        let (promoted, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.speculative)
+            .into_iter()
+            .partition(|r| r.urgent.load(Ordering::SeqCst));
+        self.speculative = rest;
+        self.urgent.extend(promoted);
+        // Whoever gave up is answered now and never embedded.
+        for lane in [&mut self.urgent, &mut self.speculative] {
+            for r in std::mem::take(lane) {
+                if r.live(at) {
+                    lane.push_back(r);
+                } else {
+                    let _ = r.reply.send(Answer::Expired);
+                }
+            }
+        }
+        let lane = if self.urgent.is_empty() {
+            &mut self.speculative
+        } else {
+            &mut self.urgent
+        };
+        let n = lane.len().min(self.max);
+        lane.drain(..n).collect()
+    }
+
+    /// Sends one run to the embedder stage; `None` if it could not be sent (its requests are
+    /// answered "down").
+    fn dispatch(&self, batch: Vec<EmbedRequest>) -> Option<oneshot::Receiver<()>> {
+        let Some(actor) = self.registry.embedder.current() else {
+            answer_down(batch);
+            return None;
+        };
+        let members = Arc::new(Mutex::new(Some(batch)));
+        let taken = Arc::clone(&members);
+        let embedder = Arc::clone(&self.embedder);
+        let (finished, rx) = oneshot::channel();
+        let job = Job {
+            // Members are checked one by one when the run starts.
+            cancel: CancelToken::new(),
+            work: Box::new(move || {
+                let batch = taken.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(batch) = batch {
+                    run_batch(embedder.as_ref(), batch);
+                }
+            }),
+            finished: Some(finished),
+        };
+        if actor.send_message(job).is_err() {
+            let batch = members.lock().unwrap_or_else(|p| p.into_inner()).take();
+            answer_down(batch.unwrap_or_default());
+            return None;
+        }
+        // From here only the job holds the members: if it is dropped unrun, their channels close.
+        drop(members);
+        Some(rx)
+    }
+}
+
+fn answer_down(batch: Vec<EmbedRequest>) {
+    for r in batch {
+        let _ = r.reply.send(Answer::Down);
+    }
+}
+
+/// One embedder call for every member still waiting; runs on the stage actor's blocking thread. A
+/// panic here drops every member's reply sender, which their callers see as a crash.
+fn run_batch(embedder: &dyn Embedder, batch: Vec<EmbedRequest>) {
+    let (live, stale): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.live(now()));
+    for r in stale {
+        let _ = r.reply.send(Answer::Expired);
+    }
+    if live.is_empty() {
+        return;
+    }
+    let result = {
+        let texts: Vec<&str> = live.iter().map(|r| r.text.as_str()).collect();
+        embedder.embed(&texts)
+    };
+    match result {
+        Ok(vectors) if vectors.len() == live.len() => {
+            for (r, v) in live.into_iter().zip(vectors) {
+                let _ = r.reply.send(Answer::Vector(v));
+            }
+        }
+        Ok(vectors) => {
+            let e = format!(
+                "embedder returned {} vectors for {} texts",
+                vectors.len(),
+                live.len()
+            );
+            for r in live {
+                let _ = r.reply.send(Answer::Failed(e.clone()));
+            }
+        }
+        Err(e) => {
+            for r in live {
+                let _ = r.reply.send(Answer::Failed(e.0.clone()));
+            }
+        }
+    }
+}

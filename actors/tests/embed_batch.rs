@@ -1,0 +1,266 @@
+//! Micro-batching of embeddings, on the paused clock with fake stages: requests waiting for the
+//! embedder at the same moment share one run, finals before partials, and supervision, cancellation
+//! and deadlines still hold per request.
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+use voicerag_actors::*;
+
+async fn next(results: &mut ResultStream) -> ContextResult {
+    tokio::time::timeout(Duration::from_secs(60), results.next())
+        .await
+        .expect("a result in time")
+        .expect("stream open")
+}
+
+async fn settle() {
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Submits `q0` alone and waits until the embedder is busy with it, behind `gate`.
+async fn busy_with_q0(f: &Fakes, p: &PipelineHandle, gate: &Arc<Gate>) {
+    *f.embedder.gate.lock().unwrap() = Some(gate.clone());
+    p.submit(transcript("c", "u0", "q0 first", true)).unwrap();
+    assert!(
+        until(|| gate.entered.load(SeqCst) == 1, 20_000).await,
+        "the embedder never started"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn finals_waiting_for_the_embedder_together_are_embedded_in_one_run() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
+        .await
+        .unwrap();
+    let mut results = p.results();
+    busy_with_q0(&f, &p, &gate).await;
+    for i in 1..8 {
+        p.submit(transcript(
+            "c",
+            &format!("u{i}"),
+            &format!("q{i} hello"),
+            true,
+        ))
+        .unwrap();
+    }
+    settle().await;
+    gate.open();
+    let mut answered = Vec::new();
+    for _ in 0..8 {
+        let r = next(&mut results).await;
+        assert_eq!(r.degraded, None, "{}", r.utterance);
+        assert_eq!(r.hits.len(), 5);
+        assert!(r.deadline_met());
+        answered.push(r.utterance);
+    }
+    answered.sort();
+    assert_eq!(
+        answered,
+        (0..8).map(|i| format!("u{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        f.embedder.sizes(),
+        [1, 7],
+        "the first final went at once, the other seven together"
+    );
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_embedder_takes_a_single_final_at_once() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
+        .await
+        .unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 alone", true)).unwrap();
+    let r = next(&mut results).await;
+    assert_eq!(r.degraded, None);
+    assert_eq!(f.embedder.sizes(), [1]);
+    assert_eq!(
+        r.timings.embed,
+        Duration::ZERO,
+        "no wait added for company (the paused clock only moves for timers)"
+    );
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_are_bounded_by_embed_batch_max() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    let config = PipelineConfig {
+        embed_batch_max: 4,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(false), config).await.unwrap();
+    let mut results = p.results();
+    busy_with_q0(&f, &p, &gate).await;
+    for i in 1..20 {
+        p.submit(transcript(
+            "c",
+            &format!("u{i}"),
+            &format!("q{i} hello"),
+            true,
+        ))
+        .unwrap();
+    }
+    settle().await;
+    gate.open();
+    for _ in 0..20 {
+        assert_eq!(next(&mut results).await.degraded, None);
+    }
+    assert_eq!(f.embedder.sizes(), [1, 4, 4, 4, 4, 3]);
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn finals_run_before_partials_and_a_speculation_a_final_takes_over_runs_with_finals() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
+        .await
+        .unwrap();
+    let mut results = p.results();
+    busy_with_q0(&f, &p, &gate).await;
+    p.submit(transcript("c", "u1", "q1 taken over", false))
+        .unwrap();
+    p.submit(transcript("c", "u2", "q2 still partial", false))
+        .unwrap();
+    settle().await;
+    p.submit(transcript("c", "u1", "q1 taken over", true))
+        .unwrap();
+    p.submit(transcript("c", "u3", "q3 final", true)).unwrap();
+    settle().await;
+    gate.open();
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        let r = next(&mut results).await;
+        assert_eq!(r.degraded, None, "{}", r.utterance);
+        answered.push(r.utterance);
+    }
+    answered.sort();
+    assert_eq!(answered, ["u0", "u1", "u3"]);
+    assert!(until(|| f.embedder.sizes().len() == 3, 20_000).await);
+    let mut runs = f.embedder.batches.lock().unwrap().clone();
+    runs[1].sort();
+    assert_eq!(
+        runs,
+        [
+            vec!["q0 first"],
+            vec!["q1 taken over", "q3 final"],
+            vec!["q2 still partial"]
+        ],
+        "finals (and the speculation a final reuses) first; partials never share their run"
+    );
+    assert_eq!(f.embedder.calls_for("q1 taken over"), 1);
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_final_whose_deadline_passes_while_queued_for_the_embedder_is_never_embedded() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
+        .await
+        .unwrap();
+    let mut results = p.results();
+    busy_with_q0(&f, &p, &gate).await;
+    p.submit(transcript("c", "u1", "q1 queued", true)).unwrap();
+    settle().await;
+    for _ in 0..78 {
+        // 100 - 2 (guard) - 20 (search reserve): both give up on the embedder.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..2 {
+        let r = next(&mut results).await;
+        assert_eq!(r.degraded.as_deref(), Some("embedder timeout"));
+        assert_eq!(r.hits.len(), 5, "BM25 hits still served");
+        assert!(r.deadline_met());
+    }
+    gate.open();
+    settle().await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        f.embedder.calls_for("q1 queued"),
+        0,
+        "stale work never runs"
+    );
+    assert_eq!(f.embedder.sizes(), [1]);
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_run_degrades_every_request_in_it_and_the_stage_restarts() {
+    quiet_injected_panics();
+    let plan: Plan = Arc::new(|stage, id| {
+        if stage == "embed" && id == 2 {
+            Fault::Panic
+        } else {
+            Fault::None
+        }
+    });
+    let f = Fakes::new(plan);
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
+        .await
+        .unwrap();
+    let mut results = p.results();
+    busy_with_q0(&f, &p, &gate).await;
+    for i in 1..4 {
+        p.submit(transcript(
+            "c",
+            &format!("u{i}"),
+            &format!("q{i} hello"),
+            true,
+        ))
+        .unwrap();
+    }
+    settle().await;
+    gate.open();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let r = next(&mut results).await;
+        assert!(r.deadline_met());
+        assert_eq!(r.hits.len(), 5, "BM25 hits still served");
+        got.push((r.utterance, r.degraded));
+    }
+    got.sort();
+    let failed = Some("embedder failed".to_string());
+    assert_eq!(
+        got,
+        [
+            ("u0".to_string(), None),
+            ("u1".to_string(), failed.clone()),
+            ("u2".to_string(), failed.clone()),
+            ("u3".to_string(), failed),
+        ]
+    );
+    assert_eq!(f.embedder.sizes(), [1, 3]);
+    tokio::time::sleep(Duration::from_millis(100)).await; // past the restart backoff
+    let embedder = &p.health().stages[0];
+    assert_eq!((embedder.state, embedder.restarts), (StageState::Up, 1));
+    p.submit(transcript("c", "u4", "q4 hello", true)).unwrap();
+    assert_eq!(next(&mut results).await.degraded, None);
+    p.shutdown().await.unwrap();
+}
