@@ -209,16 +209,20 @@ impl Coordinator {
             None => None,
         };
         let state = Arc::clone(&self.state);
-        let Ok(permit) = Arc::clone(&state.permits).acquire_owned().await else {
-            return;
-        };
         let req = request_for(&state, &t);
-        if now() >= state.stop_by(req.deadline) {
+        let stop_by = state.stop_by(req.deadline);
+        // A permit is awaited only until the deadline: a final never leaves late for want of one.
+        let permit = match timeout_at(stop_by, Arc::clone(&state.permits).acquire_owned()).await {
+            Ok(Ok(permit)) => Some(permit),
+            Ok(Err(_)) => return, // closed: the pipeline is gone
+            Err(_) => None,
+        };
+        let Some(permit) = permit.filter(|_| now() < stop_by) else {
             // Its deadline passed while it queued: answer now rather than late.
             state.emit(state.shed_result(&t), ResultKind::Final);
             state.remember_transcript(&t);
             return;
-        }
+        };
         tokio::spawn(async move {
             let result = serve_guarded(&state, &req, reuse).await;
             state.emit(result, ResultKind::Final);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::time::{Instant, timeout_at};
 
 use crate::config::PipelineConfig;
 use crate::coordinator::{Control, Coordinator, serve_guarded};
@@ -277,11 +277,14 @@ impl PipelineHandle {
             filter: q.filter,
             cap_context: false,
         };
-        let permit = Arc::clone(&state.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| PipelineError::Stopped)?;
-        let result = if now() >= state.stop_by(req.deadline) {
+        let stop_by = state.stop_by(req.deadline);
+        let permit = match timeout_at(stop_by, Arc::clone(&state.permits).acquire_owned()).await {
+            Ok(Ok(permit)) => Some(permit),
+            Ok(Err(_)) => return Err(PipelineError::Stopped),
+            Err(_) => None,
+        };
+        let Some(permit) = permit.filter(|_| now() < stop_by) else {
+            // No room before the deadline: answer now rather than late.
             let t = Transcript {
                 namespace: req.namespace.clone(),
                 conversation: req.conversation.clone(),
@@ -293,17 +296,20 @@ impl PipelineHandle {
             };
             let mut r = state.shed_result(&t);
             r.deadline = req.deadline.into_std();
-            r
-        } else {
-            // Spawned so a caller that stops waiting cannot leave stage calls half-done.
-            let task_core = Arc::clone(&state);
-            tokio::spawn(async move { serve_guarded(&task_core, &req, None).await })
-                .await
-                .map_err(|_| PipelineError::Stopped)?
+            state.stats.record_result(&r, ResultKind::Query);
+            return Ok(r);
         };
-        drop(permit);
-        state.stats.record_result(&result, ResultKind::Query);
-        Ok(result)
+        // Spawned, permit and all, so a caller that stops waiting can neither leave stage calls
+        // half-done nor free the request's permit while it is still being served.
+        let task_state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let result = serve_guarded(&task_state, &req, None).await;
+            task_state.stats.record_result(&result, ResultKind::Query);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|_| PipelineError::Stopped)
     }
 
     /// Stage states, counters and latency.

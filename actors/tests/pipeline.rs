@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
@@ -836,4 +836,133 @@ async fn the_relevance_floor_drops_weak_hits_and_says_how_many() {
     assert_eq!(q.floored, 0);
     assert_eq!(q.hits.len(), 10.min(f.retriever.n));
     p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_final_waiting_for_a_permit_is_shed_by_its_deadline() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    *f.retriever.gate.lock().unwrap() = Some(gate.clone());
+    let config = PipelineConfig {
+        max_in_flight: 1,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(false), config).await.unwrap();
+    let mut results = p.results();
+    // A query with a long budget holds the only permit.
+    let query = tokio::spawn({
+        let p = p.clone();
+        async move {
+            let q = QueryRequest {
+                namespace: "ns".into(),
+                text: "q9 long".into(),
+                budget: Some(Duration::from_secs(1)),
+                ..Default::default()
+            };
+            p.query(q).await
+        }
+    });
+    assert!(until(|| gate.entered.load(SeqCst) == 1, 20_000).await);
+    p.submit(transcript("c", "u1", "q1 waits", true)).unwrap();
+    advance_ms(100).await;
+    // The query's search blocks the paused clock: the result must be there already.
+    let mut shed = None;
+    assert!(
+        until(
+            || {
+                shed = results.next().now_or_never().flatten();
+                shed.is_some()
+            },
+            20_000
+        )
+        .await,
+        "no result by the deadline"
+    );
+    let r = shed.unwrap();
+    assert_eq!(r.degraded.as_deref(), Some("shed"));
+    assert!(
+        r.deadline_met(),
+        "finished {:?} after the deadline",
+        r.finished_at - r.deadline
+    );
+    gate.open();
+    assert!(query.await.unwrap().is_ok());
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_query_keeps_its_permit_until_served_even_if_its_caller_stops_waiting() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    *f.retriever.gate.lock().unwrap() = Some(gate.clone());
+    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
+        .await
+        .unwrap();
+    let caller = tokio::spawn({
+        let p = p.clone();
+        async move {
+            let q = QueryRequest {
+                namespace: "ns".into(),
+                text: "q1 abandoned".into(),
+                ..Default::default()
+            };
+            p.query(q).await
+        }
+    });
+    assert!(until(|| gate.entered.load(SeqCst) == 1, 20_000).await);
+    assert_eq!(p.health().in_flight, 1);
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        p.health().in_flight,
+        1,
+        "the request is still being served: its permit is still taken"
+    );
+    advance_ms(100).await;
+    assert!(until(|| p.health().in_flight == 0, 20_000).await);
+    gate.open();
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_final_that_takes_over_a_partial_cancels_the_partials_result() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    *f.embedder.gate.lock().unwrap() = Some(gate.clone());
+    let config = PipelineConfig {
+        emit_partials: true,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(false), config).await.unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c", "u1", "q1 hi", false)).unwrap();
+    assert!(until(|| gate.entered.load(SeqCst) == 1, 20_000).await);
+    p.submit(transcript("c", "u1", "q1 hi", true)).unwrap();
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    gate.open();
+    let r = next(&mut results).await;
+    assert!(r.is_final);
+    assert_eq!(r.degraded, None);
+    assert_eq!(
+        f.embedder.calls_for("q1 hi"),
+        1,
+        "the final reused the work"
+    );
+    p.shutdown().await.unwrap();
+    assert!(
+        results.next().await.is_none(),
+        "no partial result once its final took over"
+    );
+    assert_eq!(p.health().counters.partial_results, 0);
 }
