@@ -231,6 +231,16 @@ impl PipelineConfig {
                 ));
             }
         }
+        // And together: margins that each fit can still leave no time for the work.
+        let margins = self
+            .deadline_guard_ms
+            .saturating_add(self.search_reserve_ms)
+            .saturating_add(self.rerank_safety_margin_ms);
+        if margins >= self.budget_ms {
+            return Err(format!(
+                "pipeline.budget_ms: must be > deadline_guard_ms + search_reserve_ms + rerank_safety_margin_ms ({margins})"
+            ));
+        }
         Ok(())
     }
 }
@@ -265,6 +275,23 @@ mod tests {
         };
         let err = c.validate().unwrap_err();
         assert!(err.starts_with("pipeline.search_reserve_ms"), "{err}");
+    }
+
+    #[test]
+    fn margins_must_fit_in_the_budget_together() {
+        let c = PipelineConfig {
+            budget_ms: 25,
+            deadline_guard_ms: 2,
+            search_reserve_ms: 20,
+            rerank_safety_margin_ms: 5,
+            ..Default::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err("pipeline.budget_ms: must be > deadline_guard_ms + search_reserve_ms + rerank_safety_margin_ms (27)".to_string())
+        );
+        let c = PipelineConfig { budget_ms: 28, ..c };
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]
