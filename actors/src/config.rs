@@ -50,6 +50,10 @@ pub struct PipelineConfig {
     pub writer_batch_size: usize,
     /// A partial batch is written after this long (default 50).
     pub writer_flush_ms: u64,
+    /// A memory write running longer than this counts as a hung writer and is restarted; longer than
+    /// `restart.unresponsive_ms`, since a durable publish can wait out a JetStream leader change
+    /// (default 30000).
+    pub writer_unresponsive_ms: u64,
     /// First retry delay of a failed memory write; doubles up to `restart.backoff_max_ms` (default 100).
     pub writer_retry_ms: u64,
     /// Time kept free before the deadline when choosing how many candidates to rerank (default 5).
@@ -89,6 +93,7 @@ impl Default for PipelineConfig {
             embed_batch_max: 16,
             writer_batch_size: 32,
             writer_flush_ms: 50,
+            writer_unresponsive_ms: 30_000,
             writer_retry_ms: 100,
             rerank_safety_margin_ms: 5,
             rerank_initial_ns_per_token: 20_000,
@@ -180,6 +185,7 @@ impl PipelineConfig {
             ("writer_batch_size", self.writer_batch_size as u64),
             ("writer_flush_ms", self.writer_flush_ms),
             ("writer_retry_ms", self.writer_retry_ms),
+            ("writer_unresponsive_ms", self.writer_unresponsive_ms),
             (
                 "rerank_initial_ns_per_token",
                 self.rerank_initial_ns_per_token,

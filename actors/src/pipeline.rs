@@ -70,7 +70,7 @@ impl Pipeline {
             flush_after: config.writer_flush(),
             retry_initial: config.writer_retry(),
             retry_max: Duration::from_millis(config.restart.backoff_max_ms),
-            unresponsive: Duration::from_millis(config.restart.unresponsive_ms),
+            unresponsive: Duration::from_millis(config.writer_unresponsive_ms),
         };
         let args = SupervisorArgs {
             registry: Arc::clone(&registry),

@@ -966,3 +966,40 @@ async fn a_final_that_takes_over_a_partial_cancels_the_partials_result() {
     );
     assert_eq!(p.health().counters.partial_results, 0);
 }
+
+#[tokio::test]
+async fn a_slow_memory_write_is_not_taken_for_a_hung_writer() {
+    quiet_injected_panics();
+    // The first write takes longer than a stage call may, as a publish ack can under a leader change.
+    let plan: Plan = Arc::new(|stage, attempt| match (stage, attempt) {
+        ("write", 0) => Fault::Slow(Duration::from_millis(300)),
+        _ => Fault::None,
+    });
+    let f = Fakes::new(plan);
+    let config = PipelineConfig {
+        writer_flush_ms: 1,
+        restart: RestartPolicy {
+            unresponsive_ms: 50,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(false), config).await.unwrap();
+    p.reply(AgentReply {
+        namespace: "ns".into(),
+        conversation: "c".into(),
+        utterance: "r1".into(),
+        text: "noted".into(),
+    })
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let writer = &p.health().stages[3];
+    assert_eq!((writer.name, writer.restarts), ("writer", 0), "{writer:?}");
+    assert_eq!(f.writer.ids().len(), 1);
+    assert_eq!(
+        f.writer.attempts.load(SeqCst),
+        1,
+        "written once, not retried"
+    );
+    p.shutdown().await.unwrap();
+}
