@@ -266,14 +266,7 @@ async fn delete_id(
         else {
             continue;
         };
-        let origin = MemoryOrigin {
-            msg_id: message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                .map(|v| v.as_str().to_string()),
-            stream_sequence: Some(seq),
-        };
+        let origin = MemoryOrigin::of(message.headers.as_ref(), Some(seq));
         let decoded = decode_memory(
             ns,
             conversation,

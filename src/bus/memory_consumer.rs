@@ -284,14 +284,10 @@ impl<S: MemorySink> MemoryConsumer<S> {
         let mut decoded = Vec::with_capacity(batch.len());
         for message in batch {
             let subject = message.subject.as_str().to_string();
-            let origin = MemoryOrigin {
-                msg_id: message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                    .map(|v| v.as_str().to_string()),
-                stream_sequence: message.info().ok().map(|i| i.stream_sequence),
-            };
+            let origin = MemoryOrigin::of(
+                message.headers.as_ref(),
+                message.info().ok().map(|i| i.stream_sequence),
+            );
             let names = self.subjects.names_of_memory(&subject);
             let memory = names
                 .ok_or_else(|| WireError::Invalid {

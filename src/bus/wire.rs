@@ -481,6 +481,18 @@ pub struct MemoryOrigin {
     pub stream_sequence: Option<u64>,
 }
 
+impl MemoryOrigin {
+    /// The origin of a stream message: its `Nats-Msg-Id` header and stream sequence.
+    pub fn of(headers: Option<&async_nats::HeaderMap>, stream_sequence: Option<u64>) -> Self {
+        Self {
+            msg_id: headers
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|v| v.as_str().to_string()),
+            stream_sequence,
+        }
+    }
+}
+
 /// Decodes a memory that arrived on `voice.memory.<subject_namespace>.<subject_conversation>`.
 /// `now_ms` is its time when the payload has no `ts`. What it accepts the store can hold: names
 /// within [`MAX_NAME_BYTES`], text not empty.
