@@ -159,10 +159,23 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, St
         memories: HashMap::new(),
     };
 
+    let index = namespace_index(dbs, &rtxn, ns)?;
+    // A chunk's cosine to a unit query, from its stored vector (for chunks no vector list scored).
+    let cosine_of = |query: Option<&[f32]>, chunk: u32| -> Result<Option<f32>, StoreError> {
+        match (query, index) {
+            (Some(q), Some(index)) => {
+                Ok(
+                    vector::chunk_vector(dbs, &rtxn, index, s.model.dimension, chunk)?
+                        .map(|v| crate::store::exact::dot(q, &v)),
+                )
+            }
+            _ => Ok(None),
+        }
+    };
     let vector_list = match &query_vec {
         Some(q) => {
             let mut hits = Vec::new();
-            if let Some(index) = namespace_index(dbs, &rtxn, ns)? {
+            if let Some(index) = index {
                 let (ns_len, cands) = candidates(dbs, &rtxn, req, &exclude_ids)?;
                 let filtered = cands.len() < ns_len;
                 hits = if s.exact.covers(ns_len) {
@@ -209,25 +222,13 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, St
                 .as_deref()
                 .filter(|e| e.len() == s.model.dimension)
                 .and_then(vector::normalized);
-            let index = match &query {
-                Some(_) => namespace_index(dbs, &rtxn, ns)?,
-                None => None,
-            };
             for (i, found) in bm25_list.iter().take(req.top_n).enumerate() {
                 let mut hit = records.hit(found, found.score, None, Some(i + 1))?;
-                if let (Some(q), Some(index)) = (&query, index) {
-                    hit.similarity =
-                        vector::chunk_vector(dbs, &rtxn, index, s.model.dimension, found.chunk)?
-                            .map(|v| crate::store::exact::dot(q, &v));
-                }
+                hit.similarity = cosine_of(query.as_deref(), found.chunk)?;
                 out.push(hit);
             }
         }
         SearchMode::Hybrid => {
-            let index = match &query_vec {
-                Some(_) => namespace_index(dbs, &rtxn, ns)?,
-                None => None,
-            };
             // The vector list's chunk is the semantically best one; else BM25's.
             let mut cands: Vec<Candidate> = Vec::new();
             let mut slot: HashMap<&[u8], usize> = HashMap::new();
@@ -250,18 +251,11 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, St
                     None => {
                         // Found by words alone: its similarity still counts, for fusion and
                         // for the relevance floor.
-                        let cosine = match (&query_vec, index) {
-                            (Some(q), Some(index)) => {
-                                vector::chunk_vector(dbs, &rtxn, index, s.model.dimension, f.chunk)?
-                                    .map(|v| crate::store::exact::dot(q, &v))
-                            }
-                            _ => None,
-                        };
                         cands.push(Candidate {
                             found: f,
                             vector_rank: None,
                             bm25_rank: Some(i + 1),
-                            cosine,
+                            cosine: cosine_of(query_vec.as_deref(), f.chunk)?,
                             bm25: Some(f.score),
                         });
                     }
