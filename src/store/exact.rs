@@ -126,7 +126,12 @@ impl ExactVectors {
         filter: Option<&RoaringBitmap>,
         n: usize,
     ) -> Result<Scored, StoreError> {
-        let seq = lmdb::last_seq(dbs, rtxn)?;
+        // Only a read-only copy needs LMDB's sequence: the writer's is kept current as it commits.
+        let seq = if self.writer {
+            0
+        } else {
+            lmdb::last_seq(dbs, rtxn)?
+        };
         {
             let spaces = self.read();
             if let Some(v) = spaces.get(ns)
