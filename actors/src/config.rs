@@ -123,6 +123,10 @@ pub struct RestartPolicy {
     pub unresponsive_ms: u64,
     /// A stage that is down is started again after this long (default 30000).
     pub retry_down_after_ms: u64,
+    /// Calls given up on (hung) whose threads still run, per stage, before the stage stays down
+    /// rather than start another (default 4). Each holds a blocking thread and, when the engine
+    /// was renewed, a model session.
+    pub max_abandoned_calls: usize,
 }
 
 impl Default for RestartPolicy {
@@ -134,6 +138,7 @@ impl Default for RestartPolicy {
             backoff_max_ms: 5_000,
             unresponsive_ms: 2_000,
             retry_down_after_ms: 30_000,
+            max_abandoned_calls: 4,
         }
     }
 }
@@ -200,6 +205,10 @@ impl PipelineConfig {
             (
                 "restart.retry_down_after_ms",
                 self.restart.retry_down_after_ms,
+            ),
+            (
+                "restart.max_abandoned_calls",
+                self.restart.max_abandoned_calls as u64,
             ),
         ];
         if !(-1.0..=1.0).contains(&self.min_similarity) {

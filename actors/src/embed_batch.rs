@@ -62,10 +62,9 @@ pub(crate) struct EmbedQueue {
 
 impl EmbedQueue {
     /// Starts the batcher task; it ends when every queue handle is dropped.
-    pub(crate) fn start(embedder: Arc<dyn Embedder>, registry: Arc<Registry>, max: usize) -> Self {
+    pub(crate) fn start(registry: Arc<Registry>, max: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let batcher = Batcher {
-            embedder,
             registry,
             max: max.max(1),
             urgent: VecDeque::new(),
@@ -110,7 +109,6 @@ impl EmbedQueue {
 }
 
 struct Batcher {
-    embedder: Arc<dyn Embedder>,
     registry: Arc<Registry>,
     max: usize,
     urgent: VecDeque<EmbedRequest>,
@@ -187,7 +185,7 @@ impl Batcher {
         };
         let members = Arc::new(Mutex::new(Some(batch)));
         let taken = Arc::clone(&members);
-        let embedder = Arc::clone(&self.embedder);
+        let registry = Arc::clone(&self.registry);
         let (finished, rx) = oneshot::channel();
         let job = Job {
             // Members are checked one by one when the run starts.
@@ -195,6 +193,8 @@ impl Batcher {
             work: Box::new(move || {
                 let batch = taken.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(batch) = batch {
+                    // Read when the run starts: after a hang it may have been renewed.
+                    let embedder = registry.engines.embedder.current();
                     run_batch(embedder.as_ref(), batch);
                 }
             }),

@@ -34,6 +34,11 @@ pub struct StageHealth {
     pub restarts: u64,
     /// Why it last failed.
     pub last_error: Option<String>,
+    /// Calls given up on (hung past `restart.unresponsive_ms`) whose threads have not returned:
+    /// each holds a blocking thread. Bounded by `restart.max_abandoned_calls`.
+    pub abandoned_calls: usize,
+    /// Calls given up on since the pipeline started.
+    pub abandoned_total: u64,
 }
 
 /// Counters since the pipeline started.
@@ -75,6 +80,8 @@ pub struct Health {
     pub latency_p99_ms: f64,
     pub in_flight: usize,
     pub memories_pending: usize,
+    /// Abandoned calls of every stage whose threads still run.
+    pub abandoned_calls: usize,
 }
 
 #[derive(Default)]

@@ -31,7 +31,8 @@
 //!   counters and stage health; [`cancel`]: [`CancelToken`].
 //! - `supervisor`: the supervisor actor; `restart`: restart tracking (backoff, the limit per
 //!   window); `registry`: the stage registry, each stage's slot; `stage_actor`: the actor that runs a
-//!   stage; `writer`: the memory writer actor.
+//!   stage; `abandoned`: hung calls given up on, counted until their threads return; `engines`:
+//!   each stage's current engine instance, renewed after a hang; `writer`: the memory writer actor.
 //!
 //! # What results say
 //!
@@ -99,10 +100,12 @@
 //! # Ok(()) }
 //! ```
 
+mod abandoned;
 pub mod cancel;
 pub mod config;
 mod coordinator;
 mod embed_batch;
+mod engines;
 pub mod error;
 pub mod health;
 pub mod messages;

@@ -59,7 +59,7 @@ impl Pipeline {
         config: PipelineConfig,
     ) -> Result<PipelineHandle, PipelineError> {
         config.validate().map_err(PipelineError::Config)?;
-        let registry = Arc::new(Registry::new(stages.reranker.is_some()));
+        let registry = Arc::new(Registry::new(&stages));
         let stats = Arc::new(Stats::default());
         let memories = Arc::new(MemoryQueue::default());
         let writer = WriterArgs {
@@ -71,6 +71,7 @@ impl Pipeline {
             retry_initial: config.writer_retry(),
             retry_max: Duration::from_millis(config.restart.backoff_max_ms),
             unresponsive: Duration::from_millis(config.writer_unresponsive_ms),
+            abandoned: Arc::clone(&registry.writer.abandoned),
         };
         let args = SupervisorArgs {
             registry: Arc::clone(&registry),
@@ -85,11 +86,7 @@ impl Pipeline {
                     message: e.to_string(),
                 })?;
         let cost = calibrated_cost(&stages, &config).await;
-        let embeds = EmbedQueue::start(
-            Arc::clone(&stages.embedder),
-            Arc::clone(&registry),
-            config.embed_batch_max,
-        );
+        let embeds = EmbedQueue::start(Arc::clone(&registry), config.embed_batch_max);
         let state = Arc::new(PipelineState {
             cost: Arc::new(Mutex::new(cost)),
             embeds,
@@ -320,6 +317,7 @@ impl PipelineHandle {
             .iter()
             .any(|s| !matches!(s.state, StageState::Up | StageState::Off));
         let (p50, p99) = state.stats.latency_ms();
+        let abandoned_calls = stages.iter().map(|s| s.abandoned_calls).sum();
         Health {
             stages,
             degraded,
@@ -328,6 +326,7 @@ impl PipelineHandle {
             latency_p99_ms: p99,
             in_flight: state.config.max_in_flight - state.permits.available_permits(),
             memories_pending: state.memories.len(),
+            abandoned_calls,
         }
     }
 

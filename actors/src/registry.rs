@@ -2,10 +2,13 @@
 //! coordinator always reaches the current instance (a restarted stage is a new actor).
 
 use ractor::ActorRef;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
+use crate::abandoned::AbandonedCalls;
+use crate::engines::StageEngines;
 use crate::health::{StageHealth, StageState};
+use crate::pipeline::Stages;
 use crate::stage_actor::Job;
 use crate::writer::WriterMsg;
 
@@ -40,6 +43,8 @@ struct SlotInner<M: ractor::Message> {
 pub(crate) struct Slot<M: ractor::Message> {
     kind: StageKind,
     inner: Mutex<SlotInner<M>>,
+    /// Calls of this stage given up on whose threads still run.
+    pub abandoned: Arc<AbandonedCalls>,
 }
 
 impl<M: ractor::Message> Slot<M> {
@@ -52,6 +57,7 @@ impl<M: ractor::Message> Slot<M> {
                 restarts: 0,
                 last_error: None,
             }),
+            abandoned: Arc::default(),
         }
     }
 
@@ -71,6 +77,8 @@ impl<M: ractor::Message> Slot<M> {
             state: s.state,
             restarts: s.restarts,
             last_error: s.last_error.clone(),
+            abandoned_calls: self.abandoned.running(),
+            abandoned_total: self.abandoned.total(),
         }
     }
 
@@ -101,16 +109,22 @@ pub(crate) struct Registry {
     pub retriever: Slot<Job>,
     pub reranker: Option<Slot<Job>>,
     pub writer: Slot<WriterMsg>,
+    /// The instances the stage calls run on (renewed after a hang).
+    pub engines: StageEngines,
     pub(crate) shutting_down: AtomicBool,
 }
 
 impl Registry {
-    pub(crate) fn new(with_reranker: bool) -> Self {
+    pub(crate) fn new(stages: &Stages) -> Self {
         Self {
             embedder: Slot::new(StageKind::Embedder),
             retriever: Slot::new(StageKind::Retriever),
-            reranker: with_reranker.then(|| Slot::new(StageKind::Reranker)),
+            reranker: stages
+                .reranker
+                .is_some()
+                .then(|| Slot::new(StageKind::Reranker)),
             writer: Slot::new(StageKind::Writer),
+            engines: StageEngines::new(stages),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -124,6 +138,8 @@ impl Registry {
                 state: StageState::Off,
                 restarts: 0,
                 last_error: None,
+                abandoned_calls: 0,
+                abandoned_total: 0,
             },
         });
         v.push(self.writer.health());

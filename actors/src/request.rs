@@ -143,7 +143,8 @@ pub(crate) async fn retrieve(
         filter: req.filter.clone(),
     };
     searching.store(true, Ordering::SeqCst);
-    let retriever = state.stages.retriever.clone();
+    // The engine is read when the call runs: after a hang it may have been renewed.
+    let registry = Arc::clone(&state.registry);
     let span =
         tracing::info_span!("search", conversation = %req.conversation, utterance = %req.utterance);
     let started = now();
@@ -151,7 +152,7 @@ pub(crate) async fn retrieve(
         &state.registry.retriever,
         child_of(cancel),
         search_by,
-        move || retriever.search(&search),
+        move || registry.engines.retriever.current().search(&search),
     )
     .instrument(span)
     .await;
@@ -185,12 +186,13 @@ pub(crate) async fn rerank(
     hits: Vec<Hit>,
     cancel: &CancelToken,
 ) -> (Vec<Hit>, RerankOutcome, Option<&'static str>, Duration) {
-    let (Some(slot), Some(reranker)) = (
+    let (Some(slot), true) = (
         state.registry.reranker.as_ref(),
-        state.stages.reranker.clone(),
+        state.registry.engines.reranker.is_some(),
     ) else {
         return (hits, RerankOutcome::Off, None, Duration::ZERO);
     };
+    let registry = Arc::clone(&state.registry);
     if hits.is_empty() {
         return (
             hits,
@@ -209,6 +211,10 @@ pub(crate) async fn rerank(
     let token = child_of(cancel);
     let run_token = token.clone();
     let work = move || -> Result<RerankRun, StageError> {
+        // Read when the run starts: after a hang it may have been renewed.
+        let Some(reranker) = registry.engines.reranker.as_ref().map(|c| c.current()) else {
+            return Err(StageError::new("no reranker"));
+        };
         let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
         let tokens = reranker.pair_tokens(&query, &refs);
         if tokens.len() != refs.len() {

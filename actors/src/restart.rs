@@ -72,6 +72,7 @@ mod tests {
             backoff_max_ms: 25,
             unresponsive_ms: 100,
             retry_down_after_ms: 5_000,
+            max_abandoned_calls: 4,
         }
     }
 

@@ -7,8 +7,10 @@
 //! channel close at once and degrades those requests instead of waiting for their deadlines.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::abandoned::AbandonedCalls;
 use crate::cancel::CancelToken;
 use crate::health::record_stage_time;
 
@@ -43,6 +45,8 @@ pub(crate) enum StageFault {
 pub(crate) struct StageArgs {
     pub name: &'static str,
     pub unresponsive: Duration,
+    /// Where a call given up on is counted until its thread returns.
+    pub abandoned: Arc<AbandonedCalls>,
 }
 
 pub(crate) struct StageActor;
@@ -74,22 +78,35 @@ impl Actor for StageActor {
         if cancel.is_cancelled() {
             return Ok(()); // its requester gave up: never spend a core on stale work
         }
-        let outcome = run_blocking(state.name, state.unresponsive, &cancel, work).await;
+        let outcome = run_blocking(
+            state.name,
+            state.unresponsive,
+            &state.abandoned,
+            &cancel,
+            work,
+        )
+        .await;
         drop(finished);
         outcome?;
         Ok(())
     }
 }
 
-/// Runs `work` on the blocking pool; a panic or an overrun becomes a [`StageFault`].
+/// Runs `work` on the blocking pool; a panic or an overrun becomes a [`StageFault`]. An overrun
+/// call is counted in `abandoned` until its thread returns.
 pub(crate) async fn run_blocking(
     stage: &'static str,
     limit: Duration,
+    abandoned: &Arc<AbandonedCalls>,
     cancel: &CancelToken,
     work: Box<dyn FnOnce() + Send + 'static>,
 ) -> Result<(), StageFault> {
     let started = std::time::Instant::now();
-    let handle = tokio::task::spawn_blocking(work);
+    let (done, watch) = abandoned.track();
+    let handle = tokio::task::spawn_blocking(move || {
+        let _done = done;
+        work()
+    });
     match tokio::time::timeout(limit, handle).await {
         Ok(Ok(())) => {
             record_stage_time(stage, started.elapsed());
@@ -102,7 +119,9 @@ pub(crate) async fn run_blocking(
         Ok(Err(_)) => Err(StageFault::Aborted { stage }),
         Err(_) => {
             // The thread cannot be killed; a reranker stops on cancel, others return eventually.
+            // Until then it is counted, and the supervisor renews the engine it may hold.
             cancel.cancel();
+            watch.abandon();
             Err(StageFault::Unresponsive { stage, limit })
         }
     }

@@ -1,8 +1,22 @@
 //! The stage traits the pipeline needs. They are blocking: the pipeline runs them off the async
 //! runtime's worker threads, so a model run never blocks other actors.
 
+use std::sync::Arc;
+
 use crate::cancel::CancelToken;
 use crate::messages::{Hit, Memory, SearchRequest};
+
+/// What a stage runs next after one of its calls hung (was abandoned past the unresponsive limit).
+/// The hung call's thread cannot be killed and may hold the instance's lock (a model session runs
+/// one call at a time), so calling the same instance again would only wait behind it.
+pub enum AfterHang<T: ?Sized> {
+    /// A new instance (a fresh model session); the hung call keeps the old one.
+    Fresh(Arc<T>),
+    /// Calls do not serialise on anything a hung call holds: keep this instance.
+    Reuse,
+    /// No fresh instance: the stage stays down until the hung call returns.
+    Wait,
+}
 
 /// A stage's failure, as the pipeline sees it.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -18,11 +32,19 @@ impl StageError {
 /// Turns texts into L2-normalised vectors.
 pub trait Embedder: Send + Sync + 'static {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, StageError>;
+    /// Called (off the async runtime) after a call hung. Blocking; may load a model.
+    fn after_hang(&self) -> Result<AfterHang<dyn Embedder>, StageError> {
+        Ok(AfterHang::Wait)
+    }
 }
 
 /// Searches the memory store (hybrid, vector or BM25), confined to the request's namespace.
 pub trait Retriever: Send + Sync + 'static {
     fn search(&self, request: &SearchRequest) -> Result<Vec<Hit>, StageError>;
+    /// Called (off the async runtime) after a call hung. Blocking.
+    fn after_hang(&self) -> Result<AfterHang<dyn Retriever>, StageError> {
+        Ok(AfterHang::Wait)
+    }
 }
 
 /// A cross-encoder that scores (query, passage) pairs.
@@ -36,6 +58,10 @@ pub trait Reranker: Send + Sync + 'static {
         passages: &[&str],
         cancel: &CancelToken,
     ) -> Result<Vec<f32>, StageError>;
+    /// Called (off the async runtime) after a call hung. Blocking; may load a model.
+    fn after_hang(&self) -> Result<AfterHang<dyn Reranker>, StageError> {
+        Ok(AfterHang::Wait)
+    }
 }
 
 /// Stores memories durably (the store directly, or a durable bus such as JetStream).

@@ -67,6 +67,7 @@ impl Supervisor {
                 let args = StageArgs {
                     name: k.name(),
                     unresponsive,
+                    abandoned: Arc::clone(&slot.abandoned),
                 };
                 let (actor, _) = Actor::spawn_linked(None, StageActor, args, cell)
                     .await
@@ -84,6 +85,56 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Why `kind` must stay down for now: at the cap of abandoned calls, or hung on an engine with
+    /// no fresh instance whose hung call has not returned. Renews the engine after a hang (on the
+    /// blocking pool: a model may load), so no new actor calls an instance a hung call holds.
+    async fn hold_down(state: &SupervisorState, kind: StageKind) -> Option<String> {
+        let reg = &state.args.registry;
+        let slot = reg.job_slot(kind)?;
+        let calls = &slot.abandoned;
+        let cap = state.args.policy.max_abandoned_calls;
+        if calls.running() >= cap {
+            return Some(format!(
+                "{} abandoned calls still running (restart.max_abandoned_calls = {cap})",
+                calls.running()
+            ));
+        }
+        if !calls.take_hung() {
+            return None;
+        }
+        let registry = Arc::clone(reg);
+        let renewed = tokio::task::spawn_blocking(move || registry.engines.renew(kind))
+            .await
+            .unwrap_or(false);
+        if renewed || calls.running() == 0 {
+            if renewed {
+                tracing::info!(stage = kind.name(), "engine renewed after a hang");
+            }
+            return None;
+        }
+        calls.mark_hung();
+        Some("a hung call still holds the engine (no fresh instance)".into())
+    }
+
+    /// Keeps `kind` down for `reason` and checks again after the longest backoff.
+    fn stay_down(
+        myself: &ActorRef<SupervisorMsg>,
+        state: &SupervisorState,
+        kind: StageKind,
+        reason: String,
+    ) {
+        tracing::warn!(stage = kind.name(), %reason, "stage held down");
+        state
+            .args
+            .registry
+            .set_failed(kind, StageState::Down, reason);
+        let after = Duration::from_millis(state.args.policy.backoff_max_ms);
+        myself.send_after(after, move || SupervisorMsg::Start {
+            kind,
+            after_down: false,
+        });
+    }
+
     /// Applies the policy to a failure of `kind`.
     fn on_failure(
         myself: &ActorRef<SupervisorMsg>,
@@ -91,6 +142,16 @@ impl Supervisor {
         kind: StageKind,
         error: String,
     ) {
+        let at_cap = state
+            .args
+            .registry
+            .job_slot(kind)
+            .is_some_and(|s| s.abandoned.running() >= state.args.policy.max_abandoned_calls);
+        if at_cap {
+            // Down at once: requests degrade now instead of queueing for an actor that would only
+            // add another stuck thread.
+            return Self::stay_down(myself, state, kind, error);
+        }
         let tracker = state
             .trackers
             .entry(kind)
@@ -165,6 +226,10 @@ impl Actor for Supervisor {
                     if let Some(t) = state.trackers.get_mut(&kind) {
                         t.reset();
                     }
+                }
+                if let Some(reason) = Self::hold_down(state, kind).await {
+                    Self::stay_down(&myself, state, kind, reason);
+                    return Ok(());
                 }
                 if let Err(e) = Self::spawn_stage(&myself, state, kind, true).await {
                     Self::on_failure(&myself, state, kind, format!("restart failed: {e}"));

@@ -56,6 +56,8 @@ pub(crate) struct WriterArgs {
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub unresponsive: Duration,
+    /// Where a hung write is counted until its thread returns (shown in health).
+    pub abandoned: Arc<crate::abandoned::AbandonedCalls>,
 }
 
 pub(crate) enum WriterMsg {
@@ -167,7 +169,14 @@ async fn write_batch(
     let work = Box::new(move || {
         let _ = tx.send(writer.write(&batch));
     });
-    run_blocking("writer", args.unresponsive, &CancelToken::new(), work).await?;
+    run_blocking(
+        "writer",
+        args.unresponsive,
+        &args.abandoned,
+        &CancelToken::new(),
+        work,
+    )
+    .await?;
     match rx.try_recv() {
         Ok(Ok(())) => Ok(Ok(n)),
         Ok(Err(e)) => Ok(Err(e)),

@@ -72,6 +72,7 @@ async fn every_final_gets_one_correctly_marked_result_under_random_faults() {
             backoff_max_ms: 5,
             unresponsive_ms: 150,
             retry_down_after_ms: 100,
+            ..Default::default()
         },
         ..Default::default()
     };

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use ort::session::RunOptions;
 use tokenizers::{Encoding, Tokenizer, TruncationStrategy};
-use voicerag_actors::{CancelToken, Reranker, StageError};
+use voicerag_actors::{AfterHang, CancelToken, Reranker, StageError};
 
 use super::error::ModelError;
 use super::model_dir::ModelDir;
@@ -23,6 +23,8 @@ pub struct CrossEncoder {
     name: String,
     max_length: usize,
     batch_size: usize,
+    /// What it was loaded from: a fresh session after a hang loads the same.
+    loaded_from: (RuntimeConfig, RerankerConfig),
 }
 
 impl CrossEncoder {
@@ -45,6 +47,7 @@ impl CrossEncoder {
             name: dir.name(),
             max_length,
             batch_size: config.batch_size.max(1),
+            loaded_from: (runtime_config.clone(), config.clone()),
         };
         encoder.score("warm up", &["the session"], None)?;
         Ok(encoder)
@@ -187,6 +190,13 @@ impl Reranker for CrossEncoder {
         cancel: &CancelToken,
     ) -> Result<Vec<f32>, StageError> {
         CrossEncoder::score(self, query, passages, Some(cancel)).map_err(StageError::from)
+    }
+
+    /// A hung run holds this session's lock: a fresh session (same model, loaded and warmed).
+    fn after_hang(&self) -> Result<AfterHang<dyn Reranker>, StageError> {
+        let (runtime, config) = &self.loaded_from;
+        let fresh = CrossEncoder::load(runtime, config).map_err(StageError::from)?;
+        Ok(AfterHang::Fresh(Arc::new(fresh)))
     }
 }
 

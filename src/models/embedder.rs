@@ -1,8 +1,9 @@
 //! The sentence embedder: BERT-family encoder, attention-masked mean pooling, L2 normalisation.
 
 use ort::session::RunOptions;
+use std::sync::Arc;
 use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationStrategy};
-use voicerag_actors::{Embedder, StageError};
+use voicerag_actors::{AfterHang, Embedder, StageError};
 
 use super::error::ModelError;
 use super::model_dir::ModelDir;
@@ -24,6 +25,8 @@ pub struct SentenceEmbedder {
     max_length: usize,
     batch_size: usize,
     dimension: usize,
+    /// What it was loaded from: a fresh session after a hang loads the same.
+    loaded_from: (RuntimeConfig, EmbedderConfig),
 }
 
 impl SentenceEmbedder {
@@ -61,6 +64,7 @@ impl SentenceEmbedder {
             max_length,
             batch_size: config.batch_size.max(1),
             dimension: 0,
+            loaded_from: (runtime_config.clone(), config.clone()),
         };
         // The warm-up run also reads the dimension from the model's real output.
         let warm = embedder.embed(&["warm up the session"])?;
@@ -241,6 +245,13 @@ fn normalised(mut v: Vec<f32>) -> Vec<f32> {
 impl Embedder for SentenceEmbedder {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, StageError> {
         SentenceEmbedder::embed(self, texts).map_err(StageError::from)
+    }
+
+    /// A hung run holds this session's lock: a fresh session (same model, loaded and warmed).
+    fn after_hang(&self) -> Result<AfterHang<dyn Embedder>, StageError> {
+        let (runtime, config) = &self.loaded_from;
+        let fresh = SentenceEmbedder::load(runtime, config).map_err(StageError::from)?;
+        Ok(AfterHang::Fresh(Arc::new(fresh)))
     }
 }
 

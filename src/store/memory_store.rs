@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use voicerag_actors::messages::{Hit, Memory, SearchRequest};
-use voicerag_actors::{Retriever, StageError};
+use voicerag_actors::{AfterHang, Retriever, StageError};
 
 use super::background;
 use super::codec::{self, MemoryRecord, Op};
@@ -353,6 +353,12 @@ impl Drop for MemoryStore {
 impl Retriever for MemoryStore {
     fn search(&self, request: &SearchRequest) -> Result<Vec<Hit>, StageError> {
         MemoryStore::search(self, request).map_err(|e| StageError::new(e.to_string()))
+    }
+
+    /// Searches read LMDB transactions and tantivy searchers and take no exclusive lock, so a hung
+    /// search holds nothing a later one needs.
+    fn after_hang(&self) -> Result<AfterHang<dyn Retriever>, StageError> {
+        Ok(AfterHang::Reuse)
     }
 }
 

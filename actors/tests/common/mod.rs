@@ -261,6 +261,11 @@ impl Retriever for FakeRetriever {
             })
             .collect())
     }
+
+    /// Like the store: a search holds no lock a later one needs.
+    fn after_hang(&self) -> Result<AfterHang<dyn Retriever>, StageError> {
+        Ok(AfterHang::Reuse)
+    }
 }
 
 /// The fake cross-encoder's score: a pure function of (query, passage), so a test can tell a
