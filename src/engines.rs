@@ -78,6 +78,20 @@ impl Engines {
         })
     }
 
+    /// [`Engines::load`] on tokio's blocking pool: loading and warming the models takes hundreds
+    /// of milliseconds of CPU, which must not stall the caller's runtime thread (and every task
+    /// on it). Must be called inside a tokio runtime.
+    pub async fn load_off_runtime(
+        config: &Config,
+        access: StoreAccess,
+        with_reranker: bool,
+    ) -> Result<Self, EngineStartError> {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Engines::load(&config, access, with_reranker))
+            .await
+            .map_err(|e| EngineStartError::Pipeline(format!("loading the engines: {e}")))?
+    }
+
     /// A writer that chunks, embeds and commits memories to this store.
     pub fn store_writer(&self) -> Arc<StoreWriter> {
         Arc::new(StoreWriter {
@@ -132,7 +146,7 @@ impl Engines {
     /// Loads the models, opens the store for writing and starts the supervised pipeline; memories
     /// are committed to the store directly.
     pub async fn start_pipeline(config: &Config) -> Result<PipelineHandle, EngineStartError> {
-        let engines = Engines::load(config, StoreAccess::ReadWrite, true)?;
+        let engines = Engines::load_off_runtime(config, StoreAccess::ReadWrite, true).await?;
         let writer = engines.store_writer();
         engines.start(config, writer).await
     }

@@ -25,6 +25,11 @@ async fn health_report<E: ContextService>(state: &BusState, engine: &E, status: 
         },
         None => json!({"name": state.config.stream, "error": "consumer not ready"}),
     };
+    // Store stats walk the data directory: off the runtime's threads.
+    let stats = Arc::clone(&state.store_stats);
+    let store = tokio::task::spawn_blocking(move || stats())
+        .await
+        .unwrap_or_else(|e| json!({"error": format!("store stats: {e}")}));
     json!({
         "v": WIRE_VERSION,
         "replica": state.config.replica_id,
@@ -33,7 +38,7 @@ async fn health_report<E: ContextService>(state: &BusState, engine: &E, status: 
         "connection": format!("{:?}", state.client.connection_state()).to_lowercase(),
         "partitions": state.config.partitions,
         "engine": engine.health(),
-        "store": (state.store_stats)(),
+        "store": store,
         "stream": stream,
         "bus": state.stats.snapshot(),
     })

@@ -52,7 +52,7 @@ pub async fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     // Off unless `metrics.listen` is set: the demo then shows the same Prometheus endpoint as serve.
     let metrics = super::logging::init_metrics(&config.metrics)?;
     let load_started = Instant::now();
-    let engines = Engines::load(&config, StoreAccess::ReadWrite, true)?;
+    let engines = Engines::load_off_runtime(&config, StoreAccess::ReadWrite, true).await?;
     if metrics.is_some() {
         super::logging::spawn_store_gauges(engines.store.clone());
     }

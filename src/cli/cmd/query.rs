@@ -49,7 +49,7 @@ pub async fn query(config: &Config, args: &QueryArgs) -> anyhow::Result<ExitCode
             mode: None,
         });
     }
-    let engines = Engines::load(config, StoreAccess::ReadOnly, true)?;
+    let engines = Engines::load_off_runtime(config, StoreAccess::ReadOnly, true).await?;
     let handle = engines.start(config, Arc::new(ReadOnlyWriter)).await?;
     let mut failures = 0usize;
     let default_mode: SearchMode = match &args.mode {

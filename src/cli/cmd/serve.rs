@@ -12,7 +12,7 @@ use voicerag::engines::{Engines, StoreAccess};
 /// `voicerag serve`: the pipeline behind the NATS bus; memories go through JetStream only.
 pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let _metrics = crate::cli::logging::init_metrics(&config.metrics)?;
-    let engines = Engines::load(&config, StoreAccess::ReadWrite, true)?;
+    let engines = Engines::load_off_runtime(&config, StoreAccess::ReadWrite, true).await?;
     if _metrics.is_some() {
         crate::cli::logging::spawn_store_gauges(engines.store.clone());
     }
