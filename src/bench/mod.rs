@@ -4,6 +4,8 @@
 //! - [`store`]: the memory store at scale (ingest, search, recall, reopen), embedding excluded.
 //! - [`pipeline`]: end-to-end latency per final transcript, reranker off and on at several budgets.
 //! - [`nats`]: load over NATS on loopback; also the load generator the NATS tests use.
+//! - [`soak`]: conversations with partials, finals and agent replies for minutes, in process or
+//!   over NATS: latency against the budget, degradation, RSS and threads at start and end.
 //! - [`stats`]: percentiles, shared by the benchmarks and the demo.
 //!
 //! The actor pipeline's own overhead is measured by the actors crate:
@@ -15,6 +17,7 @@ use rand::rngs::StdRng;
 pub mod models;
 pub mod nats;
 pub mod pipeline;
+pub mod soak;
 pub mod stats;
 pub mod store;
 

@@ -4,6 +4,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use voicerag::bench::nats::BenchNatsArgs;
 use voicerag::bench::pipeline::BenchPipelineArgs;
+use voicerag::bench::soak::BenchSoakArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -193,4 +194,6 @@ pub enum BenchCommand {
     Pipeline(BenchPipelineArgs),
     /// Load over NATS on loopback.
     Nats(BenchNatsArgs),
+    /// Conversations (partials, finals, agent replies) for minutes, in process or over NATS.
+    Soak(BenchSoakArgs),
 }

@@ -108,6 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 args::BenchCommand::Pipeline(a) => bench::pipeline::run(&config, &a).await,
                 args::BenchCommand::Nats(a) => bench::nats::run(&config, &a).await,
+                args::BenchCommand::Soak(a) => bench::soak::run(&config, &a).await,
             },
         }
     })

@@ -1,0 +1,549 @@
+//! `voicerag bench soak`: C conversations, each sending partials then a final every T ms for M
+//! minutes (or `--seconds`), and an agent reply after every final that becomes a memory; in
+//! process, or over NATS with `--bus` (a private `nats-server`, as `bench nats` starts). Reports
+//! total p50/p99 against the budget, degraded share by reason, rerank outcomes, deadline misses,
+//! the final's embed p99, and RSS and thread count at the start and the end of the load.
+//!
+//! `--shared-session` makes the memory writer embed on the query embedder's session (the "before"
+//! of issue 11 item 2); `--embed-batch-max 1` turns micro-batching off (the "before" of item 3).
+
+use anyhow::Context as _;
+use clap::Args;
+use futures::StreamExt;
+use rand::SeedableRng;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use voicerag_actors::{AgentReply, ContextResult, Memory, PipelineHandle, Transcript, memory_id};
+
+use super::stats::percentile;
+use super::synthetic_utterance;
+use crate::bus::BusConnection;
+use crate::bus::server::LocalNatsServer;
+use crate::config::Config;
+use crate::engines::{Engines, StoreAccess};
+use crate::ingest;
+
+#[derive(Debug, Args)]
+pub struct BenchSoakArgs {
+    #[arg(long, default_value_t = 16)]
+    pub conversations: usize,
+    /// Each conversation sends one utterance (partials, then the final) every this many ms.
+    #[arg(long, default_value_t = 100)]
+    pub interval_ms: u64,
+    /// How long to send (default 10 minutes).
+    #[arg(long, conflicts_with = "seconds")]
+    pub minutes: Option<u64>,
+    /// How long to send, for short smoke runs.
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Partials sent before each final.
+    #[arg(long, default_value_t = 2)]
+    pub partials: usize,
+    /// Through NATS (a private nats-server) instead of in process.
+    #[arg(long)]
+    pub bus: bool,
+    /// End with one summary JSON line.
+    #[arg(long)]
+    pub json: bool,
+    /// Cross-encoder directory (overrides reranker.model_dir).
+    #[arg(long, conflicts_with = "no_reranker")]
+    pub reranker: Option<PathBuf>,
+    #[arg(long)]
+    pub no_reranker: bool,
+    /// Overrides pipeline.budget_ms.
+    #[arg(long)]
+    pub budget_ms: Option<u64>,
+    /// Overrides pipeline.embed_batch_max (1: micro-batching off).
+    #[arg(long)]
+    pub embed_batch_max: Option<usize>,
+    /// The memory writer embeds on the query embedder's session (no separate session).
+    #[arg(long)]
+    pub shared_session: bool,
+    /// Sentences in each agent reply: longer replies make the memory writer's embedding runs
+    /// longer (a busier writer for the queries to contend with).
+    #[arg(long, default_value_t = 1)]
+    pub reply_sentences: usize,
+    /// Memories stored before the load, so retrieval does real work.
+    #[arg(long, default_value_t = 2000)]
+    pub memories: usize,
+}
+
+const NAMESPACE: &str = "soak";
+
+/// The summary (the `--json` line).
+#[derive(Debug, Default, Serialize)]
+pub struct SoakReport {
+    pub mode: &'static str,
+    pub conversations: usize,
+    pub interval_ms: u64,
+    pub seconds: f64,
+    pub reranker: bool,
+    pub shared_session: bool,
+    pub embed_batch_max: usize,
+    /// Finals sent.
+    pub sent: u64,
+    /// Finals answered (once each).
+    pub answered: u64,
+    /// Finals never answered: must be 0.
+    pub lost: u64,
+    /// Finals answered more than once: must be 0.
+    pub duplicates: u64,
+    pub degraded: u64,
+    pub degraded_share: f64,
+    pub degraded_reasons: BTreeMap<String, u64>,
+    /// Rerank outcome of each answer: "full", "partial", "skipped:budget", "failed", "off", ...
+    pub rerank: BTreeMap<String, u64>,
+    pub deadline_missed: u64,
+    pub budget_ms: u64,
+    /// From receipt to result (the pipeline's own clock).
+    pub total_ms_p50: f64,
+    pub total_ms_p99: f64,
+    pub total_ms_max: f64,
+    /// The final's embedding wait and run (0 for finals that reused a partial's embedding).
+    pub embed_ms_p50: f64,
+    pub embed_ms_p99: f64,
+    /// Agent replies sent to be remembered, and sentences in each.
+    pub replies: u64,
+    pub reply_sentences: usize,
+    /// Memories the pipeline wrote (in process: committed; over the bus: published to the stream).
+    pub memories_written: u64,
+    /// Memories in the store after the pipeline stopped (the seed memories included).
+    pub memories_stored: u64,
+    /// Stage calls given up on whose threads still ran at the end.
+    pub abandoned_calls: usize,
+    pub rss_mb_start: f64,
+    pub rss_mb_end: f64,
+    pub threads_start: u64,
+    pub threads_end: u64,
+}
+
+/// One answer as the soak sees it, from either path.
+struct Answer {
+    key: String,
+    total_ms: f64,
+    embed_ms: f64,
+    degraded: Option<String>,
+    rerank: String,
+    deadline_met: bool,
+}
+
+impl Answer {
+    fn of_result(r: &ContextResult) -> Self {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        Self {
+            key: memory_id(&r.conversation, &r.utterance),
+            total_ms: ms(r.timings.total),
+            embed_ms: ms(r.timings.embed),
+            degraded: r.degraded.clone(),
+            rerank: rerank_label(r.rerank.kind(), &r.rerank.detail()),
+            deadline_met: r.deadline_met(),
+        }
+    }
+
+    /// A context message from the bus; `None` unless it answers a final.
+    fn of_json(v: &serde_json::Value) -> Option<Self> {
+        if v["final"] != serde_json::Value::Bool(true) {
+            return None;
+        }
+        Some(Self {
+            key: v["id"].as_str()?.to_string(),
+            total_ms: v["timings_ms"]["total"].as_f64().unwrap_or(0.0),
+            embed_ms: v["timings_ms"]["embed"].as_f64().unwrap_or(0.0),
+            degraded: v["degraded"].as_str().map(str::to_string),
+            rerank: rerank_label(v["rerank"].as_str().unwrap_or("?"), &v["rerank_detail"]),
+            deadline_met: v["deadline_met"] != serde_json::Value::Bool(false),
+        })
+    }
+}
+
+fn rerank_label(kind: &str, detail: &serde_json::Value) -> String {
+    match (kind, detail.as_str()) {
+        ("skipped", Some(why)) => format!("skipped:{why}"),
+        _ => kind.to_string(),
+    }
+}
+
+/// (RSS in MiB, thread count) of this process, from /proc/self/status (zeros elsewhere).
+fn process_usage() -> (f64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:") as f64 / 1024.0, field("Threads:"))
+}
+
+/// Where the load goes: the pipeline in process, or the bus.
+enum Target {
+    InProcess(PipelineHandle),
+    Bus {
+        client: async_nats::Client,
+        subjects: crate::bus::Subjects,
+    },
+}
+
+impl Target {
+    async fn send(&self, conversation: &str, utterance: &str, text: &str, is_final: bool) {
+        match self {
+            Target::InProcess(h) => {
+                let t = Transcript {
+                    namespace: NAMESPACE.into(),
+                    conversation: conversation.into(),
+                    utterance: utterance.into(),
+                    speaker: "user".into(),
+                    text: text.into(),
+                    is_final,
+                    received_at: Instant::now(),
+                };
+                if let Err(e) = h.submit(t) {
+                    tracing::warn!(error = %e, "soak submit failed");
+                }
+            }
+            Target::Bus { client, subjects } => {
+                let payload = serde_json::json!({
+                    "v": 2, "utterance": utterance, "text": text, "final": is_final,
+                });
+                let subject = subjects.transcript(NAMESPACE, conversation);
+                if let Err(e) = client.publish(subject, payload.to_string().into()).await {
+                    tracing::warn!(error = %e, "soak publish failed");
+                }
+            }
+        }
+    }
+
+    async fn reply(&self, conversation: &str, utterance: &str, text: &str) {
+        match self {
+            Target::InProcess(h) => {
+                let r = AgentReply {
+                    namespace: NAMESPACE.into(),
+                    conversation: conversation.into(),
+                    utterance: utterance.into(),
+                    text: text.into(),
+                };
+                if let Err(e) = h.reply(r) {
+                    tracing::warn!(error = %e, "soak reply failed");
+                }
+            }
+            Target::Bus { client, subjects } => {
+                let payload = serde_json::json!({
+                    "v": 2, "utterance": utterance, "speaker": "agent", "text": text,
+                });
+                let subject = subjects.memory(NAMESPACE, conversation);
+                if let Err(e) = client.publish(subject, payload.to_string().into()).await {
+                    tracing::warn!(error = %e, "soak reply publish failed");
+                }
+            }
+        }
+    }
+}
+
+pub async fn run(config: &Config, args: &BenchSoakArgs) -> anyhow::Result<ExitCode> {
+    let data = tempfile::tempdir()?;
+    let mut config = config.clone();
+    config.store.data_dir = data.path().join("store").display().to_string();
+    if let Some(dir) = &args.reranker {
+        config.reranker.model_dir = dir.display().to_string();
+    }
+    if args.no_reranker {
+        config.reranker.model_dir.clear();
+    }
+    if let Some(ms) = args.budget_ms {
+        config.pipeline.budget_ms = ms;
+    }
+    if let Some(n) = args.embed_batch_max {
+        config.pipeline.embed_batch_max = n;
+    }
+    config.validate()?;
+    let mut engines = Engines::load_off_runtime(&config, StoreAccess::ReadWrite, true).await?;
+    if args.shared_session {
+        engines.memory_embedder = engines.embedder.clone();
+    }
+    let engines = Arc::new(engines);
+    seed(&engines, args.memories).await?;
+
+    let report = if args.bus {
+        let nats_dir = data.path().join("nats");
+        std::fs::create_dir_all(&nats_dir)?;
+        let server = LocalNatsServer::start(&nats_dir)?;
+        let mut nats = config.nats.clone();
+        nats.urls = vec![server.url()];
+        nats.replica_id = format!("soak-{}", std::process::id());
+        let connection = BusConnection::connect(nats.clone(), Duration::from_secs(30)).await?;
+        let subjects = connection.subjects().clone();
+        let handle = engines
+            .start(&config, Arc::new(connection.writer()))
+            .await?;
+        let pipeline = handle.clone();
+        let bus = connection
+            .start(Arc::new(handle), engines.store_writer())
+            .await?;
+        let client = async_nats::connect(nats.urls.clone())
+            .await
+            .context("load client")?;
+        let contexts = client
+            .subscribe(subjects.context(NAMESPACE, "*"))
+            .await
+            .context("subscribe to contexts")?;
+        client.flush().await.context("flush")?;
+        let answers = contexts.filter_map(|m| async move {
+            serde_json::from_slice::<serde_json::Value>(&m.payload)
+                .ok()
+                .and_then(|v| Answer::of_json(&v))
+        });
+        let target = Target::Bus { client, subjects };
+        let report = soak(&config, args, &target, Box::pin(answers)).await;
+        bus.stop().await?;
+        if let Target::Bus { client, .. } = target {
+            let _ = client.drain().await;
+        }
+        drop(server);
+        let mut report = report?;
+        report.memories_written = pipeline.health().counters.memories_written;
+        report.abandoned_calls = pipeline.health().abandoned_calls;
+        report
+    } else {
+        let handle = engines.start(&config, engines.store_writer()).await?;
+        let answers = handle.results().map(|r| Answer::of_result(&r));
+        let target = Target::InProcess(handle.clone());
+        let report = soak(&config, args, &target, Box::pin(answers)).await;
+        handle.shutdown().await?;
+        let mut report = report?;
+        report.memories_written = handle.health().counters.memories_written;
+        report.abandoned_calls = handle.health().abandoned_calls;
+        report
+    };
+    let mut report = report;
+    // Leaves nothing for the store's last commit, which may run after the directory is gone.
+    engines.store.flush()?;
+    report.memories_stored = engines.store.stats()?.memories;
+    println!(
+        "bench soak ({}): {} conversations x ({} partials + final)/{} ms for {:.0} s, reranker {}, \
+         budget {} ms, embed_batch_max {}, {} session for memories",
+        report.mode,
+        report.conversations,
+        args.partials,
+        report.interval_ms,
+        report.seconds,
+        if report.reranker { "on" } else { "off" },
+        report.budget_ms,
+        report.embed_batch_max,
+        if report.shared_session {
+            "the query's"
+        } else {
+            "its own"
+        },
+    );
+    println!(
+        "  finals sent {}, answered {}, lost {}, duplicates {}; total p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (budget {} ms); deadline missed {}",
+        report.sent,
+        report.answered,
+        report.lost,
+        report.duplicates,
+        report.total_ms_p50,
+        report.total_ms_p99,
+        report.total_ms_max,
+        report.budget_ms,
+        report.deadline_missed
+    );
+    println!(
+        "  degraded {} ({:.1}%) {:?}; rerank {:?}; final's embed p50 {:.2} ms, p99 {:.2} ms; {} agent replies",
+        report.degraded,
+        report.degraded_share * 100.0,
+        report.degraded_reasons,
+        report.rerank,
+        report.embed_ms_p50,
+        report.embed_ms_p99,
+        report.replies
+    );
+    println!(
+        "  memories written {}, in the store {}; abandoned calls {}; RSS {:.1} -> {:.1} MiB, threads {} -> {}",
+        report.memories_written,
+        report.memories_stored,
+        report.abandoned_calls,
+        report.rss_mb_start,
+        report.rss_mb_end,
+        report.threads_start,
+        report.threads_end
+    );
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(if report.lost == 0 && report.duplicates == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Stores `n` synthetic memories (on the blocking pool).
+async fn seed(engines: &Arc<Engines>, n: usize) -> anyhow::Result<()> {
+    let engines = Arc::clone(engines);
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let memories: Vec<Memory> = (0..n)
+            .map(|i| Memory {
+                id: format!("seed{i}"),
+                namespace: NAMESPACE.into(),
+                conversation: format!("earlier{}", i / 20),
+                speaker: if i % 2 == 0 { "user" } else { "agent" }.into(),
+                text: synthetic_utterance(&mut rng),
+                ts_ms: 1_700_000_000_000 + i as i64 * 1000,
+            })
+            .collect();
+        for chunk in memories.chunks(512) {
+            let prepared = ingest::embed_memories(&engines.embedder, chunk.to_vec())?;
+            engines.store.add(prepared)?;
+        }
+        engines.store.flush()?;
+        Ok(())
+    })
+    .await?
+}
+
+type Answers = std::pin::Pin<Box<dyn futures::Stream<Item = Answer> + Send>>;
+
+/// Sends the load through `target` and gathers the finals' answers from `answers`.
+async fn soak(
+    config: &Config,
+    args: &BenchSoakArgs,
+    target: &Target,
+    mut answers: Answers,
+) -> anyhow::Result<SoakReport> {
+    let duration = match (args.seconds, args.minutes) {
+        (Some(s), _) => Duration::from_secs(s),
+        (None, Some(m)) => Duration::from_secs(m * 60),
+        (None, None) => Duration::from_secs(600),
+    };
+    let (rss_mb_start, threads_start) = process_usage();
+    let run = format!("soak{}", std::process::id());
+    let pending: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let replies = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let interval = Duration::from_millis(args.interval_ms.max(1));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let sentences: Vec<String> = (0..256).map(|_| synthetic_utterance(&mut rng)).collect();
+    let sentences = Arc::new(sentences);
+    let mut report = SoakReport {
+        mode: if args.bus { "bus" } else { "in-process" },
+        conversations: args.conversations,
+        interval_ms: args.interval_ms,
+        reranker: !config.reranker.model_dir.is_empty(),
+        shared_session: args.shared_session,
+        reply_sentences: args.reply_sentences.max(1),
+        embed_batch_max: config.pipeline.embed_batch_max,
+        budget_ms: config.pipeline.budget_ms,
+        rss_mb_start,
+        threads_start,
+        ..Default::default()
+    };
+    let mut totals = Vec::new();
+    let mut embeds = Vec::new();
+    let mut answered = HashSet::new();
+    let load = async {
+        let senders = (0..args.conversations).map(|c| {
+            let conversation = format!("{run}-c{c}");
+            let pending = pending.clone();
+            let replies = replies.clone();
+            let sentences = sentences.clone();
+            let offset = interval.mul_f64(c as f64 / args.conversations.max(1) as f64);
+            async move {
+                tokio::time::sleep(offset).await;
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut n = 0u64;
+                while started.elapsed() < duration {
+                    tick.tick().await;
+                    let utterance = format!("u{n}");
+                    let text = &sentences[(c * 31 + n as usize) % sentences.len()];
+                    let words: Vec<&str> = text.split_whitespace().collect();
+                    for p in 1..=args.partials {
+                        let cut = (words.len() * p / (args.partials + 1)).max(1);
+                        target
+                            .send(&conversation, &utterance, &words[..cut].join(" "), false)
+                            .await;
+                    }
+                    if let Ok(mut p) = pending.lock() {
+                        p.insert(memory_id(&conversation, &utterance));
+                    }
+                    target.send(&conversation, &utterance, text, true).await;
+                    let reply = (0..args.reply_sentences.max(1))
+                        .map(|k| sentences[(c * 7 + n as usize + k) % sentences.len()].as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    target.reply(&conversation, &format!("a{n}"), &reply).await;
+                    replies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    n += 1;
+                }
+                n
+            }
+        });
+        futures::future::join_all(senders).await
+    };
+    tokio::pin!(load);
+    let mut sent = None;
+    let mut answer_by = None;
+    loop {
+        if sent.is_some() && pending.lock().map(|p| p.is_empty()).unwrap_or(true) {
+            break;
+        }
+        if answer_by.is_some_and(|t| Instant::now() >= t) {
+            break;
+        }
+        tokio::select! {
+            counts = &mut load, if sent.is_none() => {
+                sent = Some(counts.iter().sum::<u64>());
+                report.seconds = started.elapsed().as_secs_f64();
+                // What was sent last gets its budget and then some to arrive.
+                answer_by = Some(Instant::now() + Duration::from_secs(10));
+            }
+            a = tokio::time::timeout(Duration::from_millis(50), answers.next()) => {
+                let a = match a {
+                    Ok(Some(a)) => a,
+                    Ok(None) => anyhow::bail!("the answer stream ended"),
+                    Err(_) => continue,
+                };
+                if !a.key.starts_with(&run) {
+                    continue;
+                }
+                let was_pending = pending.lock().map(|mut p| p.remove(&a.key)).unwrap_or(false);
+                if !was_pending {
+                    if answered.contains(&a.key) {
+                        report.duplicates += 1;
+                    }
+                    continue;
+                }
+                answered.insert(a.key.clone());
+                report.answered += 1;
+                totals.push(a.total_ms);
+                embeds.push(a.embed_ms);
+                if let Some(reason) = a.degraded {
+                    report.degraded += 1;
+                    *report.degraded_reasons.entry(reason).or_default() += 1;
+                }
+                *report.rerank.entry(a.rerank).or_default() += 1;
+                report.deadline_missed += u64::from(!a.deadline_met);
+            }
+        }
+    }
+    (report.rss_mb_end, report.threads_end) = process_usage();
+    report.sent = sent.unwrap_or(0);
+    report.lost = report.sent.saturating_sub(report.answered);
+    report.replies = replies.load(std::sync::atomic::Ordering::Relaxed);
+    report.degraded_share = report.degraded as f64 / report.answered.max(1) as f64;
+    totals.sort_by(f64::total_cmp);
+    embeds.sort_by(f64::total_cmp);
+    report.total_ms_p50 = percentile(&totals, 0.5);
+    report.total_ms_p99 = percentile(&totals, 0.99);
+    report.total_ms_max = totals.last().copied().unwrap_or(0.0);
+    report.embed_ms_p50 = percentile(&embeds, 0.5);
+    report.embed_ms_p99 = percentile(&embeds, 0.99);
+    Ok(report)
+}
