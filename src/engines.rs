@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use voicerag_actors::{Memory, MemoryWriter, PipelineHandle, StageError, Stages};
+use voicerag_actors::{AfterHang, Memory, MemoryWriter, PipelineHandle, StageError, Stages};
 
 use crate::bus::{Forget, ForgetScope, MemorySink, Refused, SinkError};
 use crate::config::Config;
@@ -163,6 +163,12 @@ impl MemoryWriter for StoreWriter {
     fn write(&self, batch: &[Memory]) -> Result<(), StageError> {
         // In process nobody else can be told: refused memories are logged by `commit`.
         self.commit(batch).map(drop).map_err(StageError::new)
+    }
+
+    /// A hung commit may hold LMDB's single write lock (or the embedder's session): another
+    /// writer instance would wait on it, so the writer waits down until the hung write returns.
+    fn after_hang(&self) -> Result<AfterHang<dyn MemoryWriter>, StageError> {
+        Ok(AfterHang::Wait)
     }
 }
 

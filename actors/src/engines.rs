@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::pipeline::Stages;
 use crate::registry::StageKind;
-use crate::stages::{AfterHang, Embedder, Reranker, Retriever, StageError};
+use crate::stages::{AfterHang, Embedder, MemoryWriter, Reranker, Retriever, StageError};
 
 /// One stage's current instance.
 pub(crate) struct EngineCell<T: ?Sized>(Mutex<Arc<T>>);
@@ -47,6 +47,8 @@ pub(crate) struct StageEngines {
     pub embedder: EngineCell<dyn Embedder>,
     pub retriever: EngineCell<dyn Retriever>,
     pub reranker: Option<EngineCell<dyn Reranker>>,
+    /// Shared with the writer's args (the writer actor and the shutdown flush).
+    pub writer: Arc<EngineCell<dyn MemoryWriter>>,
 }
 
 impl StageEngines {
@@ -55,6 +57,7 @@ impl StageEngines {
             embedder: EngineCell::new(Arc::clone(&stages.embedder)),
             retriever: EngineCell::new(Arc::clone(&stages.retriever)),
             reranker: stages.reranker.clone().map(EngineCell::new),
+            writer: Arc::new(EngineCell::new(Arc::clone(&stages.writer))),
         }
     }
 
@@ -68,7 +71,7 @@ impl StageEngines {
                 .reranker
                 .as_ref()
                 .is_none_or(|r| r.renew(|r| r.after_hang())),
-            StageKind::Writer => true,
+            StageKind::Writer => self.writer.renew(|w| w.after_hang()),
         }
     }
 }

@@ -63,7 +63,7 @@ impl Pipeline {
         let stats = Arc::new(Stats::default());
         let memories = Arc::new(MemoryQueue::default());
         let writer = WriterArgs {
-            writer: Arc::clone(&stages.writer),
+            writer: Arc::clone(&registry.engines.writer),
             queue: Arc::clone(&memories),
             stats: Arc::clone(&stats),
             batch_size: config.writer_batch_size,

@@ -155,6 +155,14 @@ impl Registry {
         }
     }
 
+    /// `kind`'s calls given up on.
+    pub(crate) fn abandoned(&self, kind: StageKind) -> Option<&Arc<AbandonedCalls>> {
+        match kind {
+            StageKind::Writer => Some(&self.writer.abandoned),
+            k => self.job_slot(k).map(|s| &s.abandoned),
+        }
+    }
+
     pub(crate) fn set_failed(&self, kind: StageKind, state: StageState, error: String) {
         match kind {
             StageKind::Writer => self.writer.set_failed(state, error),

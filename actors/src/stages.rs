@@ -68,4 +68,9 @@ pub trait Reranker: Send + Sync + 'static {
 pub trait MemoryWriter: Send + Sync + 'static {
     /// Returns once the batch is durable. Re-writing the same id is idempotent.
     fn write(&self, batch: &[Memory]) -> Result<(), StageError>;
+    /// Called (off the async runtime) after a write hung. Blocking. Memories wait in the queue
+    /// while the writer is down; nothing is lost.
+    fn after_hang(&self) -> Result<AfterHang<dyn MemoryWriter>, StageError> {
+        Ok(AfterHang::Wait)
+    }
 }

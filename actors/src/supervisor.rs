@@ -90,8 +90,7 @@ impl Supervisor {
     /// blocking pool: a model may load), so no new actor calls an instance a hung call holds.
     async fn hold_down(state: &SupervisorState, kind: StageKind) -> Option<String> {
         let reg = &state.args.registry;
-        let slot = reg.job_slot(kind)?;
-        let calls = &slot.abandoned;
+        let calls = reg.abandoned(kind)?;
         let cap = state.args.policy.max_abandoned_calls;
         if calls.running() >= cap {
             return Some(format!(
@@ -145,8 +144,8 @@ impl Supervisor {
         let at_cap = state
             .args
             .registry
-            .job_slot(kind)
-            .is_some_and(|s| s.abandoned.running() >= state.args.policy.max_abandoned_calls);
+            .abandoned(kind)
+            .is_some_and(|c| c.running() >= state.args.policy.max_abandoned_calls);
         if at_cap {
             // Down at once: requests degrade now instead of queueing for an actor that would only
             // add another stuck thread.

@@ -48,7 +48,8 @@ impl MemoryQueue {
 
 #[derive(Clone)]
 pub(crate) struct WriterArgs {
-    pub writer: Arc<dyn MemoryWriter>,
+    /// Read when a write starts: after a hang it may have been renewed.
+    pub writer: Arc<crate::engines::EngineCell<dyn MemoryWriter>>,
     pub queue: Arc<MemoryQueue>,
     pub stats: Arc<Stats>,
     pub batch_size: usize,
@@ -164,7 +165,7 @@ async fn write_batch(
     batch: Vec<Memory>,
 ) -> Result<Result<usize, StageError>, crate::stage_actor::StageFault> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let writer = args.writer.clone();
+    let writer = args.writer.current();
     let n = batch.len();
     let work = Box::new(move || {
         let _ = tx.send(writer.write(&batch));

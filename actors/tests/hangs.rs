@@ -285,3 +285,93 @@ async fn without_a_fresh_session_the_stage_waits_down_for_the_hung_call() {
     driver.await.unwrap();
     p.shutdown().await.unwrap();
 }
+
+/// A memory writer with one "transaction lock" held for a whole write, like LMDB's write lock.
+struct LockedWriter {
+    lock: Mutex<()>,
+    shared: Arc<Shared>,
+    stored: Mutex<HashMap<String, Memory>>,
+}
+
+impl MemoryWriter for LockedWriter {
+    fn write(&self, batch: &[Memory]) -> Result<(), StageError> {
+        let now = self.shared.in_call.fetch_add(1, SeqCst) + 1;
+        self.shared.max_in_call.fetch_max(now, SeqCst);
+        let _in_call = InCall(&self.shared);
+        let _tx = match self.lock.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                self.shared.contended.fetch_add(1, SeqCst);
+                self.lock.lock().unwrap_or_else(|p| p.into_inner())
+            }
+        };
+        if self.shared.hangs.fetch_add(1, SeqCst) == 0 {
+            self.shared.gate.wait(); // the first write hangs, holding the lock
+        }
+        let mut stored = self.stored.lock().unwrap();
+        for m in batch {
+            stored.insert(m.id.clone(), m.clone());
+        }
+        Ok(())
+    }
+    // No `after_hang`: the default waits for the hung write, as the store's writer does.
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_writer_waits_down_and_loses_no_memory() {
+    quiet_injected_panics();
+    let shared = Arc::new(Shared::default());
+    let _release = OpenOnDrop(shared.gate.clone());
+    let fakes = Fakes::new(no_faults());
+    let mut stages = fakes.stages(false);
+    let writer = Arc::new(LockedWriter {
+        lock: Mutex::new(()),
+        shared: Arc::clone(&shared),
+        stored: Mutex::default(),
+    });
+    stages.writer = writer.clone();
+    let p = Pipeline::start(
+        stages,
+        PipelineConfig {
+            writer_unresponsive_ms: 150,
+            ..config()
+        },
+    )
+    .await
+    .unwrap();
+    let mut results = p.results();
+    let driving = Arc::new(AtomicBool::new(true));
+    let driver = drive_clock(driving.clone());
+
+    const N: u64 = 1_000;
+    let got = serve_finals(&p, &mut results, 0..N, &shared).await;
+    assert_eq!(got.len() as u64, N);
+    wait_for(&p, "writer held down", |h| {
+        let w = stage(h, "writer");
+        w.state == StageState::Down && w.abandoned_calls == 1
+    })
+    .await;
+    assert_eq!(
+        shared.contended.load(SeqCst),
+        0,
+        "no write waited on the hung one's lock"
+    );
+    assert_eq!(shared.max_in_call.load(SeqCst), 1);
+    assert!(p.health().memories_pending > 0);
+
+    shared.gate.open();
+    wait_for(&p, "every memory written", |h| {
+        stage(h, "writer").state == StageState::Up && h.memories_pending == 0
+    })
+    .await;
+    driving.store(false, SeqCst);
+    driver.await.unwrap();
+    p.shutdown().await.unwrap();
+    let stored = writer.stored.lock().unwrap();
+    for id in 0..N {
+        assert!(
+            stored.contains_key(&format!("c/u{id}")),
+            "memory u{id} lost"
+        );
+    }
+}

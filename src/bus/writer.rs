@@ -8,7 +8,7 @@ use async_nats::jetstream::message::PublishMessage;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use voicerag_actors::{Memory, MemoryWriter, StageError};
+use voicerag_actors::{AfterHang, Memory, MemoryWriter, StageError};
 
 use super::BusError;
 use super::stats::BusStats;
@@ -98,5 +98,9 @@ impl MemoryWriter for JetStreamWriter {
                 self.timeout
             ))),
         }
+    }
+    /// A publish holds no lock a later one needs (it waits on its own ack).
+    fn after_hang(&self) -> Result<AfterHang<dyn MemoryWriter>, StageError> {
+        Ok(AfterHang::Reuse)
     }
 }
