@@ -132,16 +132,20 @@ struct Answer {
 }
 
 impl Answer {
-    fn of_result(r: &ContextResult) -> Self {
+    /// `None` unless it answers a final (partials' results come too with `emit_partials`).
+    fn of_result(r: &ContextResult) -> Option<Self> {
+        if !r.is_final {
+            return None;
+        }
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        Self {
+        Some(Self {
             key: memory_id(&r.conversation, &r.utterance),
             total_ms: ms(r.timings.total),
             embed_ms: ms(r.timings.embed),
             degraded: r.degraded.clone(),
             rerank: rerank_label(r.rerank.kind(), &r.rerank.detail()),
             deadline_met: r.deadline_met(),
-        }
+        })
     }
 
     /// A context message from the bus; `None` unless it answers a final.
@@ -311,7 +315,9 @@ pub async fn run(config: &Config, args: &BenchSoakArgs) -> anyhow::Result<ExitCo
         report
     } else {
         let handle = engines.start(&config, engines.store_writer()).await?;
-        let answers = handle.results().map(|r| Answer::of_result(&r));
+        let answers = handle
+            .results()
+            .filter_map(|r| futures::future::ready(Answer::of_result(&r)));
         let target = Target::InProcess(handle.clone());
         let report = soak(&config, args, &target, Box::pin(answers)).await;
         handle.shutdown().await?;
