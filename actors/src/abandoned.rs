@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 /// One stage's abandoned calls.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct AbandonedCalls {
+    /// The stage, for the `voicerag_abandoned_calls{stage}` gauge.
+    stage: &'static str,
     /// Abandoned calls whose threads have not returned yet.
     running: AtomicUsize,
     /// Calls abandoned since the pipeline started.
@@ -23,6 +25,20 @@ const DONE: u8 = 1;
 const ABANDONED: u8 = 2;
 
 impl AbandonedCalls {
+    pub(crate) fn new(stage: &'static str) -> Self {
+        Self {
+            stage,
+            running: AtomicUsize::new(0),
+            total: AtomicU64::new(0),
+            hung: AtomicBool::new(false),
+        }
+    }
+
+    fn publish(&self) {
+        metrics::gauge!("voicerag_abandoned_calls", "stage" => self.stage)
+            .set(self.running() as f64);
+    }
+
     pub(crate) fn running(&self) -> usize {
         self.running.load(Ordering::SeqCst)
     }
@@ -68,6 +84,7 @@ impl Drop for CallDone {
     fn drop(&mut self) {
         if self.state.swap(DONE, Ordering::SeqCst) == ABANDONED {
             self.calls.running.fetch_sub(1, Ordering::SeqCst);
+            self.calls.publish();
         }
     }
 }
@@ -89,6 +106,7 @@ impl CallWatch {
         if abandoned {
             self.calls.running.fetch_add(1, Ordering::SeqCst);
             self.calls.total.fetch_add(1, Ordering::SeqCst);
+            self.calls.publish();
         }
         self.calls.hung.store(true, Ordering::SeqCst);
         abandoned
@@ -101,7 +119,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_call_counts_until_its_thread_returns() {
-        let calls = Arc::new(AbandonedCalls::default());
+        let calls = Arc::new(AbandonedCalls::new("test"));
         let (done, watch) = calls.track();
         assert!(watch.abandon());
         assert_eq!((calls.running(), calls.total()), (1, 1));
@@ -113,7 +131,7 @@ mod tests {
 
     #[test]
     fn a_call_that_returned_first_is_not_counted() {
-        let calls = Arc::new(AbandonedCalls::default());
+        let calls = Arc::new(AbandonedCalls::new("test"));
         let (done, watch) = calls.track();
         drop(done);
         assert!(!watch.abandon());

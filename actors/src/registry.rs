@@ -57,7 +57,7 @@ impl<M: ractor::Message> Slot<M> {
                 restarts: 0,
                 last_error: None,
             }),
-            abandoned: Arc::default(),
+            abandoned: Arc::new(AbandonedCalls::new(kind.name())),
         }
     }
 
