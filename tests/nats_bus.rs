@@ -1461,3 +1461,239 @@ async fn bad_forgets_are_clear_errors_and_change_nothing() {
     assert_eq!(ok["forgotten"], 1, "{ok}");
     r1.bus.stop().await.unwrap();
 }
+
+/// The server configuration the README shows for tenant isolation.
+const TENANTS_CONF: &str = include_str!("../examples/nats/tenants.conf");
+
+/// An agent connected with its `tenants.conf` credentials and inbox prefix; every error the server
+/// sends it (permission violations) arrives on the returned channel.
+async fn tenant_agent(
+    url: &str,
+    user: &str,
+    password: &str,
+    inbox_prefix: &str,
+) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let nc = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .custom_inbox_prefix(inbox_prefix)
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .unwrap();
+    (nc, rx)
+}
+
+/// The next server error must be the permission violation for `what` (`Publish to "subject"` or
+/// `Subscription to "subject"`): checked one operation at a time, so no violation is mistaken
+/// for another and none goes unexplained.
+async fn expect_violation(errors: &mut mpsc::UnboundedReceiver<String>, what: &str) {
+    let wanted = format!("Permissions Violation for {what}");
+    let e = tokio::time::timeout(WAIT, errors.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no server error, waiting for: {wanted}"))
+        .expect("event channel closed");
+    assert!(
+        e.contains(&wanted),
+        "server said {e:?}, expected {wanted:?}"
+    );
+}
+
+/// No server error is pending.
+fn no_violation(errors: &mut mpsc::UnboundedReceiver<String>) {
+    if let Ok(e) = errors.try_recv() {
+        panic!("unexpected server error: {e}");
+    }
+}
+
+/// A request the server refuses gets no answer (its publish was dropped): the request fails.
+async fn request_refused(nc: &async_nats::Client, subject: &str, payload: Value) {
+    let request = nc.request(
+        subject.to_string(),
+        serde_json::to_vec(&payload).unwrap().into(),
+    );
+    if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(3), request).await {
+        panic!(
+            "{subject} was answered: {}",
+            String::from_utf8_lossy(&reply.payload)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_credentials_are_confined_to_their_namespaces() {
+    let h = start_server(Some(TENANTS_CONF));
+    let url = h.server.url();
+    let config = NatsConfig {
+        user: Some("voicerag".into()),
+        password: Some("voicerag-secret".into()),
+        ..bus_config(&url, "r1")
+    };
+    let (replica, _) = start_replica(config, Duration::ZERO, 0).await;
+    let admin = async_nats::ConnectOptions::with_user_and_password(
+        "voicerag".into(),
+        "voicerag-secret".into(),
+    )
+    .connect(&url)
+    .await
+    .unwrap();
+    let admin_js = jetstream::new(admin.clone());
+    let (alice, mut alice_errors) =
+        tenant_agent(&url, "alice-agent", "alice-secret", "_INBOX_alice").await;
+    let (bob, mut bob_errors) = tenant_agent(&url, "bob-agent", "bob-secret", "_INBOX_bob").await;
+    // Both agents publish memories with a plain JetStream publish: no JetStream API rights.
+    let alice_js = jetstream::new(alice.clone());
+    let bob_js = jetstream::new(bob.clone());
+
+    // Bob's data: a memory he publishes himself and a final transcript republished by voicerag.
+    let mut bob_ctx = bob.subscribe("voice.context.bob.c1").await.unwrap();
+    bob.flush().await.unwrap();
+    publish_memory_in(
+        &bob_js,
+        "bob",
+        "c2",
+        "m-bob",
+        "bob keeps his bank pin in the drawer",
+    )
+    .await;
+    let mut alice_ctx = alice.subscribe("voice.context.alice.c1").await.unwrap();
+    alice.flush().await.unwrap();
+    publish_memory_in(
+        &alice_js,
+        "alice",
+        "c2",
+        "m-alice",
+        "alice keeps her tea in the drawer",
+    )
+    .await;
+    eventually("both memories stored", || {
+        replica.memories.has_in("bob", "m-bob") && replica.memories.has_in("alice", "m-alice")
+    })
+    .await;
+
+    // Reading bob's context: refused, however alice spells the subscription.
+    let mut spies = Vec::new();
+    for subject in [
+        "voice.context.bob.c1",
+        "voice.context.*.c1",
+        "voice.context.>",
+        "voice.memory.bob.>",
+        "voice.errors.bob",
+        "_INBOX_bob.>",
+    ] {
+        spies.push(alice.subscribe(subject).await.unwrap());
+        expect_violation(&mut alice_errors, &format!("Subscription to \"{subject}\"")).await;
+    }
+    publish_transcript_in(&bob, "bob", "c1", "u1", "where is my bank pin", true).await;
+    let b = next_json(&mut bob_ctx).await;
+    assert_eq!(b["namespace"], "bob");
+    assert_eq!(b["hits"][0]["id"], "m-bob", "{b}");
+    // Alice's own context, in the same way, arrives.
+    publish_transcript_in(&alice, "alice", "c1", "u1", "where is my tea", true).await;
+    let a = next_json(&mut alice_ctx).await;
+    assert_eq!(a["namespace"], "alice");
+    assert_eq!(a["hits"][0]["id"], "m-alice", "{a}");
+    for spy in &mut spies {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), spy.next())
+                .await
+                .is_err(),
+            "alice read something of bob's"
+        );
+    }
+
+    // Querying bob's memories: refused; her own: answered.
+    let own = request_json(
+        &alice,
+        "voice.query.alice",
+        json!({"v": 2, "text": "drawer"}),
+    )
+    .await;
+    let ids: Vec<&str> = own["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["m-alice"], "{own}");
+    request_refused(&alice, "voice.query.bob", json!({"v": 2, "text": "drawer"})).await;
+    expect_violation(&mut alice_errors, "Publish to \"voice.query.bob\"").await;
+
+    // Writing in bob's namespace: a memory, a forget marker, a transcript; all refused.
+    for subject in ["voice.memory.bob.c2", "voice.memory.bob._forget"] {
+        let payload = serde_json::to_vec(&json!({"v": 2, "id": "m-evil", "text": "evil"})).unwrap();
+        let ack = alice_js
+            .send_publish(
+                subject,
+                PublishMessage::build()
+                    .payload(payload.into())
+                    .message_id("bob.m-evil"),
+            )
+            .await;
+        expect_violation(&mut alice_errors, &format!("Publish to \"{subject}\"")).await;
+        let acked = match ack {
+            Ok(ack) => tokio::time::timeout(Duration::from_secs(3), ack)
+                .await
+                .is_ok_and(|a| a.is_ok()),
+            Err(_) => false,
+        };
+        assert!(!acked, "the stream acked alice's {subject}");
+    }
+    publish_transcript_in(
+        &alice,
+        "bob",
+        "c1",
+        "u2",
+        "bob wants to forget his pin",
+        true,
+    )
+    .await;
+    expect_violation(&mut alice_errors, "Publish to \"voice.transcript.bob.c1\"").await;
+
+    // Forgetting in bob's namespace: refused; in her own: done.
+    request_refused(&alice, "voice.forget.bob", json!({"v": 2})).await;
+    expect_violation(&mut alice_errors, "Publish to \"voice.forget.bob\"").await;
+    let forgot = request_json(
+        &alice,
+        "voice.forget.alice",
+        json!({"v": 2, "id": "m-alice"}),
+    )
+    .await;
+    assert_eq!(forgot["forgotten"], 1, "{forgot}");
+    assert!(!replica.memories.has_in("alice", "m-alice"));
+
+    // Bob's data is untouched: in the replica, in the stream, and as bob queries it.
+    eventually("bob's final stored", || {
+        replica.memories.has_in("bob", "c1/u1")
+    })
+    .await;
+    let bobs: HashSet<String> = replica
+        .memories
+        .by_id
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|(ns, _)| ns == "bob")
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(
+        bobs,
+        HashSet::from(["m-bob".to_string(), "c1/u1".to_string()])
+    );
+    assert_eq!(stream_count(&admin_js, "voice.memory.bob.>").await, 2);
+    let mine = request_json(&bob, "voice.query.bob", json!({"v": 2, "text": "drawer"})).await;
+    assert_eq!(mine["hits"][0]["id"], "m-bob", "{mine}");
+    assert_eq!(
+        replica.bus.stats().forgets_applied.load(Ordering::SeqCst),
+        1
+    );
+    no_violation(&mut alice_errors);
+    no_violation(&mut bob_errors);
+    replica.bus.stop().await.unwrap();
+}
