@@ -91,6 +91,10 @@ struct FakeSink {
     max_text: usize,
     /// Fail this many commits first (a full disk, say).
     fail_first: AtomicUsize,
+    /// How long a commit takes (a slow disk), holding the writer's lock throughout; readers
+    /// are not blocked meanwhile, as LMDB's are not.
+    commit_time: Duration,
+    writer: Mutex<()>,
 }
 
 impl MemorySink for FakeSink {
@@ -107,6 +111,10 @@ impl MemorySink for FakeSink {
             .is_ok()
         {
             return Err(SinkError("disk full".into()));
+        }
+        let _writer = self.writer.lock().unwrap();
+        if !self.commit_time.is_zero() {
+            std::thread::sleep(self.commit_time);
         }
         let mut by_id = self.memories.by_id.lock().unwrap();
         let mut stored = self.memories.stored.lock().unwrap();
@@ -300,12 +308,23 @@ async fn start_replica(
     delay: Duration,
     fail_first: usize,
 ) -> (Replica, BusConnection) {
+    start_replica_committing_in(config, delay, fail_first, Duration::ZERO).await
+}
+
+async fn start_replica_committing_in(
+    config: NatsConfig,
+    delay: Duration,
+    fail_first: usize,
+    commit_time: Duration,
+) -> (Replica, BusConnection) {
     let memories = Arc::new(Memories::default());
     let engine = Arc::new(FakeEngine::new(memories.clone(), delay));
     let sink = Arc::new(FakeSink {
         memories: memories.clone(),
         max_text: 200,
         fail_first: AtomicUsize::new(fail_first),
+        commit_time,
+        writer: Mutex::new(()),
     });
     let connection = BusConnection::connect(config.clone(), WAIT).await.unwrap();
     let writer_connection = BusConnection::connect(config, WAIT).await.unwrap();
@@ -782,6 +801,55 @@ async fn failed_commit_is_redelivered_and_duplicates_collapse() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_longer_than_ack_wait_are_kept_in_progress_not_redelivered() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let config = NatsConfig {
+        ack_wait_ms: 1000,
+        memory_batch: 2,
+        ..bus_config(&url, "r1")
+    };
+    // Each commit takes 2.5 ack_waits: without in-progress acks, the batch in the commit and
+    // the messages pulled behind it would all be redelivered.
+    let (replica, _) =
+        start_replica_committing_in(config, Duration::ZERO, 0, Duration::from_millis(2500)).await;
+    let nc = client(&url).await;
+    let js = jetstream::new(nc.clone());
+    let ids: Vec<String> = (0..5).map(|i| format!("slow-{i}")).collect();
+    for id in &ids {
+        publish_memory(&js, "c1", id, "a memory on a slow disk").await;
+    }
+    eventually("all stored", || {
+        ids.iter().all(|id| replica.memories.has(id))
+    })
+    .await;
+    let mut consumer: jetstream::consumer::PullConsumer = js
+        .get_stream("VOICE_MEMORY")
+        .await
+        .unwrap()
+        .get_consumer("voicerag-r1")
+        .await
+        .unwrap();
+    // Settled: nothing delivered and unacked is left to be committed again.
+    let until = Instant::now() + WAIT;
+    let info = loop {
+        let info = consumer.info().await.unwrap().clone();
+        if info.num_ack_pending == 0 && info.num_pending == 0 {
+            break info;
+        }
+        assert!(Instant::now() < until, "consumer never settled: {info:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Five messages, five deliveries: none was redelivered, none offered twice.
+    assert_eq!(info.delivered.consumer_sequence, 5, "{info:?}");
+    let offered = replica.memories.offered.lock().unwrap().clone();
+    for id in &ids {
+        assert_eq!(offered.get(id), Some(&1), "{id} offered again: {offered:?}");
+    }
+    replica.bus.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn existing_stream_is_kept_and_consumer_resumes_after_restart() {
     let h = start_server(None);
     let url = h.server.url();
@@ -814,10 +882,24 @@ async fn existing_stream_is_kept_and_consumer_resumes_after_restart() {
     assert_eq!(info.state.messages, 1);
     replica.bus.stop().await.unwrap();
 
-    // Same replica id again: its durable consumer resumes; only the new memory is delivered.
+    // Same replica id again, configured with another ack_wait: its durable consumer resumes
+    // (only the new memory is delivered) and takes the new ack_wait.
     publish_memory(&js, "c1", "new-1", "a new memory").await;
-    let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    let config = NatsConfig {
+        ack_wait_ms: 1500,
+        ..bus_config(&url, "r1")
+    };
+    let (replica, _) = start_replica(config, Duration::ZERO, 0).await;
     eventually("new memory consumed", || replica.memories.has("new-1")).await;
+    let mut consumer: jetstream::consumer::PullConsumer = js
+        .get_stream("VOICE_MEMORY")
+        .await
+        .unwrap()
+        .get_consumer("voicerag-r1")
+        .await
+        .unwrap();
+    let ack_wait = consumer.info().await.unwrap().config.ack_wait;
+    assert_eq!(ack_wait, Duration::from_millis(1500));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !replica.memories.has("old-1"),

@@ -67,7 +67,9 @@ pub struct NatsConfig {
     pub republish_finals: bool,
     /// Most memories committed to the store in one batch.
     pub memory_batch: usize,
-    /// How long JetStream waits for an ack before redelivering a memory.
+    /// How long JetStream waits for an ack before redelivering a memory. A replica marks what it
+    /// holds in progress three times per ack_wait, so this only bounds how long a crashed
+    /// replica's unacked memories wait before they come back (fast recovery, issue 10 item 7).
     pub ack_wait_ms: u64,
     /// How long a graceful stop waits for in-flight work.
     pub drain_timeout_ms: u64,
@@ -101,7 +103,7 @@ impl Default for NatsConfig {
             max_concurrent_queries: 16,
             republish_finals: false,
             memory_batch: 64,
-            ack_wait_ms: 30_000,
+            ack_wait_ms: 3_000,
             drain_timeout_ms: 5000,
             reconnect_max_delay_ms: 5000,
             request_timeout_ms: 5000,

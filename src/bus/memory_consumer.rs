@@ -7,6 +7,7 @@
 
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use futures::{FutureExt, StreamExt};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -98,27 +99,41 @@ fn subject_covers(pattern: &str, subject: &str) -> bool {
     }
 }
 
-/// This replica's durable consumer (one per replica: each replica keeps a full copy).
+/// This replica's durable consumer (one per replica: each replica keeps a full copy). An existing
+/// one keeps its position; its ack_wait and max_ack_pending follow the configuration, so a
+/// shorter ack_wait (faster recovery after a crash) applies to consumers made before.
 pub async fn ensure_consumer(
     stream: &stream::Stream,
     config: &NatsConfig,
 ) -> Result<jetstream::consumer::PullConsumer, BusError> {
     let durable = config.durable_name();
-    stream
-        .get_or_create_consumer(
-            &durable,
-            pull::Config {
-                durable_name: Some(durable.clone()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                deliver_policy: jetstream::consumer::DeliverPolicy::All,
-                ack_wait: Duration::from_millis(config.ack_wait_ms),
-                max_ack_pending: (config.memory_batch * 4) as i64,
-                description: Some(format!("memory replica {}", config.replica_id)),
-                ..Default::default()
-            },
-        )
+    let wanted = pull::Config {
+        durable_name: Some(durable.clone()),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        deliver_policy: jetstream::consumer::DeliverPolicy::All,
+        ack_wait: Duration::from_millis(config.ack_wait_ms),
+        max_ack_pending: (config.memory_batch * 4) as i64,
+        description: Some(format!("memory replica {}", config.replica_id)),
+        ..Default::default()
+    };
+    let mut consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(&durable, wanted.clone())
         .await
-        .map_err(|e| BusError::JetStream(format!("consumer {durable}: {e}")))
+        .map_err(|e| BusError::JetStream(format!("consumer {durable}: {e}")))?;
+    let existing = &consumer.cached_info().config;
+    if existing.ack_wait != wanted.ack_wait || existing.max_ack_pending != wanted.max_ack_pending {
+        let update = pull::Config {
+            // Fields the configuration does not set stay as the consumer has them.
+            filter_subject: existing.filter_subject.clone(),
+            filter_subjects: existing.filter_subjects.clone(),
+            ..wanted
+        };
+        consumer = stream
+            .update_consumer(update)
+            .await
+            .map_err(|e| BusError::JetStream(format!("consumer {durable}: update: {e}")))?;
+    }
+    Ok(consumer)
 }
 
 pub(crate) struct MemoryConsumer<S> {
@@ -172,27 +187,61 @@ impl<S: MemorySink> MemoryConsumer<S> {
             .await
             .map_err(|e| BusError::JetStream(format!("pull: {e}")))?;
         tracing::info!(consumer = %self.config.durable_name(), "consuming memories");
+        // Delivered, not yet in a commit: pulled ahead while the previous commit runs.
+        let mut waiting: VecDeque<jetstream::Message> = VecDeque::new();
         loop {
-            let first = tokio::select! {
-                biased;
-                _ = stop.changed() => return Ok(()),
-                next = messages.next() => next,
-            };
-            let first = match first {
-                None => return Err(BusError::JetStream("pull stream ended".into())),
-                Some(Err(e)) => return Err(BusError::JetStream(format!("pull: {e}"))),
-                Some(Ok(m)) => m,
-            };
+            if waiting.is_empty() {
+                let first = tokio::select! {
+                    biased;
+                    _ = stop.changed() => return Ok(()),
+                    next = messages.next() => next,
+                };
+                waiting.push_back(pulled(first)?);
+            }
             // Whatever else is already here goes into the same commit: one LMDB transaction.
-            let mut batch = vec![first];
-            while batch.len() < self.config.memory_batch {
+            while waiting.len() < self.config.memory_batch {
                 match messages.next().now_or_never() {
-                    Some(Some(Ok(m))) => batch.push(m),
-                    _ => break,
+                    Some(next) => waiting.push_back(pulled(next)?),
+                    None => break,
                 }
             }
-            self.commit(batch).await;
+            let take = waiting.len().min(self.config.memory_batch);
+            let batch: Vec<_> = waiting.drain(..take).collect();
+            let in_commit = batch.clone();
+            let commit = self.commit(batch);
+            tokio::pin!(commit);
+            // While the commit runs, every message this replica holds (in the commit or pulled
+            // behind it) is kept from redelivery by in-progress acks, so ack_wait can be short:
+            // it only bounds how long a crashed replica's messages wait to come back.
+            let mut progress = tokio::time::interval(self.progress_interval());
+            progress.tick().await;
+            let mut broken = None;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut commit => break,
+                    _ = progress.tick() => {
+                        for message in in_commit.iter().chain(waiting.iter()) {
+                            in_progress(message).await;
+                        }
+                    }
+                    next = messages.next(), if broken.is_none() => match pulled(next) {
+                        Ok(message) => waiting.push_back(message),
+                        Err(e) => broken = Some(e),
+                    },
+                }
+            }
+            if let Some(e) = broken {
+                // What was pulled but not committed comes back after ack_wait.
+                return Err(e);
+            }
         }
+    }
+
+    /// How often a held message is marked in progress: three times per ack_wait, so one lost
+    /// or late progress ack never lets it expire.
+    fn progress_interval(&self) -> Duration {
+        Duration::from_millis((self.config.ack_wait_ms / 3).max(50))
     }
 
     /// Commits a pulled batch in stream order: the memories between forget markers in one sink
@@ -385,6 +434,24 @@ impl<S: MemorySink> MemoryConsumer<S> {
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
         }
+    }
+}
+
+/// The next message of a pull stream, or why the stream cannot go on.
+fn pulled(
+    next: Option<Result<jetstream::Message, pull::MessagesError>>,
+) -> Result<jetstream::Message, BusError> {
+    match next {
+        None => Err(BusError::JetStream("pull stream ended".into())),
+        Some(Err(e)) => Err(BusError::JetStream(format!("pull: {e}"))),
+        Some(Ok(m)) => Ok(m),
+    }
+}
+
+/// Restarts this message's ack_wait: it is held and will be acked (or nak'ed) by this replica.
+async fn in_progress(message: &jetstream::Message) {
+    if let Err(e) = message.ack_with(AckKind::Progress).await {
+        tracing::debug!(error = %e, "in-progress ack failed: the message may be redelivered");
     }
 }
 
