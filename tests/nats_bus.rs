@@ -166,6 +166,8 @@ struct FakeEngine {
     shut_down: AtomicBool,
     /// Accept transcripts and never answer (a broken engine).
     swallow: AtomicBool,
+    /// Shutdown fails as the pipeline's does when its memories cannot be written.
+    unflushed: AtomicBool,
 }
 
 impl FakeEngine {
@@ -180,6 +182,7 @@ impl FakeEngine {
             submitted: AtomicUsize::new(0),
             shut_down: AtomicBool::new(false),
             swallow: AtomicBool::new(false),
+            unflushed: AtomicBool::new(false),
         }
     }
 
@@ -261,6 +264,11 @@ impl ContextService for FakeEngine {
 
     async fn shutdown(&self) -> Result<(), EngineError> {
         self.shut_down.store(true, Ordering::SeqCst);
+        if self.unflushed.load(Ordering::SeqCst) {
+            return Err(EngineError(
+                "2 memories were not written before shutdown gave up: stream unreachable".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -955,6 +963,21 @@ async fn graceful_stop_answers_everything_in_flight() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_leaves_memories_unwritten_is_an_error() {
+    let h = start_server(None);
+    let url = h.server.url();
+    let (replica, _) = start_replica(bus_config(&url, "r1"), Duration::ZERO, 0).await;
+    replica.engine.unflushed.store(true, Ordering::SeqCst);
+    let e = replica
+        .bus
+        .stop()
+        .await
+        .expect_err("a stop that could not write its memories must not look clean");
+    assert!(e.to_string().contains("not written"), "{e}");
+    assert!(replica.engine.shut_down.load(Ordering::SeqCst));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

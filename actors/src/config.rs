@@ -48,6 +48,11 @@ pub struct PipelineConfig {
     pub embed_batch_max: usize,
     /// Memories per write batch (default 32).
     pub writer_batch_size: usize,
+    /// Most memories waiting in RAM for the writer (in bus mode: for the stream's ack). When
+    /// full, new agent replies and new finals are refused with `PipelineError::MemoryBacklog`
+    /// instead of waiting in RAM without bound; finals already accepted are still queued, so the
+    /// queue can hold up to `queue_capacity + max_in_flight` more (default 10000).
+    pub memory_queue_max: usize,
     /// A partial batch is written after this long (default 50).
     pub writer_flush_ms: u64,
     /// A memory write running longer than this counts as a hung writer and is restarted; longer than
@@ -92,6 +97,7 @@ impl Default for PipelineConfig {
             max_in_flight: 32,
             embed_batch_max: 16,
             writer_batch_size: 32,
+            memory_queue_max: 10_000,
             writer_flush_ms: 50,
             writer_unresponsive_ms: 30_000,
             writer_retry_ms: 100,
@@ -188,6 +194,7 @@ impl PipelineConfig {
             ("max_in_flight", self.max_in_flight as u64),
             ("embed_batch_max", self.embed_batch_max as u64),
             ("writer_batch_size", self.writer_batch_size as u64),
+            ("memory_queue_max", self.memory_queue_max as u64),
             ("writer_flush_ms", self.writer_flush_ms),
             ("writer_retry_ms", self.writer_retry_ms),
             ("writer_unresponsive_ms", self.writer_unresponsive_ms),

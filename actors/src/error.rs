@@ -16,6 +16,11 @@ pub enum PipelineError {
         stage: &'static str,
         message: String,
     },
+    #[error(
+        "{pending} memories are waiting to be written (pipeline.memory_queue_max): not accepting \
+         new ones until the writer catches up"
+    )]
+    MemoryBacklog { pending: usize },
     #[error("{pending} memories were not written before shutdown gave up: {last_error}")]
     Flush { pending: usize, last_error: String },
 }

@@ -66,6 +66,8 @@ pub struct Counters {
     pub partials_ignored: u64,
     pub memories_written: u64,
     pub memory_write_failures: u64,
+    /// Agent replies and finals refused because the memory queue was full.
+    pub memories_refused_backlog: u64,
 }
 
 /// A snapshot of the pipeline's state.
@@ -98,6 +100,7 @@ pub(crate) struct Stats {
     partials_ignored: AtomicU64,
     memories_written: AtomicU64,
     memory_write_failures: AtomicU64,
+    memories_refused_backlog: AtomicU64,
     latencies_us: Mutex<VecDeque<u64>>,
 }
 
@@ -169,6 +172,10 @@ impl Stats {
         bump(&self.memory_write_failures);
     }
 
+    pub(crate) fn memory_refused_backlog(&self) {
+        bump(&self.memories_refused_backlog);
+    }
+
     pub(crate) fn counters(&self) -> Counters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Counters {
@@ -188,6 +195,7 @@ impl Stats {
             partials_ignored: get(&self.partials_ignored),
             memories_written: get(&self.memories_written),
             memory_write_failures: get(&self.memory_write_failures),
+            memories_refused_backlog: get(&self.memories_refused_backlog),
         }
     }
 

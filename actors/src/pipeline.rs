@@ -21,7 +21,7 @@ use crate::request::Request;
 use crate::rerank::{RerankCost, calibration_runs};
 use crate::results::{ResultHub, ResultStream};
 use crate::stages::{Embedder, MemoryWriter, Reranker, Retriever};
-use crate::state::{PipelineState, now, unix_ms};
+use crate::state::{PipelineState, becomes_memory, now, unix_ms};
 use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::writer::{MemoryQueue, WriterArgs, flush_all};
 
@@ -61,7 +61,7 @@ impl Pipeline {
         config.validate().map_err(PipelineError::Config)?;
         let registry = Arc::new(Registry::new(&stages));
         let stats = Arc::new(Stats::default());
-        let memories = Arc::new(MemoryQueue::default());
+        let memories = Arc::new(MemoryQueue::new(config.memory_queue_max));
         let writer = WriterArgs {
             writer: Arc::clone(&registry.engines.writer),
             queue: Arc::clone(&memories),
@@ -199,10 +199,15 @@ fn check_ids(namespace: &str, conversation: &str, utterance: &str) -> Result<(),
 impl PipelineHandle {
     /// Queues a transcript; never blocks. Every final gets exactly one result on the results stream:
     /// if the queue is full, that result is sent at once, degraded "shed" (a partial is then dropped).
+    /// A final that would become a memory while `memory_queue_max` memories wait for the writer
+    /// is refused (`MemoryBacklog`, no result): memories never pile up in RAM without bound.
     pub fn submit(&self, t: Transcript) -> Result<(), PipelineError> {
         check_ids(&t.namespace, &t.conversation, &t.utterance)?;
         if self.inner.closing.load(Ordering::SeqCst) {
             return Err(PipelineError::ShuttingDown);
+        }
+        if becomes_memory(&t) {
+            self.check_memory_room()?;
         }
         match self.inner.intake.try_send(t) {
             Ok(()) => Ok(()),
@@ -218,7 +223,21 @@ impl PipelineHandle {
         }
     }
 
-    /// Remembers what the agent said (speaker "agent"); never delays a result.
+    /// `MemoryBacklog` when the memory queue is full (counted).
+    fn check_memory_room(&self) -> Result<(), PipelineError> {
+        let state = &self.inner.state;
+        if state.memories.has_room() {
+            return Ok(());
+        }
+        state.stats.memory_refused_backlog();
+        Err(PipelineError::MemoryBacklog {
+            pending: state.memories.len(),
+        })
+    }
+
+    /// Remembers what the agent said (speaker "agent"); never delays a result. Ok means queued
+    /// in RAM, not yet durable (see `memories_written` in health); `MemoryBacklog` when
+    /// `memory_queue_max` memories are waiting already.
     pub fn reply(&self, r: AgentReply) -> Result<(), PipelineError> {
         check_ids(&r.namespace, &r.conversation, &r.utterance)?;
         if self.inner.closing.load(Ordering::SeqCst) {
@@ -227,6 +246,7 @@ impl PipelineHandle {
         if r.text.trim().is_empty() {
             return Ok(());
         }
+        self.check_memory_room()?;
         self.inner.state.remember(Memory {
             id: memory_id(&r.conversation, &r.utterance),
             namespace: r.namespace,

@@ -73,9 +73,10 @@ impl PipelineState {
         )
     }
 
-    /// Queues a final transcript as a memory, unless it is the agent's or empty.
+    /// Queues a final transcript as a memory, unless it is the agent's or empty. A final that
+    /// was accepted is queued even over `memory_queue_max`: refusing happens at submit.
     pub(crate) fn remember_transcript(&self, t: &Transcript) {
-        if t.speaker == AGENT_SPEAKER || t.text.trim().is_empty() {
+        if !becomes_memory(t) {
             return;
         }
         let age = now().into_std().saturating_duration_since(t.received_at);
@@ -96,6 +97,11 @@ impl PipelineState {
             let _ = w.send_message(WriterMsg::Wake);
         }
     }
+}
+
+/// Whether a transcript is remembered when it is final: the user's, with some text.
+pub(crate) fn becomes_memory(t: &Transcript) -> bool {
+    t.is_final && t.speaker != AGENT_SPEAKER && !t.text.trim().is_empty()
 }
 
 /// Unix milliseconds of the moment `ago` before now.

@@ -16,13 +16,24 @@ use crate::messages::Memory;
 use crate::stage_actor::run_blocking;
 use crate::stages::{MemoryWriter, StageError};
 
-/// Memories accepted but not yet durable.
-#[derive(Default)]
+/// Memories accepted but not yet durable: they exist only in RAM until the writer returns Ok.
 pub(crate) struct MemoryQueue {
     pending: Mutex<VecDeque<Memory>>,
+    /// Beyond this many, new memories are refused (finals already accepted are still queued).
+    max: usize,
 }
 
 impl MemoryQueue {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            pending: Mutex::default(),
+            max,
+        }
+    }
+    /// Whether a new memory may be accepted.
+    pub(crate) fn has_room(&self) -> bool {
+        self.lock().len() < self.max
+    }
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Memory>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }

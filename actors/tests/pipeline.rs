@@ -1026,3 +1026,90 @@ async fn a_slow_memory_write_is_not_taken_for_a_hung_writer() {
     );
     p.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_full_memory_queue_refuses_new_memories_and_reports_none_written_until_durable() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let writer = FakeWriter::new(0, no_faults());
+    writer.down.store(true, SeqCst);
+    let stages = Stages {
+        writer: writer.clone(),
+        ..f.stages(false)
+    };
+    let config = PipelineConfig {
+        memory_queue_max: 3,
+        writer_batch_size: 2,
+        writer_flush_ms: 50,
+        writer_retry_ms: 10,
+        ..Default::default()
+    };
+    let p = Pipeline::start(stages, config).await.unwrap();
+    let mut results = p.results();
+    for i in 0..3 {
+        p.submit(transcript(
+            "c",
+            &format!("u{i}"),
+            &format!("q{i} text"),
+            true,
+        ))
+        .unwrap();
+        next(&mut results).await;
+    }
+    assert!(until(|| p.health().memories_pending == 3, 1000).await);
+    advance_ms(200).await;
+    assert!(p.health().counters.memory_write_failures > 0);
+
+    // Full: a new reply and a new final are refused, clearly; a partial and a query still run.
+    let reply = |u: &str| AgentReply {
+        namespace: "ns".into(),
+        conversation: "c".into(),
+        utterance: u.into(),
+        text: "noted".into(),
+    };
+    assert_eq!(
+        p.reply(reply("r0")),
+        Err(PipelineError::MemoryBacklog { pending: 3 })
+    );
+    assert_eq!(
+        p.submit(transcript("c", "u3", "q3 text", true)),
+        Err(PipelineError::MemoryBacklog { pending: 3 })
+    );
+    p.submit(transcript("c", "u4", "q4 partial", false))
+        .unwrap();
+    let q = p
+        .query(QueryRequest {
+            namespace: "ns".into(),
+            text: "q1 what".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!q.hits.is_empty());
+    // Held in RAM only: nothing is reported written.
+    let h = p.health();
+    assert_eq!(
+        (
+            h.counters.memories_written,
+            h.counters.memories_refused_backlog,
+            h.memories_pending
+        ),
+        (0, 2, 3)
+    );
+    assert!(writer.ids().is_empty());
+
+    // The store is back: the queued memories are written, and room returns.
+    writer.down.store(false, SeqCst);
+    advance_ms(6000).await;
+    assert!(until(|| p.health().memories_pending == 0, 1000).await);
+    let written: std::collections::HashSet<String> = ["c/u0", "c/u1", "c/u2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(writer.ids(), written, "the refused final was never queued");
+    assert_eq!(p.health().counters.memories_written, 3);
+    p.reply(reply("r1")).unwrap();
+    p.shutdown().await.unwrap();
+    assert!(writer.ids().contains("c/r1"));
+    assert!(!writer.ids().contains("c/r0"));
+}

@@ -62,6 +62,9 @@ pub enum BusError {
     Nats(String),
     #[error("nats-server: {0}")]
     Server(String),
+    /// The graceful stop finished, but the engine did not: memories it held may not be durable.
+    #[error("graceful stop incomplete: {0}")]
+    Unflushed(String),
 }
 
 /// The engine failed a request (it is down, overloaded, or shutting down).

@@ -289,8 +289,10 @@ impl RunningBus {
                 "drain timed out with work in flight"
             );
         }
-        // The engine flushes its memories while the connection is still open.
-        if let Err(e) = self.engine_shutdown.await {
+        // The engine flushes its memories while the connection is still open. If it cannot,
+        // the stop goes on but ends in an error: a clean exit would report them safe.
+        let engine_result = self.engine_shutdown.await;
+        if let Err(e) = &engine_result {
             tracing::error!(error = %e, "engine shutdown incomplete");
         }
         let _ = self.stop_output.send(true);
@@ -309,7 +311,7 @@ impl RunningBus {
             .await
             .map_err(|e| BusError::Nats(e.to_string()))?;
         tracing::info!(stats = %self.stats.snapshot(), "bus stopped");
-        Ok(())
+        engine_result.map_err(|e| BusError::Unflushed(e.to_string()))
     }
 }
 

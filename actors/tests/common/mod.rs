@@ -346,6 +346,8 @@ pub struct FakeWriter {
     pub fail_first: usize,
     pub plan: Plan,
     pub counts: Counts,
+    /// While set, every write fails and stores nothing (the durable store is unreachable).
+    pub down: std::sync::atomic::AtomicBool,
 }
 
 impl FakeWriter {
@@ -356,6 +358,7 @@ impl FakeWriter {
             fail_first,
             plan,
             counts: Counts::default(),
+            down: std::sync::atomic::AtomicBool::new(false),
         })
     }
     pub fn ids(&self) -> HashSet<String> {
@@ -366,6 +369,9 @@ impl FakeWriter {
 impl MemoryWriter for FakeWriter {
     fn write(&self, batch: &[Memory]) -> Result<(), StageError> {
         let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StageError::new("stream unreachable"));
+        }
         if attempt < self.fail_first {
             return Err(StageError::new("store unavailable"));
         }
