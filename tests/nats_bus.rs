@@ -1802,3 +1802,45 @@ async fn tenant_credentials_are_confined_to_their_namespaces() {
     no_violation(&mut bob_errors);
     replica.bus.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_credentials_work_with_partitioned_transcripts() {
+    // The server maps a subject before it checks publish permissions: with the README's partition
+    // mapping, alice's transcript is checked as voice.transcript.alice.<c>.<p>, so her allow entry
+    // must cover that (voice.transcript.alice.>), and bob's stays out of reach.
+    let mapping = r#"mappings = { "voice.transcript.*.*": "voice.transcript.{{wildcard(1)}}.{{wildcard(2)}}.{{partition(2,1,2)}}" }"#;
+    let h = start_server(Some(&format!("{TENANTS_CONF}\n{mapping}\n")));
+    let url = h.server.url();
+    let config = NatsConfig {
+        user: Some("voicerag".into()),
+        password: Some("voicerag-secret".into()),
+        partitions: vec![0, 1],
+        ..bus_config(&url, "r1")
+    };
+    let (replica, _) = start_replica(config, Duration::ZERO, 0).await;
+    let (alice, mut alice_errors) =
+        tenant_agent(&url, "alice-agent", "alice-secret", "_INBOX_alice").await;
+    let mut ctx = alice.subscribe("voice.context.alice.c1").await.unwrap();
+    alice.flush().await.unwrap();
+    publish_transcript_in(&alice, "alice", "c1", "u1", "hello there", true).await;
+    let v = next_json(&mut ctx).await;
+    assert_eq!(
+        (v["namespace"].as_str(), v["final"].as_bool()),
+        (Some("alice"), Some(true))
+    );
+    publish_transcript_in(&alice, "bob", "c1", "u1", "hello there", true).await;
+    let e = tokio::time::timeout(WAIT, alice_errors.recv())
+        .await
+        .expect("a permission error")
+        .unwrap();
+    assert!(
+        e.contains("Permissions Violation for Publish to \"voice.transcript.bob.c1."),
+        "{e}"
+    );
+    eventually("alice's final stored", || {
+        replica.memories.has_in("alice", "c1/u1")
+    })
+    .await;
+    assert!(!replica.memories.has_in("bob", "c1/u1"));
+    replica.bus.stop().await.unwrap();
+}
