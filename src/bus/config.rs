@@ -45,6 +45,9 @@ pub struct NatsConfig {
     pub stream_max_age_s: u64,
     /// Largest the stream may grow, in bytes (0 = unlimited); the oldest memories go first.
     pub stream_max_bytes: i64,
+    /// Copies of the stream a clustered nats-server keeps (1, 3 or 5; 3 survives one server
+    /// down). Used when voicerag creates the stream; an existing one keeps its own.
+    pub stream_replicas: usize,
     /// Window in which a repeated `Nats-Msg-Id` is dropped by the server.
     pub duplicate_window_s: u64,
     /// Largest payload accepted on any subject; larger ones are rejected on `voice.errors`.
@@ -95,6 +98,7 @@ impl Default for NatsConfig {
             stream: "VOICE_MEMORY".into(),
             stream_max_age_s: 0,
             stream_max_bytes: 0,
+            stream_replicas: 1,
             duplicate_window_s: 120,
             max_payload_bytes: 64 * 1024,
             heartbeat_ms: 5000,
@@ -158,6 +162,7 @@ impl fmt::Debug for NatsConfig {
             .field("stream", &self.stream)
             .field("stream_max_age_s", &self.stream_max_age_s)
             .field("stream_max_bytes", &self.stream_max_bytes)
+            .field("stream_replicas", &self.stream_replicas)
             .field("duplicate_window_s", &self.duplicate_window_s)
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("heartbeat_ms", &self.heartbeat_ms)
@@ -233,6 +238,12 @@ impl NatsConfig {
             if value == 0 {
                 return bad(key, "must be at least 1".into());
             }
+        }
+        if !(1..=5).contains(&self.stream_replicas) {
+            return bad(
+                "stream_replicas",
+                "must be 1 to 5 (JetStream's limit)".into(),
+            );
         }
         if self.stream_max_bytes < 0 {
             return bad(

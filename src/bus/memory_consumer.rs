@@ -39,6 +39,7 @@ pub async fn ensure_stream(
             max_bytes: unlimited(config.stream_max_bytes),
             max_messages: -1,
             duplicate_window: Duration::from_secs(config.duplicate_window_s),
+            num_replicas: config.stream_replicas,
             description: Some("voicerag memories".into()),
             ..Default::default()
         })
