@@ -1,0 +1,38 @@
+//! The `voicerag` Python package's native module (`voicerag._native`): the in-process pipeline
+//! and the NATS bus client, for asyncio. The Python side (`python/voicerag/`) adds the Pipecat
+//! processor and the LiveKit hook on top.
+//!
+//! - [`pipeline`]: `Pipeline` and `ResultStream`.
+//! - [`result`]: `ContextResult`, `Hit`, `Timings`.
+//! - [`bridge`]: the tokio runtime and Rust futures as asyncio futures.
+//! - [`finals`]: awaiting one final's result.
+//! - [`values`]: transcripts, overrides and JSON values in and out of Python.
+//! - [`errors`]: the exceptions, and panics caught at the boundary.
+
+mod bridge;
+mod errors;
+mod finals;
+mod pipeline;
+mod result;
+mod values;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<pipeline::Pipeline>()?;
+    m.add_class::<pipeline::ResultStream>()?;
+    m.add_class::<result::ContextResult>()?;
+    m.add_class::<result::Hit>()?;
+    m.add_class::<result::Timings>()?;
+    m.add("VoiceragError", py.get_type::<errors::VoiceragError>())?;
+    m.add("ConfigError", py.get_type::<errors::ConfigError>())?;
+    m.add(
+        "PipelineClosedError",
+        py.get_type::<errors::PipelineClosedError>(),
+    )?;
+    m.add("BusError", py.get_type::<errors::BusError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
