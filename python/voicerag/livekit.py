@@ -1,0 +1,169 @@
+"""voicerag as a LiveKit Agents hook: memories added to the turn's chat context, turns remembered.
+
+    class MyAgent(Agent):
+        async def on_user_turn_completed(self, turn_ctx, new_message):
+            await self.memory.on_user_turn_completed(turn_ctx, new_message)
+
+    agent.memory = VoiceragTurnHook(pipeline, namespace=user_id, conversation=room_name)
+    agent.memory.attach(session)     # interim transcripts speculate; assistant replies are remembered
+
+On each completed user turn the hook submits the user's text as a final (it becomes a memory, id
+``<conversation>/<utterance>``), waits for its recall (answered by voicerag's deadline) and puts the
+memories in ``turn_ctx`` as one system message just before the new user message, replacing the
+previous turn's memory message. ``attach(session)`` listens to the session's
+``user_input_transcribed`` events (interims are submitted as partials of the current utterance:
+voicerag speculates) and ``conversation_item_added`` events (each assistant message is remembered
+once, id ``<conversation>/<utterance>-reply``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+from livekit.agents.llm import ChatContext, ChatMessage
+
+from voicerag._native import ContextResult
+from voicerag.memories import format_memories, is_memory_message
+
+logger = logging.getLogger("voicerag.livekit")
+
+
+class VoiceragTurnHook:
+    """One conversation's link between a LiveKit agent and voicerag."""
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        namespace: str,
+        conversation: str,
+        speaker: str = "user",
+        timeout_s: float = 1.0,
+        on_context: Callable[[ContextResult], Any] | None = None,
+    ) -> None:
+        """
+        Args:
+            source: a started :class:`voicerag.Pipeline` or a connected :class:`voicerag.BusClient`.
+            namespace: whose memories these are (the user id); never shared between users.
+            conversation: this session's id (memory ids are ``<conversation>/<utterance>``).
+            timeout_s: a guard only (voicerag answers by its own deadline): past it the turn goes
+                on without memories and a warning is logged.
+        """
+        if not namespace or not conversation:
+            raise ValueError("VoiceragTurnHook needs a non-empty namespace and conversation")
+        self.source = source
+        self.namespace = namespace
+        self.conversation = conversation
+        self.speaker = speaker
+        self.timeout_s = timeout_s
+        self.on_context = on_context
+        self._turn = 1
+        self._last_final_utterance: str | None = None
+        self._replies_this_turn = 0
+        self._remembered_items: set[str] = set()
+        self.last_result: ContextResult | None = None
+
+    @property
+    def utterance(self) -> str:
+        """The id of the utterance being transcribed."""
+        return f"u{self._turn}"
+
+    def _transcript(self, text: str, is_final: bool) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "conversation": self.conversation,
+            "utterance": self.utterance,
+            "speaker": self.speaker,
+            "text": text,
+            "is_final": is_final,
+        }
+
+    def interim(self, text: str) -> None:
+        """Feeds an interim transcript of the current utterance (voicerag speculates on it)."""
+        if text.strip():
+            self.source.submit(self._transcript(text, False))
+
+    async def on_user_turn_completed(
+        self, turn_ctx: ChatContext, new_message: ChatMessage
+    ) -> ContextResult | None:
+        """Recalls for ``new_message``, adds the memories to ``turn_ctx``, remembers the turn."""
+        text = new_message.text_content or ""
+        if not text.strip():
+            return None
+        transcript = self._transcript(text, True)
+        self._last_final_utterance = self.utterance
+        self._replies_this_turn = 0
+        self._turn += 1
+        try:
+            result = await asyncio.wait_for(self.source.context(transcript), self.timeout_s)
+        except asyncio.TimeoutError:
+            logger.warning(
+                "voicerag: no context for %s/%s within %ss; the turn goes on without memories",
+                self.conversation,
+                transcript["utterance"],
+                self.timeout_s,
+            )
+            return None
+        self.last_result = result
+        if self.on_context is not None:
+            self.on_context(result)
+        add_memories(turn_ctx, result, before=new_message)
+        return result
+
+    def remember_reply(self, text: str, item_id: str | None = None) -> None:
+        """Remembers an assistant message of the current turn, once (per LiveKit item id)."""
+        if not text.strip() or (item_id is not None and item_id in self._remembered_items):
+            return
+        if item_id is not None:
+            self._remembered_items.add(item_id)
+        base = self._last_final_utterance or "u0"
+        self._replies_this_turn += 1
+        suffix = "" if self._replies_this_turn == 1 else str(self._replies_this_turn)
+        self.source.reply(
+            text,
+            namespace=self.namespace,
+            conversation=self.conversation,
+            utterance=f"{base}-reply{suffix}",
+        )
+
+    def on_user_input_transcribed(self, event: Any) -> None:
+        """Handler for ``user_input_transcribed``: interims are submitted for speculation (the
+        final arrives through ``on_user_turn_completed``)."""
+        if not event.is_final:
+            self.interim(event.transcript)
+
+    def on_conversation_item_added(self, event: Any) -> None:
+        """Handler for ``conversation_item_added``: assistant messages are remembered."""
+        item = event.item
+        if isinstance(item, ChatMessage) and item.role == "assistant" and not item.interrupted:
+            self.remember_reply(item.text_content or "", item_id=item.id)
+
+    def attach(self, session: Any) -> None:
+        """Subscribes to an ``AgentSession``'s transcription and conversation events."""
+        session.on("user_input_transcribed", self.on_user_input_transcribed)
+        session.on("conversation_item_added", self.on_conversation_item_added)
+
+
+def add_memories(
+    chat_ctx: ChatContext, result: ContextResult, *, before: ChatMessage | None = None
+) -> ChatMessage | None:
+    """Replaces the memory message in ``chat_ctx`` with ``result``'s (placed just before
+    ``before`` when that message is in the context, else at the end); returns it, or ``None``
+    (and removes the old one) when nothing was recalled."""
+    chat_ctx.items = [
+        item
+        for item in chat_ctx.items
+        if not (isinstance(item, ChatMessage) and is_memory_message(item.text_content))
+    ]
+    text = format_memories(result)
+    if text is None:
+        return None
+    message = ChatMessage(role="system", content=[text])
+    index = next(
+        (i for i, item in enumerate(chat_ctx.items) if before is not None and item.id == before.id),
+        len(chat_ctx.items),
+    )
+    chat_ctx.items.insert(index, message)
+    return message

@@ -1,0 +1,213 @@
+"""voicerag as a Pipecat processor pair: recall before the user aggregator, remember the replies.
+
+    memory = VoiceragMemory(pipeline, namespace=user_id, conversation=session_id)
+    Pipeline([transport.input(), stt, memory.user(), aggregators.user(), llm,
+              memory.assistant(), tts, transport.output(), aggregators.assistant()])
+
+``memory.user()`` goes right after the STT service. Interim transcriptions are submitted as partials
+(voicerag speculates: embeds and searches early, so the final's recall is ready sooner) and passed on
+unchanged. On a final :class:`TranscriptionFrame` it waits for the final's recall, which voicerag
+answers by the pipeline's deadline (``pipeline.budget_ms``), and pushes the memories as one system
+message (an :class:`LLMMessagesTransformFrame` that also drops the previous turn's memory message,
+so recalls do not pile up) *before* the transcription, so the user aggregator has them in the
+context when it runs the LLM. The final itself becomes a memory, id ``<conversation>/<utterance>``.
+
+``memory.assistant()`` goes after the LLM: each complete LLM response becomes a memory once, id
+``<conversation>/<utterance>-reply`` (``-reply2``, ... for further responses in the same turn).
+
+``source`` is an in-process :class:`voicerag.Pipeline` or a :class:`voicerag.BusClient` connected
+to ``voicerag serve`` over NATS: both take the same calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable, Protocol
+
+from loguru import logger
+from pipecat.frames.frames import (
+    EndFrame,
+    Frame,
+    InterimTranscriptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMMessagesTransformFrame,
+    LLMTextFrame,
+    TranscriptionFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from voicerag._native import ContextResult
+from voicerag.memories import format_memories, is_memory_message
+
+
+class ContextSource(Protocol):
+    """What the processors call: :class:`voicerag.Pipeline` and :class:`voicerag.BusClient`."""
+
+    def submit(self, transcript: dict[str, Any]) -> Any: ...
+    async def context(self, transcript: dict[str, Any]) -> ContextResult: ...
+    def reply(self, text: str, *, namespace: str, conversation: str, utterance: str) -> Any: ...
+
+
+def _replace_memories(message: dict[str, Any] | None) -> Callable[[list], list]:
+    """A context transform: drop earlier voicerag memory messages, append ``message``."""
+
+    def transform(messages: list) -> list:
+        kept = [m for m in messages if not (isinstance(m, dict) and is_memory_message(m.get("content")))]
+        if message is not None:
+            kept.append(message)
+        return kept
+
+    return transform
+
+
+class VoiceragMemory:
+    """Shared state of one conversation's processor pair: ids, the current turn, the last recall."""
+
+    def __init__(
+        self,
+        source: ContextSource,
+        *,
+        namespace: str,
+        conversation: str,
+        speaker: str = "user",
+        timeout_s: float = 1.0,
+        on_context: Callable[[ContextResult], Any] | None = None,
+    ) -> None:
+        """
+        Args:
+            source: a started :class:`voicerag.Pipeline` or a connected :class:`voicerag.BusClient`.
+            namespace: whose memories these are (the user id); never shared between users.
+            conversation: this session's id (memory ids are ``<conversation>/<utterance>``).
+            speaker: the speaker name stored with the user's finals.
+            timeout_s: a guard only: voicerag answers by its own deadline; past this the turn goes
+                on without memories (a dead bus, say) and a warning is logged.
+            on_context: called with each final's :class:`ContextResult` (metrics, logging).
+        """
+        if not namespace or not conversation:
+            raise ValueError("VoiceragMemory needs a non-empty namespace and conversation")
+        self.source = source
+        self.namespace = namespace
+        self.conversation = conversation
+        self.speaker = speaker
+        self.timeout_s = timeout_s
+        self.on_context = on_context
+        self._turn = 1
+        self._last_final_utterance: str | None = None
+        self._replies_this_turn = 0
+        self.last_result: ContextResult | None = None
+
+    @property
+    def utterance(self) -> str:
+        """The id of the utterance being transcribed."""
+        return f"u{self._turn}"
+
+    def _transcript(self, text: str, is_final: bool) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "conversation": self.conversation,
+            "utterance": self.utterance,
+            "speaker": self.speaker,
+            "text": text,
+            "is_final": is_final,
+        }
+
+    def user(self, **kwargs: Any) -> "VoiceragUserProcessor":
+        """The processor to place after the STT service (one per pipeline)."""
+        return VoiceragUserProcessor(self, **kwargs)
+
+    def assistant(self, **kwargs: Any) -> "VoiceragAssistantProcessor":
+        """The processor to place after the LLM service (one per pipeline)."""
+        return VoiceragAssistantProcessor(self, **kwargs)
+
+    def interim(self, text: str) -> None:
+        """Submits an interim transcript of the current utterance (speculation)."""
+        if text.strip():
+            self.source.submit(self._transcript(text, False))
+
+    async def final(self, text: str) -> ContextResult | None:
+        """Submits the current utterance's final and returns its recall (``None`` past the guard
+        timeout); the next transcript starts a new utterance."""
+        transcript = self._transcript(text, True)
+        self._last_final_utterance = self.utterance
+        self._replies_this_turn = 0
+        self._turn += 1
+        try:
+            result = await asyncio.wait_for(self.source.context(transcript), self.timeout_s)
+        except asyncio.TimeoutError:
+            logger.warning(
+                f"voicerag: no context for {self.conversation}/{transcript['utterance']} within "
+                f"{self.timeout_s}s; the turn goes on without memories"
+            )
+            return None
+        self.last_result = result
+        if self.on_context is not None:
+            self.on_context(result)
+        return result
+
+    def reply(self, text: str) -> None:
+        """Remembers a complete assistant response of the current turn, once."""
+        if not text.strip():
+            return
+        base = self._last_final_utterance or "u0"
+        self._replies_this_turn += 1
+        suffix = "" if self._replies_this_turn == 1 else str(self._replies_this_turn)
+        self.source.reply(
+            text,
+            namespace=self.namespace,
+            conversation=self.conversation,
+            utterance=f"{base}-reply{suffix}",
+        )
+
+
+class VoiceragUserProcessor(FrameProcessor):
+    """After the STT service: speculates on interims, adds the final's memories to the context."""
+
+    def __init__(self, memory: VoiceragMemory, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._memory = memory
+        #: Milliseconds from receiving each final frame to pushing it on (recall included).
+        self.final_latencies_ms: list[float] = []
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if direction == FrameDirection.DOWNSTREAM and isinstance(frame, InterimTranscriptionFrame):
+            self._memory.interim(frame.text)
+        elif direction == FrameDirection.DOWNSTREAM and isinstance(frame, TranscriptionFrame):
+            if frame.text.strip():
+                started = time.perf_counter()
+                result = await self._memory.final(frame.text)
+                message = None
+                if result is not None:
+                    text = format_memories(result)
+                    if text is not None:
+                        message = {"role": "system", "content": text}
+                await self.push_frame(
+                    LLMMessagesTransformFrame(transform=_replace_memories(message), run_llm=False)
+                )
+                await self.push_frame(frame, direction)
+                self.final_latencies_ms.append((time.perf_counter() - started) * 1000.0)
+                return
+        await self.push_frame(frame, direction)
+
+
+class VoiceragAssistantProcessor(FrameProcessor):
+    """After the LLM service: each complete response becomes a memory, once."""
+
+    def __init__(self, memory: VoiceragMemory, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._memory = memory
+        self._parts: list[str] | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if direction == FrameDirection.DOWNSTREAM:
+            if isinstance(frame, LLMFullResponseStartFrame):
+                self._parts = []
+            elif isinstance(frame, LLMTextFrame) and self._parts is not None:
+                self._parts.append(frame.text)
+            elif isinstance(frame, (LLMFullResponseEndFrame, EndFrame)) and self._parts is not None:
+                text, self._parts = "".join(self._parts), None
+                self._memory.reply(text)
+        await self.push_frame(frame, direction)
