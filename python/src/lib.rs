@@ -3,6 +3,7 @@
 //! processor and the LiveKit hook on top.
 //!
 //! - [`pipeline`]: `Pipeline` and `ResultStream`.
+//! - [`bus`]: `BusClient`, the same calls over NATS to `voicerag serve`.
 //! - [`result`]: `ContextResult`, `Hit`, `Timings`.
 //! - [`bridge`]: the tokio runtime and Rust futures as asyncio futures.
 //! - [`finals`]: awaiting one final's result.
@@ -10,6 +11,7 @@
 //! - [`errors`]: the exceptions, and panics caught at the boundary.
 
 mod bridge;
+mod bus;
 mod errors;
 mod finals;
 mod pipeline;
@@ -43,6 +45,7 @@ fn where_is_async() -> bool {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<pipeline::Pipeline>()?;
+    m.add_class::<bus::BusClient>()?;
     m.add_class::<pipeline::ResultStream>()?;
     m.add_class::<result::ContextResult>()?;
     m.add_class::<result::Hit>()?;

@@ -217,6 +217,7 @@ impl Pipeline {
 
     /// A one-off search, served like a final but never remembered (awaitable).
     #[pyo3(signature = (text, *, namespace, top_k=None, conversation=None, mode=None, budget_ms=None))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one per query field
     fn query<'py>(
         &self,
         py: Python<'py>,

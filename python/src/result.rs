@@ -73,7 +73,7 @@ impl Hit {
 
 /// Wall time per stage, in milliseconds.
 #[pyclass(module = "voicerag._native", name = "Timings", frozen, get_all)]
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Timings {
     pub embed_ms: f64,
     pub search_ms: f64,

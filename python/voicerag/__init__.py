@@ -11,6 +11,7 @@ event loop. Integrations: :mod:`voicerag.pipecat` (a Pipecat processor pair) and
 """
 
 from voicerag._native import (
+    BusClient,
     BusError,
     ConfigError,
     ContextResult,
@@ -25,6 +26,7 @@ from voicerag._native import (
 from voicerag.memories import format_memories
 
 __all__ = [
+    "BusClient",
     "BusError",
     "ConfigError",
     "ContextResult",

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from livekit.agents.llm import ChatContext, ChatMessage
 
 from voicerag._native import ContextResult
-from voicerag.memories import format_memories, is_memory_message
+from voicerag.memories import format_memories, is_memory_message, watch
 
 logger = logging.getLogger("voicerag.livekit")
 
@@ -121,12 +121,13 @@ class VoiceragTurnHook:
         base = self._last_final_utterance or "u0"
         self._replies_this_turn += 1
         suffix = "" if self._replies_this_turn == 1 else str(self._replies_this_turn)
-        self.source.reply(
+        outcome = self.source.reply(
             text,
             namespace=self.namespace,
             conversation=self.conversation,
             utterance=f"{base}-reply{suffix}",
         )
+        watch(outcome, f"remembering the reply {self.conversation}/{base}-reply{suffix}")
 
     def on_user_input_transcribed(self, event: Any) -> None:
         """Handler for ``user_input_transcribed``: interims are submitted for speculation (the

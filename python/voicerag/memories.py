@@ -3,6 +3,10 @@ integration can replace the previous turn's recall instead of piling them up."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import Any
+
 from voicerag._native import ContextResult
 
 #: First line of every memory message voicerag adds to an LLM context.
@@ -23,3 +27,19 @@ def format_memories(result: ContextResult) -> str | None:
 def is_memory_message(content: object) -> bool:
     """Whether a message's content is a voicerag memory message."""
     return isinstance(content, str) and content.startswith(MEMORY_HEADER)
+
+
+_log = logging.getLogger("voicerag")
+
+
+def watch(outcome: Any, what: str) -> None:
+    """Logs the failure of a call whose outcome arrives later (``BusClient.reply`` returns an
+    awaitable for the memory stream's ack; ``Pipeline.reply`` returns ``None``)."""
+    if not asyncio.isfuture(outcome):
+        return
+
+    def done(future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            _log.warning("voicerag: %s failed: %s", what, future.exception())
+
+    outcome.add_done_callback(done)

@@ -39,7 +39,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from voicerag._native import ContextResult
-from voicerag.memories import format_memories, is_memory_message
+from voicerag.memories import format_memories, is_memory_message, watch
 
 
 class ContextSource(Protocol):
@@ -153,12 +153,13 @@ class VoiceragMemory:
         base = self._last_final_utterance or "u0"
         self._replies_this_turn += 1
         suffix = "" if self._replies_this_turn == 1 else str(self._replies_this_turn)
-        self.source.reply(
+        outcome = self.source.reply(
             text,
             namespace=self.namespace,
             conversation=self.conversation,
             utterance=f"{base}-reply{suffix}",
         )
+        watch(outcome, f"remembering the reply {self.conversation}/{base}-reply{suffix}")
 
 
 class VoiceragUserProcessor(FrameProcessor):

@@ -1,0 +1,544 @@
+//! `voicerag.BusClient`: the same calls as `Pipeline` (submit, context, reply, query, forget), made
+//! to a `voicerag serve` deployment over NATS with wire v2, for agents that do not embed the models.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use voicerag::actors::{Memory, memory_id};
+use voicerag::bus::wire::{MemoryMsg, QueryMsg, TranscriptMsg, dedupe_id, validate_token};
+use voicerag::bus::{Forget, ForgetScope, NatsConfig, Subjects, request_forget};
+use voicerag::config::Config;
+
+use crate::bridge::{ToPython, Wrap, spawn};
+use crate::errors::{BusError, ConfigError, PipelineClosedError};
+use crate::result::{ContextResult, Hit, Timings};
+use crate::values::{overrides_as_env, transcript_from};
+
+type Waiters = HashMap<String, VecDeque<oneshot::Sender<Value>>>;
+
+/// One conversation's `voice.context.<namespace>.<conversation>` subscription and its waiters,
+/// keyed by utterance.
+struct ContextSubscription {
+    waiters: Arc<Mutex<Waiters>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A message to publish, in submission order.
+enum Outgoing {
+    Core {
+        subject: String,
+        payload: Vec<u8>,
+    },
+    Memory {
+        subject: String,
+        msg_id: String,
+        payload: Vec<u8>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+struct BusInner {
+    client: async_nats::Client,
+    subjects: Subjects,
+    nats: NatsConfig,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    contexts: tokio::sync::Mutex<HashMap<(String, String), ContextSubscription>>,
+    timeout: Duration,
+    closed: AtomicBool,
+}
+
+/// A connection to `voicerag serve` over NATS. Connect with `await BusClient.connect(url)`.
+#[pyclass(module = "voicerag._native", name = "BusClient", frozen)]
+pub struct BusClient {
+    inner: Arc<BusInner>,
+}
+
+impl ToPython for BusClient {
+    fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(Py::new(py, self)?.into_any())
+    }
+}
+
+fn bus_error(e: impl std::fmt::Display) -> PyErr {
+    BusError::new_err(e.to_string())
+}
+
+fn token(field: &'static str, value: &str) -> PyResult<()> {
+    validate_token(field, value).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+fn f64_field(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn opt_f32(v: &Value, key: &str) -> Option<f32> {
+    v.get(key).and_then(Value::as_f64).map(|x| x as f32)
+}
+
+fn opt_usize(v: &Value, key: &str) -> Option<usize> {
+    v.get(key).and_then(Value::as_u64).map(|x| x as usize)
+}
+
+fn str_field(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A context or query answer (a `voicerag query --json` line) as a `ContextResult`.
+fn result_from_json(v: &Value, text: &str, is_final: bool) -> PyResult<ContextResult> {
+    if let Some(error) = v.get("error").and_then(Value::as_str) {
+        return Err(PyValueError::new_err(format!(
+            "voicerag serve refused the request: {error}"
+        )));
+    }
+    let hits = v
+        .get("hits")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bus_error(format!("the answer has no hits list: {v}")))?
+        .iter()
+        .map(|h| Hit {
+            id: str_field(h, "id"),
+            text: str_field(h, "text"),
+            score: opt_f32(h, "score").unwrap_or(0.0),
+            rerank_score: opt_f32(h, "rerank_score"),
+            vector_rank: opt_usize(h, "vector_rank"),
+            bm25_rank: opt_usize(h, "bm25_rank"),
+            similarity: opt_f32(h, "similarity"),
+            conversation: str_field(h, "conversation"),
+            speaker: str_field(h, "speaker"),
+            ts_ms: h.get("ts_ms").and_then(Value::as_i64).unwrap_or(0),
+        })
+        .collect();
+    let timings = v.get("timings_ms").cloned().unwrap_or(Value::Null);
+    Ok(ContextResult {
+        namespace: str_field(v, "namespace"),
+        conversation: str_field(v, "conversation"),
+        utterance: str_field(v, "utterance"),
+        is_final,
+        text: text.to_string(),
+        hits,
+        capped: opt_usize(v, "capped").unwrap_or(0),
+        floored: opt_usize(v, "floored").unwrap_or(0),
+        rerank: str_field(v, "rerank"),
+        rerank_detail: match v.get("rerank_detail") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => Some(other.to_string()),
+        },
+        degraded: v
+            .get("degraded")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        timings: Timings {
+            embed_ms: f64_field(&timings, "embed"),
+            search_ms: f64_field(&timings, "search"),
+            rerank_ms: f64_field(&timings, "rerank"),
+            total_ms: f64_field(&timings, "total"),
+        },
+        deadline_met: v
+            .get("deadline_met")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+/// Publishes in order: a conversation's partials and final must reach voicerag in order.
+async fn publisher(
+    client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    while let Some(out) = rx.recv().await {
+        match out {
+            Outgoing::Core { subject, payload } => {
+                // Core NATS is at-most-once: a transcript nobody hears gets no context, and the
+                // caller's `context()` times out and carries on without memories.
+                let _ = client.publish(subject, payload.into()).await;
+            }
+            Outgoing::Memory {
+                subject,
+                msg_id,
+                payload,
+                done,
+            } => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", msg_id.as_str());
+                let acked = match jetstream
+                    .publish_with_headers(subject, headers, payload.into())
+                    .await
+                {
+                    Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = done.send(acked);
+            }
+        }
+    }
+}
+
+impl BusInner {
+    fn open(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(PipelineClosedError::new_err(
+                "the bus client has been closed",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Subscribes to the conversation's contexts (once) and registers a waiter for `utterance`.
+    async fn wait_for(
+        &self,
+        namespace: &str,
+        conversation: &str,
+        utterance: &str,
+    ) -> PyResult<oneshot::Receiver<Value>> {
+        let mut contexts = self.contexts.lock().await;
+        let key = (namespace.to_string(), conversation.to_string());
+        if !contexts.contains_key(&key) {
+            let mut sub = self
+                .client
+                .subscribe(self.subjects.context(namespace, conversation))
+                .await
+                .map_err(bus_error)?;
+            // The SUB must reach the server before the final is published on this connection.
+            self.client.flush().await.map_err(bus_error)?;
+            let waiters: Arc<Mutex<Waiters>> = Arc::default();
+            let dispatch = Arc::clone(&waiters);
+            tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    let Ok(v) = serde_json::from_slice::<Value>(&msg.payload) else {
+                        continue;
+                    };
+                    if v.get("final").and_then(Value::as_bool) != Some(true) {
+                        continue;
+                    }
+                    let utt = str_field(&v, "utterance");
+                    let sender = {
+                        let mut map = lock(&dispatch);
+                        let s = map.get_mut(&utt).and_then(VecDeque::pop_front);
+                        if map.get(&utt).is_some_and(VecDeque::is_empty) {
+                            map.remove(&utt);
+                        }
+                        s
+                    };
+                    if let Some(tx) = sender {
+                        let _ = tx.send(v);
+                    }
+                }
+            });
+            contexts.insert(key.clone(), ContextSubscription { waiters });
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Some(sub) = contexts.get(&key) {
+            lock(&sub.waiters)
+                .entry(utterance.to_string())
+                .or_default()
+                .push_back(tx);
+        }
+        Ok(rx)
+    }
+
+    fn publish_transcript(&self, t: &voicerag::actors::Transcript) -> PyResult<()> {
+        token("namespace", &t.namespace)?;
+        token("conversation", &t.conversation)?;
+        if t.utterance.is_empty() {
+            return Err(PyValueError::new_err("utterance is empty"));
+        }
+        let msg = TranscriptMsg {
+            v: 2,
+            namespace: None,
+            conversation: None,
+            utterance: t.utterance.clone(),
+            speaker: Some(t.speaker.clone()),
+            text: t.text.clone(),
+            is_final: t.is_final,
+            ts: None,
+        };
+        let payload = serde_json::to_vec(&msg).map_err(bus_error)?;
+        self.outgoing
+            .send(Outgoing::Core {
+                subject: self.subjects.transcript(&t.namespace, &t.conversation),
+                payload,
+            })
+            .map_err(|_| PipelineClosedError::new_err("the bus client has been closed"))
+    }
+}
+
+#[pymethods]
+impl BusClient {
+    /// Connects to NATS (`url`, comma-separated for several servers) with the `[nats]` settings of
+    /// the configuration (auth, TLS, subject prefix), overridable like `Pipeline.start`'s.
+    /// `timeout_ms` bounds `context()` and `query()` (voicerag answers by its own deadline; this
+    /// guards against a deployment that is down).
+    #[staticmethod]
+    #[pyo3(signature = (url, config=None, timeout_ms=1000, **overrides))]
+    fn connect<'py>(
+        py: Python<'py>,
+        url: &str,
+        config: Option<PathBuf>,
+        timeout_ms: u64,
+        overrides: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut env: Vec<(String, String)> = std::env::vars().collect();
+        env.extend(overrides_as_env(overrides)?);
+        let config = Config::load(config.as_deref(), env)
+            .map_err(|e| ConfigError::new_err(e.to_string()))?;
+        let mut nats = config.nats.clone();
+        nats.urls = url.split(',').map(|s| s.trim().to_string()).collect();
+        if timeout_ms == 0 {
+            return Err(PyValueError::new_err("timeout_ms must be > 0"));
+        }
+        spawn(py, async move {
+            nats.validate()
+                .map_err(|e| ConfigError::new_err(e.to_string()))?;
+            let client = nats
+                .connect_options()
+                .await
+                .map_err(bus_error)?
+                .connect(nats.urls.clone())
+                .await
+                .map_err(|e| {
+                    bus_error(format!(
+                        "cannot connect to NATS at {}: {e}",
+                        nats.urls.join(",")
+                    ))
+                })?;
+            // The deployment's options retry the first connection in the background (a server
+            // restart must not end a service); an agent wants to know now that nobody is there.
+            let connect_by = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+            while client.connection_state() != async_nats::connection::State::Connected {
+                if tokio::time::Instant::now() >= connect_by {
+                    return Err(bus_error(format!(
+                        "cannot connect to NATS at {}: not connected within {timeout_ms} ms",
+                        nats.urls.join(",")
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(publisher(
+                client.clone(),
+                async_nats::jetstream::new(client.clone()),
+                rx,
+            ));
+            Ok(BusClient {
+                inner: Arc::new(BusInner {
+                    subjects: Subjects::new(&nats.subject_prefix),
+                    client,
+                    nats,
+                    outgoing: tx,
+                    contexts: tokio::sync::Mutex::new(HashMap::new()),
+                    timeout: Duration::from_millis(timeout_ms),
+                    closed: AtomicBool::new(false),
+                }),
+            })
+        })
+    }
+
+    /// Publishes a transcript on `voice.transcript.<namespace>.<conversation>`; never blocks.
+    fn submit(&self, transcript: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.inner.open()?;
+        let t = transcript_from(transcript)?;
+        self.inner.publish_transcript(&t)
+    }
+
+    /// Publishes a final and returns its context from `voice.context.<namespace>.<conversation>`.
+    fn context<'py>(
+        &self,
+        py: Python<'py>,
+        transcript: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.inner.open()?;
+        let t = transcript_from(transcript)?;
+        if !t.is_final {
+            return Err(PyValueError::new_err(
+                "context() serves a final transcript (is_final=True); submit() partials",
+            ));
+        }
+        token("namespace", &t.namespace)?;
+        token("conversation", &t.conversation)?;
+        let inner = Arc::clone(&self.inner);
+        spawn(py, async move {
+            let rx = inner
+                .wait_for(&t.namespace, &t.conversation, &t.utterance)
+                .await?;
+            inner.publish_transcript(&t)?;
+            let v = tokio::time::timeout(inner.timeout, rx)
+                .await
+                .map_err(|_| {
+                    bus_error(format!(
+                        "no context for {} within {:?}: is voicerag serve running?",
+                        memory_id(&t.conversation, &t.utterance),
+                        inner.timeout
+                    ))
+                })?
+                .map_err(|_| bus_error("the context subscription ended"))?;
+            result_from_json(&v, &t.text, true).map(Wrap)
+        })
+    }
+
+    /// Remembers what the agent said through the memory stream (`voice.memory.<namespace>.
+    /// <conversation>`, deduplicated by id); returns an awaitable that completes on the stream's ack.
+    #[pyo3(signature = (text, *, namespace, conversation, utterance))]
+    fn reply<'py>(
+        &self,
+        py: Python<'py>,
+        text: String,
+        namespace: String,
+        conversation: String,
+        utterance: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.inner.open()?;
+        token("namespace", &namespace)?;
+        token("conversation", &conversation)?;
+        if utterance.is_empty() {
+            return Err(PyValueError::new_err("utterance is empty"));
+        }
+        let memory = Memory {
+            id: memory_id(&conversation, &utterance),
+            namespace: namespace.clone(),
+            conversation: conversation.clone(),
+            speaker: "agent".into(),
+            text,
+            ts_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        };
+        let payload = serde_json::to_vec(&MemoryMsg::from_memory(&memory)).map_err(bus_error)?;
+        let (done, acked) = oneshot::channel();
+        self.inner
+            .outgoing
+            .send(Outgoing::Memory {
+                subject: self.inner.subjects.memory(&namespace, &conversation),
+                msg_id: dedupe_id(&namespace, &memory.id),
+                payload,
+                done,
+            })
+            .map_err(|_| PipelineClosedError::new_err("the bus client has been closed"))?;
+        spawn(py, async move {
+            acked
+                .await
+                .map_err(|_| bus_error("the bus client stopped before the memory was acked"))?
+                .map_err(|e| bus_error(format!("the memory stream did not ack the reply: {e}")))
+        })
+    }
+
+    /// A one-off search on `voice.query.<namespace>` (awaitable).
+    #[pyo3(signature = (text, *, namespace, top_k=None, conversation=None, mode=None))]
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        text: String,
+        namespace: String,
+        top_k: Option<usize>,
+        conversation: Option<String>,
+        mode: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.inner.open()?;
+        token("namespace", &namespace)?;
+        let msg = QueryMsg {
+            v: 2,
+            id: None,
+            text: text.clone(),
+            top_k,
+            namespace: None,
+            conversation,
+            mode,
+        };
+        let payload = serde_json::to_vec(&msg).map_err(bus_error)?;
+        let inner = Arc::clone(&self.inner);
+        spawn(py, async move {
+            let subject = inner.subjects.query(&namespace);
+            let reply = tokio::time::timeout(
+                inner.timeout,
+                inner.client.request(subject.clone(), payload.into()),
+            )
+            .await
+            .map_err(|_| bus_error(format!("no answer on {subject} within {:?}", inner.timeout)))?
+            .map_err(|e| bus_error(format!("{subject}: {e}")))?;
+            let v: Value = serde_json::from_slice(&reply.payload)
+                .map_err(|e| bus_error(format!("{subject}: the answer is not JSON: {e}")))?;
+            result_from_json(&v, &text, true).map(Wrap)
+        })
+    }
+
+    /// Forgets a memory, a conversation or a namespace in every replica (`voice.forget`);
+    /// returns the reply as a dict (awaitable).
+    #[pyo3(signature = (*, namespace, id=None, conversation=None))]
+    fn forget<'py>(
+        &self,
+        py: Python<'py>,
+        namespace: String,
+        id: Option<String>,
+        conversation: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.inner.open()?;
+        token("namespace", &namespace)?;
+        let scope = match (id, conversation) {
+            (Some(_), Some(_)) => {
+                return Err(PyTypeError::new_err(
+                    "forget takes id or conversation, not both",
+                ));
+            }
+            (Some(id), None) => ForgetScope::Id(id),
+            (None, Some(c)) => ForgetScope::Conversation(c),
+            (None, None) => ForgetScope::Namespace,
+        };
+        let nats = self.inner.nats.clone();
+        spawn(py, async move {
+            let reply = request_forget(&nats, &Forget { namespace, scope })
+                .await
+                .map_err(bus_error)?;
+            if let Some(error) = reply.get("error").and_then(Value::as_str) {
+                return Err(bus_error(format!("forget refused: {error}")));
+            }
+            Ok(reply)
+        })
+    }
+
+    /// The `voice.health` answer of one replica, as a dict (awaitable).
+    fn health<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.inner.open()?;
+        let inner = Arc::clone(&self.inner);
+        spawn(py, async move {
+            let subject = format!("{}.health", inner.subjects.prefix());
+            let reply = tokio::time::timeout(
+                inner.timeout,
+                inner.client.request(subject.clone(), "".into()),
+            )
+            .await
+            .map_err(|_| bus_error(format!("no answer on {subject} within {:?}", inner.timeout)))?
+            .map_err(|e| bus_error(format!("{subject}: {e}")))?;
+            serde_json::from_slice::<Value>(&reply.payload)
+                .map_err(|e| bus_error(format!("{subject}: the answer is not JSON: {e}")))
+        })
+    }
+
+    /// Flushes what was published and closes the connection (awaitable, idempotent).
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = Arc::clone(&self.inner);
+        spawn(py, async move {
+            if !inner.closed.swap(true, Ordering::SeqCst) {
+                inner.client.flush().await.map_err(bus_error)?;
+            }
+            Ok(())
+        })
+    }
+}
