@@ -65,7 +65,7 @@ class ScriptedSession:
 
 
 async def main() -> None:
-    with tempfile.TemporaryDirectory() as data_dir:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as data_dir:
         pipeline = await voicerag.Pipeline.start(store__data_dir=data_dir)
         try:
             for i, turns in enumerate(

@@ -106,7 +106,7 @@ async def session(pipeline: voicerag.Pipeline, user: str, conversation: str, tur
 async def main() -> None:
     logger.remove()
     logger.add(sys.stderr, level="WARNING")  # Pipecat logs every frame at DEBUG
-    with tempfile.TemporaryDirectory() as data_dir:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as data_dir:
         pipeline = await voicerag.Pipeline.start(store__data_dir=data_dir)  # 3
         try:
             for i, turns in enumerate(SESSIONS, start=1):

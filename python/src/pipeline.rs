@@ -26,7 +26,9 @@ use crate::result::ContextResult;
 use crate::values::{json_to_python, overrides_as_env, transcript_from};
 
 struct Running {
-    handle: PipelineHandle,
+    /// `None` after shutdown: dropping it lets the stages, and with them the store (its LMDB lock,
+    /// its background threads), go, so the data directory can be opened again.
+    handle: Mutex<Option<PipelineHandle>>,
     /// Direct, durable writes (`remember`) and deletes (`forget`); `None` after shutdown.
     store: Mutex<Option<Arc<StoreWriter>>>,
     finals: Arc<FinalWaiters>,
@@ -71,6 +73,11 @@ fn budget(budget_ms: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The data stays valid if a panic poisoned the lock (panics are caught at the boundary).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -88,26 +95,31 @@ impl Running {
         Ok(())
     }
 
+    fn handle(&self) -> PyResult<PipelineHandle> {
+        lock(&self.handle)
+            .clone()
+            .ok_or_else(|| PipelineClosedError::new_err("the pipeline has been shut down"))
+    }
+
     fn store(&self) -> PyResult<Arc<StoreWriter>> {
         self.open()?;
-        self.store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.store)
             .clone()
             .ok_or_else(|| PipelineClosedError::new_err("the pipeline has been shut down"))
     }
 
     /// Submits a final and waits for its result.
     async fn context(self: Arc<Self>, t: Transcript) -> PyResult<ContextResult> {
+        let handle = self.handle()?;
         let rx = self
             .finals
-            .wait_for(&self.handle, &t.namespace, &t.conversation, &t.utterance);
+            .wait_for(&handle, &t.namespace, &t.conversation, &t.utterance);
         let (ns, conv, utt) = (
             t.namespace.clone(),
             t.conversation.clone(),
             t.utterance.clone(),
         );
-        if let Err(e) = self.handle.submit(t) {
+        if let Err(e) = handle.submit(t) {
             self.finals.cancel(&ns, &conv, &utt);
             return Err(pipeline_error(e));
         }
@@ -143,7 +155,7 @@ impl Pipeline {
                 .map_err(|e| VoiceragError::new_err(e.to_string()))?;
             Ok(Pipeline {
                 inner: Arc::new(Running {
-                    handle,
+                    handle: Mutex::new(Some(handle)),
                     store: Mutex::new(Some(writer)),
                     finals: Arc::default(),
                     closed: AtomicBool::new(false),
@@ -158,8 +170,8 @@ impl Pipeline {
         guard(|| {
             let t = transcript_from(transcript)?;
             let _rt = runtime()?.enter();
-            py.detach(|| self.inner.handle.submit(t))
-                .map_err(pipeline_error)
+            let handle = self.inner.handle()?;
+            py.detach(|| handle.submit(t)).map_err(pipeline_error)
         })
     }
 
@@ -192,8 +204,9 @@ impl Pipeline {
     ) -> PyResult<()> {
         guard(|| {
             let _rt = runtime()?.enter();
+            let handle = self.inner.handle()?;
             py.detach(|| {
-                self.inner.handle.reply(AgentReply {
+                handle.reply(AgentReply {
                     namespace,
                     conversation,
                     utterance,
@@ -210,7 +223,7 @@ impl Pipeline {
         guard(|| {
             let _rt = runtime()?.enter();
             Ok(ResultStream {
-                stream: Arc::new(AsyncMutex::new(self.inner.handle.results())),
+                stream: Arc::new(AsyncMutex::new(self.inner.handle()?.results())),
             })
         })
     }
@@ -240,7 +253,7 @@ impl Pipeline {
                 ..SearchFilter::default()
             },
         };
-        let handle = self.inner.handle.clone();
+        let handle = self.inner.handle()?;
         spawn(py, async move {
             handle
                 .query(request)
@@ -329,7 +342,8 @@ impl Pipeline {
     /// Stage states, counters and latency, as a dict.
     fn health(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         guard(|| {
-            let health = py.detach(|| serde_json::to_value(self.inner.handle.health()));
+            let handle = self.inner.handle()?;
+            let health = py.detach(|| serde_json::to_value(handle.health()));
             let value = health.map_err(|e| VoiceragError::new_err(e.to_string()))?;
             json_to_python(py, &value)
         })
@@ -338,10 +352,15 @@ impl Pipeline {
     /// Serves everything queued, writes every pending memory and stops (awaitable, idempotent).
     fn shutdown<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let inner = Arc::clone(&self.inner);
+        let handle = lock(&inner.handle).clone();
         spawn(py, async move {
-            let outcome = inner.handle.shutdown().await;
+            let Some(handle) = handle else {
+                return Ok(()); // already shut down
+            };
+            let outcome = handle.shutdown().await;
             inner.closed.store(true, Ordering::SeqCst);
-            inner.store.lock().unwrap_or_else(|p| p.into_inner()).take();
+            lock(&inner.store).take();
+            lock(&inner.handle).take();
             outcome.map_err(pipeline_error)
         })
     }
@@ -382,7 +401,7 @@ impl Pipeline {
                         text,
                         ..QueryRequest::default()
                     };
-                    inner.handle.query(q).await.map_err(pipeline_error)?;
+                    inner.handle()?.query(q).await.map_err(pipeline_error)?;
                 } else {
                     let t = Transcript {
                         namespace: namespace.clone(),

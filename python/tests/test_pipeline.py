@@ -182,12 +182,24 @@ def test_used_after_shutdown_or_outside_a_loop(data_dir):
             await pipeline.remember("hello", namespace="alice", id="late")
         with pytest.raises(voicerag.PipelineClosedError):
             pipeline.reply("hi", namespace="alice", conversation="c1", utterance="r")
-        return pipeline
+        # Shutdown released the store: the same data directory opens again in this process,
+        # with every memory written before the shutdown.
+        again = await voicerag.Pipeline.start(**overrides(data_dir))
+        q = await again.query("dog beach sister Porto", namespace="alice", top_k=10)
+        assert {h.id for h in q.hits} == {"a1", "a2"}
+        return again
 
-    pipeline = asyncio.run(run())
-    # No running loop (the one above is closed): a clear error, not a hang or a crash.
+    again = asyncio.run(run())
+    # Its event loop is closed: a clear error, not a hang or a crash; the pipeline lives on.
     with pytest.raises(RuntimeError, match="running asyncio event loop"):
-        pipeline.query("hello", namespace="alice")
+        again.query("hello", namespace="alice")
+
+    async def later():
+        q = await again.query("dog beach", namespace="alice")
+        assert q.hits
+        await again.shutdown()
+
+    asyncio.run(later())
 
 
 def test_the_event_loop_keeps_running_while_rust_works(data_dir):
