@@ -254,6 +254,20 @@ impl BusInner {
         Ok(rx)
     }
 
+    /// Drops the waiters of an utterance whose context never came (timed out).
+    async fn forget_waiter(&self, namespace: &str, conversation: &str, utterance: &str) {
+        let contexts = self.contexts.lock().await;
+        if let Some(sub) = contexts.get(&(namespace.to_string(), conversation.to_string())) {
+            let mut map = lock(&sub.waiters);
+            if let Some(queue) = map.get_mut(utterance) {
+                queue.retain(|tx| !tx.is_closed());
+                if queue.is_empty() {
+                    map.remove(utterance);
+                }
+            }
+        }
+    }
+
     fn publish_transcript(&self, t: &voicerag::actors::Transcript) -> PyResult<()> {
         token("namespace", &t.namespace)?;
         token("conversation", &t.conversation)?;
@@ -379,8 +393,13 @@ impl BusClient {
                 .wait_for(&t.namespace, &t.conversation, &t.utterance)
                 .await?;
             inner.publish_transcript(&t)?;
-            let v = tokio::time::timeout(inner.timeout, rx)
-                .await
+            let answer = tokio::time::timeout(inner.timeout, rx).await;
+            if answer.is_err() {
+                inner
+                    .forget_waiter(&t.namespace, &t.conversation, &t.utterance)
+                    .await;
+            }
+            let v = answer
                 .map_err(|_| {
                     bus_error(format!(
                         "no context for {} within {:?}: is voicerag serve running?",

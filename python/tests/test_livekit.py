@@ -43,7 +43,7 @@ def test_turn_hook_adds_the_users_memories_and_remembers_the_turn(data_dir):
                 await pipeline.remember(text, namespace=ns, id=mid, conversation="c0")
         results = pipeline.results()
         try:
-            hooks = {ns: VoiceragTurnHook(pipeline, namespace=ns, conversation=f"room-{ns}")
+            hooks = {ns: VoiceragTurnHook(pipeline, namespace=ns, conversation=f"room-{ns}", timeout_s=30)
                      for ns in ("alice", "bob")}
             sessions = {ns: FakeSession() for ns in hooks}
             for ns, hook in hooks.items():

@@ -98,3 +98,24 @@ def test_two_users_get_their_own_memories_on_time_with_interims_speculating(data
             await asyncio.wait_for(collector, 60)
 
     asyncio.run(run())
+
+
+def test_a_turn_goes_on_without_memories_when_voicerag_fails(data_dir):
+    async def run():
+        pipeline = await voicerag.Pipeline.start(**overrides(data_dir))
+        await pipeline.shutdown()  # every call now raises PipelineClosedError
+        agent = AgentUnderTest(pipeline, "alice", "call-x")
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(agent.worker)
+        running = asyncio.create_task(runner.run())
+        try:
+            messages = await agent.say(["where does"], "where does my sister live?")
+            # The transcription still reached the LLM: nothing was lost, no memory message added.
+            assert messages[-1] == {"role": "user", "content": "where does my sister live?"}
+            assert memory_messages(messages) == []
+            assert agent.memory.last_result is None
+        finally:
+            await agent.end()
+            await asyncio.wait_for(running, 60)
+
+    asyncio.run(run())

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from livekit.agents.llm import ChatContext, ChatMessage
 
-from voicerag._native import ContextResult
+from voicerag._native import ContextResult, VoiceragError
 from voicerag.memories import format_memories, is_memory_message, watch
 
 logger = logging.getLogger("voicerag.livekit")
@@ -83,7 +83,10 @@ class VoiceragTurnHook:
     def interim(self, text: str) -> None:
         """Feeds an interim transcript of the current utterance (voicerag speculates on it)."""
         if text.strip():
-            self.source.submit(self._transcript(text, False))
+            try:
+                self.source.submit(self._transcript(text, False))
+            except (VoiceragError, ValueError, TypeError) as e:
+                logger.warning("voicerag: interim of %s/%s not submitted: %s", self.conversation, self.utterance, e)
 
     async def on_user_turn_completed(
         self, turn_ctx: ChatContext, new_message: ChatMessage
@@ -106,6 +109,10 @@ class VoiceragTurnHook:
                 self.timeout_s,
             )
             return None
+        except (VoiceragError, ValueError, TypeError) as e:
+            # The conversation must go on: the turn proceeds without memories, loudly.
+            logger.error("voicerag: no context for %s/%s: %s", self.conversation, transcript["utterance"], e)
+            return None
         self.last_result = result
         if self.on_context is not None:
             self.on_context(result)
@@ -121,12 +128,16 @@ class VoiceragTurnHook:
         base = self._last_final_utterance or "u0"
         self._replies_this_turn += 1
         suffix = "" if self._replies_this_turn == 1 else str(self._replies_this_turn)
-        outcome = self.source.reply(
-            text,
-            namespace=self.namespace,
-            conversation=self.conversation,
-            utterance=f"{base}-reply{suffix}",
-        )
+        try:
+            outcome = self.source.reply(
+                text,
+                namespace=self.namespace,
+                conversation=self.conversation,
+                utterance=f"{base}-reply{suffix}",
+            )
+        except (VoiceragError, ValueError, TypeError) as e:
+            logger.error("voicerag: reply %s/%s-reply%s not remembered: %s", self.conversation, base, suffix, e)
+            return
         watch(outcome, f"remembering the reply {self.conversation}/{base}-reply{suffix}")
 
     def on_user_input_transcribed(self, event: Any) -> None:

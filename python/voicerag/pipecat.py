@@ -38,7 +38,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from voicerag._native import ContextResult
+from voicerag._native import ContextResult, VoiceragError
 from voicerag.memories import format_memories, is_memory_message, watch
 
 
@@ -124,7 +124,10 @@ class VoiceragMemory:
     def interim(self, text: str) -> None:
         """Submits an interim transcript of the current utterance (speculation)."""
         if text.strip():
-            self.source.submit(self._transcript(text, False))
+            try:
+                self.source.submit(self._transcript(text, False))
+            except (VoiceragError, ValueError, TypeError) as e:
+                logger.warning(f"voicerag: interim of {self.conversation}/{self.utterance} not submitted: {e}")
 
     async def final(self, text: str) -> ContextResult | None:
         """Submits the current utterance's final and returns its recall (``None`` past the guard
@@ -141,6 +144,10 @@ class VoiceragMemory:
                 f"{self.timeout_s}s; the turn goes on without memories"
             )
             return None
+        except (VoiceragError, ValueError, TypeError) as e:
+            # The conversation must go on: the turn proceeds without memories, loudly.
+            logger.error(f"voicerag: no context for {self.conversation}/{transcript['utterance']}: {e}")
+            return None
         self.last_result = result
         if self.on_context is not None:
             self.on_context(result)
@@ -153,12 +160,16 @@ class VoiceragMemory:
         base = self._last_final_utterance or "u0"
         self._replies_this_turn += 1
         suffix = "" if self._replies_this_turn == 1 else str(self._replies_this_turn)
-        outcome = self.source.reply(
-            text,
-            namespace=self.namespace,
-            conversation=self.conversation,
-            utterance=f"{base}-reply{suffix}",
-        )
+        try:
+            outcome = self.source.reply(
+                text,
+                namespace=self.namespace,
+                conversation=self.conversation,
+                utterance=f"{base}-reply{suffix}",
+            )
+        except (VoiceragError, ValueError, TypeError) as e:
+            logger.error(f"voicerag: reply {self.conversation}/{base}-reply{suffix} not remembered: {e}")
+            return
         watch(outcome, f"remembering the reply {self.conversation}/{base}-reply{suffix}")
 
 
