@@ -21,7 +21,7 @@ pub const ANALYZER_V1: &str = "voicerag_en";
 
 /// English stop words (the Snowball / NLTK list without "will" and "don", which are also names,
 /// and without contractions, which the tokenizer splits anyway).
-const STOP_WORDS: &[&str] = &[
+pub(super) const STOP_WORDS: &[&str] = &[
     "i",
     "me",
     "my",
@@ -176,7 +176,7 @@ const STOP_WORDS: &[&str] = &[
 ];
 
 /// Tokens longer than this many bytes are dropped (base64 blobs, URLs glued together).
-const LONGEST_TOKEN: usize = 40;
+pub(super) const LONGEST_TOKEN: usize = 40;
 
 /// The current analyzer.
 pub fn analyzer() -> TextAnalyzer {

@@ -14,6 +14,7 @@ mod exact;
 mod lmdb;
 mod memory_store;
 mod open;
+mod phonetic;
 mod reindex;
 mod search;
 mod state;

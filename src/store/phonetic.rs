@@ -1,0 +1,182 @@
+//! The phonetic field: how a chunk's words sound, so a name the speech recogniser spelt another
+//! way ("Martha" for "Marta", "Diego" for "Tiago") still finds the memory.
+//!
+//! Which words: every content word (the BM25 analysis without stemming: split, lower-case, fold
+//! accents, drop stop words), alphabetic and at least two letters long. Not only capitalised
+//! words: recognisers often write everything lower-case, and a query cannot tell its names from
+//! its other words. Ordinary words get codes too; their codes are common, so the field's BM25
+//! weighs them little, while a rare name's code weighs much.
+//!
+//! Each word becomes its Double Metaphone codes (primary and, when different, alternate; four
+//! characters, the algorithm's usual length), through `rphonetic`, a port of Apache Commons
+//! Codec's encoder. The field is indexed as those codes separated by spaces.
+
+use std::collections::HashSet;
+
+use rphonetic::DoubleMetaphone;
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, StopWordFilter,
+    TextAnalyzer, WhitespaceTokenizer,
+};
+
+use super::analysis::{LONGEST_TOKEN, STOP_WORDS};
+
+/// The phonetic field's tokenizer name in the index schema. A change of the words chosen or of
+/// their encoding gets a new name, so an index built the old way is recognised and rebuilt.
+pub const PHONETIC_ANALYZER: &str = "voicerag_phonetic_v1";
+
+/// The tokenizer of the indexed field: the codes are computed before indexing.
+pub fn field_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(WhitespaceTokenizer::default()).build()
+}
+
+/// Splits text into the words that get codes (before the alphabetic and length checks).
+fn words_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(LONGEST_TOKEN))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .filter(StopWordFilter::remove(
+            STOP_WORDS.iter().map(|w| w.to_string()),
+        ))
+        .build()
+}
+
+/// Encodes text into phonetic codes; holds its analyzer so a caller encodes without rebuilding it.
+#[derive(Clone)]
+pub struct PhoneticEncoder {
+    words: TextAnalyzer,
+    metaphone: DoubleMetaphone,
+}
+
+impl Default for PhoneticEncoder {
+    fn default() -> Self {
+        Self {
+            words: words_analyzer(),
+            metaphone: DoubleMetaphone::default(),
+        }
+    }
+}
+
+impl PhoneticEncoder {
+    /// The distinct codes of `text`'s content words, in first-seen order.
+    pub fn codes(&self, text: &str) -> Vec<String> {
+        let mut words = self.words.clone();
+        let mut stream = words.token_stream(text);
+        let mut seen_words = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        while stream.advance() {
+            let word = &stream.token().text;
+            if word.len() < 2
+                || !word.bytes().all(|b| b.is_ascii_alphabetic())
+                || !seen_words.insert(word.clone())
+            {
+                continue;
+            }
+            let code = self.metaphone.double_metaphone(word);
+            let mut found = vec![code.primary(), code.alternate()];
+            if let Some(plain) = plain_initial_t(word) {
+                found.push(self.metaphone.double_metaphone(&plain).primary());
+            }
+            for c in found {
+                if !c.is_empty() && seen.insert(c.clone()) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+
+    /// The field's text for a chunk: its codes separated by spaces.
+    pub fn field_text(&self, text: &str) -> String {
+        self.codes(text).join(" ")
+    }
+}
+
+/// Double Metaphone reads "TIA" and "TIO" as in "nation" (X) even at the start of a word, where
+/// names say a plain T (Tiago, Tiana): such a word also gets the code of its plain-T reading
+/// ("tyago"), which is also Diego's.
+fn plain_initial_t(word: &str) -> Option<String> {
+    let rest = word.strip_prefix("ti")?;
+    matches!(rest.bytes().next(), Some(b'a' | b'o')).then(|| format!("ty{rest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sounds_alike(a: &str, b: &str) -> bool {
+        let e = PhoneticEncoder::default();
+        let (a, b) = (e.codes(a), e.codes(b));
+        a.iter().any(|c| b.contains(c))
+    }
+
+    #[test]
+    fn misheard_names_share_a_code() {
+        for (said, heard) in [
+            ("Marta", "Martha"),
+            // Only through the plain-T reading (Double Metaphone alone: XK and TK).
+            ("Tiago", "Diego"),
+            ("Catherine", "Kathryn"),
+            ("Jon", "John"),
+            ("Steven", "Stephen"),
+            ("Zoe", "Zoey"),
+            ("Aisha", "Ayesha"),
+            ("Mohammed", "Muhammad"),
+            ("Philip", "Filip"),
+            ("Geoff", "Jeff"),
+            ("Python", "Pithon"),
+            ("Debian", "Debbian"),
+            ("SQLite", "Sequelite"),
+        ] {
+            assert!(sounds_alike(said, heard), "{said} / {heard}");
+        }
+    }
+
+    #[test]
+    fn different_names_do_not() {
+        for (a, b) in [
+            ("Marta", "Maria"),
+            ("Tiago", "Pablo"),
+            ("Rex", "Max"),
+            ("Debian", "Ubuntu"),
+            // Known misses of Double Metaphone: Irish spellings.
+            ("Sean", "Shaun"),
+            ("Niamh", "Neeve"),
+        ] {
+            assert!(!sounds_alike(a, b), "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn known_double_metaphone_codes() {
+        // Values of the reference implementation (Lawrence Philips' / Apache Commons Codec's).
+        let m = DoubleMetaphone::default();
+        for (word, primary, alternate) in [
+            ("Thomas", "TMS", "TMS"),
+            ("Smith", "SM0", "XMT"),
+            ("Schmidt", "XMT", "SMT"),
+            ("Martha", "MR0", "MRT"),
+            ("Jose", "HS", "HS"),
+            ("Xavier", "SF", "SFR"),
+        ] {
+            let r = m.double_metaphone(word);
+            assert_eq!(
+                (r.primary().as_str(), r.alternate().as_str()),
+                (primary, alternate),
+                "{word}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_content_words_get_codes() {
+        let e = PhoneticEncoder::default();
+        // Stop words, one-letter words and numbers are left out; accents fold; case is ignored.
+        assert_eq!(e.codes("what is it about, 42 x?"), Vec::<String>::new());
+        assert_eq!(e.codes("Zoë"), e.codes("zoe"));
+        assert_eq!(e.field_text("Marta marta MARTA"), "MRT");
+        assert!(e.codes("").is_empty());
+    }
+}
