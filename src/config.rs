@@ -162,6 +162,9 @@ impl Config {
         if !(self.retrieval.recency_weight >= 0.0 && self.retrieval.recency_weight.is_finite()) {
             return bad("retrieval.recency_weight", "must be a number >= 0");
         }
+        if !(self.retrieval.phonetic_weight >= 0.0 && self.retrieval.phonetic_weight.is_finite()) {
+            return bad("retrieval.phonetic_weight", "must be a number >= 0");
+        }
         if self.retrieval.candidates == 0 {
             return bad("retrieval.candidates", "must be at least 1");
         }

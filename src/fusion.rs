@@ -4,6 +4,7 @@
 //!   item it holds; items are sorted by the sum. Only ranks matter.
 //! - [`convex`]: each side's scores are normalised per query (min-max or z-score) and mixed
 //!   `w * vector + (1 - w) * bm25`. How far apart two scores are counts, not only their order.
+//!   [`convex_with`] adds a third side (the phonetic ranking) on top, with its own weight.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -106,6 +107,19 @@ pub fn convex<T: Clone>(
     vector_weight: f32,
     how: Normalization,
 ) -> Vec<(T, f32)> {
+    convex_with(candidates, &[], 0.0, vector_weight, how)
+}
+
+/// [`convex`] plus a third side added on top: candidate `i` gains `extra_weight` times its
+/// normalised `extra[i]` (a missing score counts as the side's lowest, as on the other sides).
+/// An `extra_weight` of 0 or an empty `extra` gives exactly [`convex`]'s scores.
+pub fn convex_with<T: Clone>(
+    candidates: &[Scored<T>],
+    extra: &[Option<f32>],
+    extra_weight: f32,
+    vector_weight: f32,
+    how: Normalization,
+) -> Vec<(T, f32)> {
     let v = normalise(
         &candidates.iter().map(|c| c.vector).collect::<Vec<_>>(),
         how,
@@ -119,12 +133,21 @@ pub fn convex<T: Clone>(
             .min(0.0)
     };
     let (vmin, bmin) = (floor(&v), floor(&b));
+    let e = if extra_weight != 0.0 && extra.len() == candidates.len() {
+        normalise(extra, how)
+    } else {
+        Vec::new()
+    };
+    let emin = floor(&e);
     let mut out: Vec<(T, f32)> = candidates
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let score =
+            let mut score =
                 vector_weight * v[i].unwrap_or(vmin) + (1.0 - vector_weight) * b[i].unwrap_or(bmin);
+            if let Some(x) = e.get(i) {
+                score += extra_weight * x.unwrap_or(emin);
+            }
             (c.item.clone(), score)
         })
         .collect();
@@ -153,6 +176,33 @@ mod convex_tests {
         assert!((out[0].1 - 0.5).abs() < 1e-6 && (out[2].1 - 0.25).abs() < 1e-6);
         let vector_only = convex(&cands, 1.0, Normalization::MinMax);
         assert_eq!(vector_only[1].0, "c");
+    }
+
+    #[test]
+    fn a_third_side_adds_on_top_and_weight_zero_is_plain_convex() {
+        let cands = [
+            c("a", Some(0.9), Some(4.0)),
+            c("b", Some(0.8), None),
+            c("c", Some(0.5), Some(2.0)),
+        ];
+        // Only "b" sounds like the query.
+        let extra = [None, Some(7.0), None];
+        let plain = convex(&cands, 0.8, Normalization::MinMax);
+        assert_eq!(
+            convex_with(&cands, &extra, 0.0, 0.8, Normalization::MinMax),
+            plain
+        );
+        assert_eq!(
+            plain.iter().map(|x| x.0).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        let with = convex_with(&cands, &extra, 0.5, 0.8, Normalization::MinMax);
+        // b: 0.8 * 0.75 + 0.2 * 0 + 0.5 * 1 = 1.1; a: 0.8 * 1 + 0.2 * 1 + 0.5 * 0 = 1.0.
+        assert_eq!(
+            with.iter().map(|x| x.0).collect::<Vec<_>>(),
+            ["b", "a", "c"]
+        );
+        assert!((with[0].1 - 1.1).abs() < 1e-6 && (with[1].1 - 1.0).abs() < 1e-6);
     }
 
     #[test]

@@ -8,17 +8,20 @@ use std::sync::Mutex;
 
 use tantivy::collector::TopDocs;
 use tantivy::query::{
-    BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
+    BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
 };
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::TextAnalyzer;
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TERMINATED, TantivyDocument, Term,
+};
 
 use super::StoreError;
 use super::analysis::{self, ANALYZER, ANALYZER_V1};
 use super::codec::MemoryRecord;
+use super::phonetic::{self, PHONETIC_ANALYZER, PhoneticEncoder};
 /// tantivy's smallest per-thread indexing budget is 15 MB; one thread is plenty for utterances.
 const WRITER_HEAP_BYTES: usize = 32 * 1024 * 1024;
 
@@ -31,6 +34,9 @@ struct Fields {
     speaker: Field,
     ts: Field,
     text: Field,
+    /// The chunk's phonetic codes (see `phonetic`); the last field, so an index from before it
+    /// has every other field at the same place.
+    phonetic: Field,
 }
 
 /// Filters every BM25 query carries (the namespace always).
@@ -49,6 +55,10 @@ pub struct Bm25 {
     reader: IndexReader,
     fields: Fields,
     analyzer: TextAnalyzer,
+    phonetic: PhoneticEncoder,
+    /// False for an index built before the phonetic field (a read-only process may see one
+    /// until the writer rebuilds it): phonetic search then finds nothing.
+    has_phonetic: bool,
     /// Present in the writer process only.
     writer: Option<Mutex<IndexWriter<TantivyDocument>>>,
 }
@@ -68,21 +78,45 @@ fn schema() -> (Schema, Fields) {
         speaker: b.add_text_field("speaker", STRING),
         ts: b.add_i64_field("ts", INDEXED | FAST),
         text: b.add_text_field("text", text_opts),
+        phonetic: b.add_text_field(
+            "phonetic",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(PHONETIC_ANALYZER)
+                    .set_index_option(IndexRecordOption::WithFreqs),
+            ),
+        ),
     };
     (b.build(), fields)
 }
 
 /// The analyzer an index's text field was built with.
 fn index_analyzer(index: &Index) -> Result<String, StoreError> {
+    field_analyzer(index, "text")?.ok_or_else(|| super::codec::corrupt("BM25 text field missing"))
+}
+
+/// The analyzer of an index's text field `name`; `None` when the index has no such field.
+fn field_analyzer(index: &Index, name: &str) -> Result<Option<String>, StoreError> {
     let schema = index.schema();
-    let field = schema.get_field("text")?;
+    let Ok(field) = schema.get_field(name) else {
+        return Ok(None);
+    };
     match schema.get_field_entry(field).field_type() {
-        tantivy::schema::FieldType::Str(opts) => Ok(opts
-            .get_indexing_options()
-            .map(|o| o.tokenizer().to_string())
-            .unwrap_or_default()),
-        _ => Err(super::codec::corrupt("BM25 text field is not text")),
+        tantivy::schema::FieldType::Str(opts) => Ok(Some(
+            opts.get_indexing_options()
+                .map(|o| o.tokenizer().to_string())
+                .unwrap_or_default(),
+        )),
+        _ => Err(super::codec::corrupt(&format!(
+            "BM25 {name} field is not text"
+        ))),
     }
+}
+
+/// True when the index was built by the current analysis, phonetic field included.
+fn is_current(index: &Index) -> Result<bool, StoreError> {
+    Ok(index_analyzer(index)? == ANALYZER
+        && field_analyzer(index, "phonetic")?.as_deref() == Some(PHONETIC_ANALYZER))
 }
 
 impl Bm25 {
@@ -90,9 +124,10 @@ impl Bm25 {
     pub fn open(dir: &Path, writable: bool) -> Result<Self, StoreError> {
         let (schema, fields) = schema();
         let mut existing = dir.join("meta.json").exists();
-        if existing && writable && index_analyzer(&Index::open_in_dir(dir)?)? != ANALYZER {
-            // Built by an older analysis: start afresh; the writer's catch-up finds the op log
-            // behind it and rebuilds the index from LMDB's records.
+        if existing && writable && !is_current(&Index::open_in_dir(dir)?)? {
+            // Built by an older analysis (or before the phonetic field): start afresh; the
+            // writer's catch-up finds the op log behind it and rebuilds the index from LMDB's
+            // records.
             tracing::info!(dir = %dir.display(), "BM25 analysis changed; rebuilding the index");
             std::fs::remove_dir_all(dir)
                 .map_err(|e| StoreError::io(format!("remove {}", dir.display()), e))?;
@@ -114,6 +149,11 @@ impl Bm25 {
         index
             .tokenizers()
             .register(ANALYZER_V1, analysis::analyzer_v1());
+        index
+            .tokenizers()
+            .register(PHONETIC_ANALYZER, phonetic::field_analyzer());
+        let has_phonetic =
+            field_analyzer(&index, "phonetic")?.as_deref() == Some(PHONETIC_ANALYZER);
         // Queries are analysed as the index was (a read-only process may see an old index).
         let analyzer = if index_analyzer(&index)? == ANALYZER_V1 {
             analysis::analyzer_v1()
@@ -141,6 +181,8 @@ impl Bm25 {
             reader,
             fields,
             analyzer,
+            phonetic: PhoneticEncoder::default(),
+            has_phonetic,
             writer,
         })
     }
@@ -163,7 +205,100 @@ impl Bm25 {
         filter: &Bm25Filter,
         n: usize,
     ) -> Result<Vec<(u32, f32)>, StoreError> {
-        let terms = self.terms(text);
+        self.search_terms(self.fields.text, &self.terms(text), filter, n)
+    }
+
+    /// Top `n` chunks whose words sound like `text`'s (BM25 over phonetic codes), under
+    /// `filter`: `(chunk id, score)`, best first; nothing when every word of `text` occurs in
+    /// the namespace's memories.
+    ///
+    /// A misheard name is, as heard, a word the user's memories do not have ("Martha" when they
+    /// say "Marta"). A query whose words all occur in the namespace has nothing the phonetic
+    /// ranking could add that BM25 does not already find, so it runs no phonetic search at all
+    /// (and clean queries rank exactly as without it). Once a word is unknown, every word is
+    /// sounded out: the misheard name's code alone would rank by one term, and in a set where
+    /// the name is on every memory (Debian in the Debian FAQ) that one term is noise.
+    pub fn search_phonetic(
+        &self,
+        text: &str,
+        filter: &Bm25Filter,
+        n: usize,
+    ) -> Result<Vec<(u32, f32)>, StoreError> {
+        if !self.has_phonetic || n == 0 {
+            return Ok(Vec::new());
+        }
+        let searcher = self.reader.searcher();
+        let words = self.phonetic.words(text);
+        let mut unknown = false;
+        for (word, _) in &words {
+            let mut known = false;
+            for term in self.terms(word) {
+                known |= self.in_namespace(&searcher, &term, filter.namespace)?;
+            }
+            if !known {
+                unknown = true;
+                break;
+            }
+        }
+        if !unknown {
+            return Ok(Vec::new());
+        }
+        let mut codes: Vec<String> = Vec::new();
+        for c in words.into_iter().flat_map(|(_, c)| c) {
+            if !codes.contains(&c) {
+                codes.push(c);
+            }
+        }
+        self.search_terms(self.fields.phonetic, &codes, filter, n)
+    }
+
+    /// True when a live chunk of `namespace` holds the analysed `term`. Stops at the first one.
+    fn in_namespace(
+        &self,
+        searcher: &tantivy::Searcher,
+        term: &str,
+        namespace: &str,
+    ) -> Result<bool, StoreError> {
+        let term = Term::from_field_text(self.fields.text, term);
+        if searcher.doc_freq(&term)? == 0 {
+            return Ok(false);
+        }
+        let both = BooleanQuery::new(vec![
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(term, IndexRecordOption::Basic)) as Box<dyn Query>,
+            ),
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.ns, namespace),
+                    IndexRecordOption::Basic,
+                )),
+            ),
+        ]);
+        let weight = both.weight(EnableScoring::disabled_from_searcher(searcher))?;
+        for segment in searcher.segment_readers() {
+            let mut docs = weight.scorer(segment, 1.0)?;
+            let alive = segment.alive_bitset();
+            let mut doc = docs.doc();
+            while doc != TERMINATED {
+                if alive.is_none_or(|a| a.is_alive(doc)) {
+                    return Ok(true);
+                }
+                doc = docs.advance();
+            }
+        }
+        Ok(false)
+    }
+
+    /// Top `n` chunks holding any of `terms` in `field` under `filter`, by BM25.
+    fn search_terms(
+        &self,
+        field: Field,
+        terms: &[String],
+        filter: &Bm25Filter,
+        n: usize,
+    ) -> Result<Vec<(u32, f32)>, StoreError> {
         if terms.is_empty() || n == 0 {
             return Ok(Vec::new());
         }
@@ -172,7 +307,7 @@ impl Bm25 {
             .iter()
             .map(|t| {
                 let q: Box<dyn Query> = Box::new(TermQuery::new(
-                    Term::from_field_text(f.text, t),
+                    Term::from_field_text(field, t),
                     IndexRecordOption::WithFreqs,
                 ));
                 (Occur::Should, q)
@@ -269,6 +404,7 @@ impl Bm25 {
         doc.add_text(f.speaker, &rec.speaker);
         doc.add_i64(f.ts, rec.ts_ms);
         doc.add_text(f.text, text);
+        doc.add_text(f.phonetic, self.phonetic.field_text(text));
         self.writer()?.add_document(doc)?;
         Ok(())
     }

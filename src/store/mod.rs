@@ -126,6 +126,11 @@ pub struct RetrievalConfig {
     /// Recency prior: the most a brand-new memory gains, in units of the fused score (convex
     /// scores run 0 to 1; reciprocal-rank ones about 0.03).
     pub recency_weight: f32,
+    /// Phonetic ranking (names the recogniser misheard: "Martha" finds "Marta"): hybrid search
+    /// also ranks memories by how their words sound (Double Metaphone) and adds up to this
+    /// much to a memory's fused score (convex), or weighs that list so in reciprocal-rank
+    /// fusion. 0 turns it off (and skips its search).
+    pub phonetic_weight: f32,
 }
 
 impl Default for RetrievalConfig {
@@ -140,6 +145,7 @@ impl Default for RetrievalConfig {
             candidates: 50,
             recency_half_life_s: 0,
             recency_weight: 0.2,
+            phonetic_weight: 0.1,
         }
     }
 }

@@ -61,10 +61,23 @@ impl Default for PhoneticEncoder {
 impl PhoneticEncoder {
     /// The distinct codes of `text`'s content words, in first-seen order.
     pub fn codes(&self, text: &str) -> Vec<String> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (_, codes) in self.words(text) {
+            for c in codes {
+                if seen.insert(c.clone()) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+
+    /// `text`'s distinct content words (lower-cased, folded), each with its codes.
+    pub fn words(&self, text: &str) -> Vec<(String, Vec<String>)> {
         let mut words = self.words.clone();
         let mut stream = words.token_stream(text);
         let mut seen_words = HashSet::new();
-        let mut seen = HashSet::new();
         let mut out = Vec::new();
         while stream.advance() {
             let word = &stream.token().text;
@@ -75,15 +88,18 @@ impl PhoneticEncoder {
                 continue;
             }
             let code = self.metaphone.double_metaphone(word);
-            let mut found = vec![code.primary(), code.alternate()];
-            if let Some(plain) = plain_initial_t(word) {
-                found.push(self.metaphone.double_metaphone(&plain).primary());
-            }
-            for c in found {
-                if !c.is_empty() && seen.insert(c.clone()) {
-                    out.push(c);
+            let mut codes = vec![code.primary()];
+            let mut add = |c: String| {
+                if !c.is_empty() && !codes.contains(&c) {
+                    codes.push(c);
                 }
+            };
+            add(code.alternate());
+            if let Some(plain) = plain_initial_t(word) {
+                add(self.metaphone.double_metaphone(&plain).primary());
             }
+            codes.retain(|c| !c.is_empty());
+            out.push((word.clone(), codes));
         }
         out
     }

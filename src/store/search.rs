@@ -13,7 +13,7 @@ use super::lmdb::{self, Dbs};
 use super::state::StoreState;
 use super::{Fusion, RetrievalConfig};
 use super::{StoreError, vector};
-use crate::fusion::{RankedList, Scored, convex, reciprocal_rank};
+use crate::fusion::{RankedList, Scored, convex_with, reciprocal_rank};
 
 /// A memory found by one list: its key, best chunk and that chunk's score.
 struct Found {
@@ -190,16 +190,23 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, St
         }
         None => Vec::new(),
     };
+    let filter = Bm25Filter {
+        namespace: ns,
+        conversation: f.conversation.as_deref(),
+        speaker: f.speaker.as_deref(),
+        since_ms: f.since_ms,
+        until_ms: f.until_ms,
+        exclude_ids: &exclude_ids,
+    };
     let bm25_list = if want_bm25 {
-        let filter = Bm25Filter {
-            namespace: ns,
-            conversation: f.conversation.as_deref(),
-            speaker: f.speaker.as_deref(),
-            since_ms: f.since_ms,
-            until_ms: f.until_ms,
-            exclude_ids: &exclude_ids,
-        };
         let hits = s.bm25.search(&req.text, &filter, n)?;
+        records.dedupe(hits, n)?
+    } else {
+        Vec::new()
+    };
+    // The third ranking, by how the words sound (hybrid only; weight 0 skips it).
+    let phonetic_list = if req.mode == SearchMode::Hybrid && s.retrieval.phonetic_weight > 0.0 {
+        let hits = s.bm25.search_phonetic(&req.text, &filter, n)?;
         records.dedupe(hits, n)?
     } else {
         Vec::new()
@@ -240,6 +247,8 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, St
                     bm25_rank: None,
                     cosine: Some(f.score),
                     bm25: None,
+                    phonetic_rank: None,
+                    phonetic: None,
                 });
             }
             for (i, f) in bm25_list.iter().enumerate() {
@@ -251,12 +260,35 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, St
                     None => {
                         // Found by words alone: its similarity still counts, for fusion and
                         // for the relevance floor.
+                        slot.insert(&f.key, cands.len());
                         cands.push(Candidate {
                             found: f,
                             vector_rank: None,
                             bm25_rank: Some(i + 1),
                             cosine: cosine_of(query_vec.as_deref(), f.chunk)?,
                             bm25: Some(f.score),
+                            phonetic_rank: None,
+                            phonetic: None,
+                        });
+                    }
+                }
+            }
+            for (i, f) in phonetic_list.iter().enumerate() {
+                match slot.get(f.key.as_slice()) {
+                    Some(&c) => {
+                        cands[c].phonetic_rank = Some(i + 1);
+                        cands[c].phonetic = Some(f.score);
+                    }
+                    None => {
+                        // Found by sound alone (a misheard name): as for words alone.
+                        cands.push(Candidate {
+                            found: f,
+                            vector_rank: None,
+                            bm25_rank: None,
+                            cosine: cosine_of(query_vec.as_deref(), f.chunk)?,
+                            bm25: None,
+                            phonetic_rank: Some(i + 1),
+                            phonetic: Some(f.score),
                         });
                     }
                 }
@@ -298,6 +330,8 @@ struct Candidate<'a> {
     bm25_rank: Option<usize>,
     cosine: Option<f32>,
     bm25: Option<f32>,
+    phonetic_rank: Option<usize>,
+    phonetic: Option<f32>,
 }
 
 /// Indexes into `cands` with their fused scores, best first.
@@ -313,7 +347,14 @@ fn fuse(cfg: &RetrievalConfig, cands: &[Candidate]) -> Vec<(usize, f32)> {
                     bm25: c.bm25,
                 })
                 .collect();
-            convex(&scored, cfg.convex_vector_weight, cfg.normalization)
+            let phonetic: Vec<Option<f32>> = cands.iter().map(|c| c.phonetic).collect();
+            convex_with(
+                &scored,
+                &phonetic,
+                cfg.phonetic_weight,
+                cfg.convex_vector_weight,
+                cfg.normalization,
+            )
         }
         Fusion::Rrf => {
             let ranked = |rank: fn(&Candidate) -> Option<usize>| {
@@ -326,6 +367,7 @@ fn fuse(cfg: &RetrievalConfig, cands: &[Candidate]) -> Vec<(usize, f32)> {
                 items.into_iter().map(|(_, i)| i).collect::<Vec<usize>>()
             };
             let (v, b) = (ranked(|c| c.vector_rank), ranked(|c| c.bm25_rank));
+            let p = ranked(|c| c.phonetic_rank);
             reciprocal_rank(
                 &[
                     RankedList {
@@ -335,6 +377,10 @@ fn fuse(cfg: &RetrievalConfig, cands: &[Candidate]) -> Vec<(usize, f32)> {
                     RankedList {
                         items: &b,
                         weight: cfg.bm25_weight,
+                    },
+                    RankedList {
+                        items: &p,
+                        weight: cfg.phonetic_weight,
                     },
                 ],
                 cfg.rrf_k,
