@@ -5,7 +5,8 @@
 //! case: every search sees the whole corpus). Measures ingest records/s (the `add` calls only;
 //! trees build in the background meanwhile), the time until BM25 and every tree caught up,
 //! search-only latency p50/p99 per mode (after the build), vector recall@10 against an exact
-//! scan, disk size and reopen time. One line per measurement on stdout, then one JSON line.
+//! scan, disk size and reopen time, and hybrid latency with the phonetic ranking off and on. One
+//! line per measurement on stdout, then one JSON line.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use super::stats::percentile_ms;
 use crate::actors::messages::{Memory, SearchFilter, SearchMode, SearchRequest};
 use crate::config::Config;
-use crate::store::{ChunkInput, MemoryStore, ModelInfo, NewMemory};
+use crate::store::{ChunkInput, MemoryStore, ModelInfo, NewMemory, RetrievalConfig};
 
 const DIM: usize = 384;
 const TOPICS: usize = 256;
@@ -97,6 +98,61 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 fn bench_dir(n: usize) -> PathBuf {
     std::env::temp_dir().join(format!("voicerag-bench-store-{}-{n}", std::process::id()))
+}
+
+/// Hybrid search with the phonetic ranking off and on (the configured weight, or the default
+/// when the configuration turns it off), the store reopened for each, same queries: what the
+/// third ranking adds to a query.
+fn phonetic_cost(
+    config: &Config,
+    n: usize,
+    dir: &Path,
+    model: &ModelInfo,
+    queries: &[(String, Vec<f32>)],
+    lines: &mut Vec<String>,
+    json: &mut serde_json::Value,
+) -> anyhow::Result<()> {
+    let on_weight = if config.retrieval.phonetic_weight > 0.0 {
+        config.retrieval.phonetic_weight
+    } else {
+        RetrievalConfig::default().phonetic_weight
+    };
+    let mut p50 = [0.0f64; 2];
+    for (i, weight) in [0.0, on_weight].into_iter().enumerate() {
+        let retrieval = RetrievalConfig {
+            phonetic_weight: weight,
+            ..config.retrieval.clone()
+        };
+        let store = MemoryStore::open(dir, &config.store, &retrieval, model)?;
+        let mut h = Histogram::<u64>::new(3)?;
+        for (j, q) in queries.iter().enumerate() {
+            let req = SearchRequest {
+                namespace: NAMESPACE.into(),
+                text: q.0.clone(),
+                embedding: Some(q.1.clone()),
+                mode: SearchMode::Hybrid,
+                top_n: 10,
+                filter: SearchFilter::default(),
+            };
+            let t = Instant::now();
+            std::hint::black_box(store.search(&req)?);
+            if j >= WARMUP {
+                h.record(t.elapsed().as_micros().max(1) as u64)?;
+            }
+        }
+        p50[i] = percentile_ms(&h, 0.5);
+        let name = if weight > 0.0 { "on" } else { "off" };
+        lines.push(format!(
+            "n={} search hybrid phonetic {name:<3} (weight {weight}): p50 {:.3} ms p99 {:.3} ms",
+            n,
+            p50[i],
+            percentile_ms(&h, 0.99)
+        ));
+        json[format!("hybrid_phonetic_{name}_p50_ms")] = p50[i].into();
+        json[format!("hybrid_phonetic_{name}_p99_ms")] = percentile_ms(&h, 0.99).into();
+    }
+    json["phonetic_added_p50_ms"] = (p50[1] - p50[0]).into();
+    Ok(())
 }
 
 /// Runs the benchmark for each corpus size in `sizes`.
@@ -274,6 +330,7 @@ fn run_one(config: &Config, n: usize, dir: &Path) -> anyhow::Result<()> {
     json["reopen_ms"] = reopen.into();
     json["first_search_after_reopen_ms"] = first.into();
     drop(store);
+    phonetic_cost(config, n, dir, &model, &queries, &mut lines, &mut json)?;
     for l in lines {
         println!("{l}");
     }
