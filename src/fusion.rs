@@ -99,6 +99,16 @@ fn normalise(values: &[Option<f32>], how: Normalization) -> Vec<Option<f32>> {
         .collect()
 }
 
+/// Scores over the best one (`None` kept): a side whose scores are nearly flat (a name on every
+/// candidate) lifts them all alike instead of spreading them from 0 to 1 as min-max would.
+fn over_best(values: &[Option<f32>]) -> Vec<Option<f32>> {
+    let best = values.iter().flatten().copied().fold(0.0f32, f32::max);
+    values
+        .iter()
+        .map(|v| v.map(|x| if best > 0.0 { x / best } else { 0.0 }))
+        .collect()
+}
+
 /// Convex combination: `vector_weight * v + (1 - vector_weight) * b` of the per-query
 /// normalised scores, best first (ties keep input order). A side that did not score an item
 /// gives it that side's lowest normalised score.
@@ -110,9 +120,11 @@ pub fn convex<T: Clone>(
     convex_with(candidates, &[], 0.0, vector_weight, how)
 }
 
-/// [`convex`] plus a third side added on top: candidate `i` gains `extra_weight` times its
-/// normalised `extra[i]` (a missing score counts as the side's lowest, as on the other sides).
-/// An `extra_weight` of 0 or an empty `extra` gives exactly [`convex`]'s scores.
+/// [`convex`] plus a third side added on top: candidate `i` gains `extra_weight` times
+/// `extra[i]` over the side's best score (a missing score gains nothing). Not min-max: a side
+/// whose scores are nearly flat (a name on every candidate) lifts them all alike rather than
+/// spreading them from 0 to 1. An `extra_weight` of 0 or an empty `extra` gives exactly
+/// [`convex`]'s scores.
 pub fn convex_with<T: Clone>(
     candidates: &[Scored<T>],
     extra: &[Option<f32>],
@@ -134,19 +146,18 @@ pub fn convex_with<T: Clone>(
     };
     let (vmin, bmin) = (floor(&v), floor(&b));
     let e = if extra_weight != 0.0 && extra.len() == candidates.len() {
-        normalise(extra, how)
+        over_best(extra)
     } else {
         Vec::new()
     };
-    let emin = floor(&e);
     let mut out: Vec<(T, f32)> = candidates
         .iter()
         .enumerate()
         .map(|(i, c)| {
             let mut score =
                 vector_weight * v[i].unwrap_or(vmin) + (1.0 - vector_weight) * b[i].unwrap_or(bmin);
-            if let Some(x) = e.get(i) {
-                score += extra_weight * x.unwrap_or(emin);
+            if let Some(Some(x)) = e.get(i) {
+                score += extra_weight * x;
             }
             (c.item.clone(), score)
         })
@@ -185,8 +196,8 @@ mod convex_tests {
             c("b", Some(0.8), None),
             c("c", Some(0.5), Some(2.0)),
         ];
-        // Only "b" sounds like the query.
-        let extra = [None, Some(7.0), None];
+        // "b" sounds most like the query, "c" half as much.
+        let extra = [None, Some(8.0), Some(4.0)];
         let plain = convex(&cands, 0.8, Normalization::MinMax);
         assert_eq!(
             convex_with(&cands, &extra, 0.0, 0.8, Normalization::MinMax),
