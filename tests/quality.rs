@@ -132,10 +132,12 @@ fn debfaq_hybrid_holds_the_python_baseline() {
     assert!(recall >= 0.85, "hybrid recall@10 {recall:.4}");
 }
 
-// Measured with `voicerag eval fixtures/eval/SET --json` (release build, 2-core x86-64).
-const MRR_DEBFAQ: f64 = 0.703;
+// Measured with `voicerag eval fixtures/eval/SET --json` (release build, 2-core x86-64). The
+// phonetic ranking (issue 14 item 4) moved debfaq from 0.703 and pyfaq from 0.7784 (one query
+// of 171 one rank down); recall did not move.
+const MRR_DEBFAQ: f64 = 0.7091;
 const RECALL_DEBFAQ: f64 = 0.9244;
-const MRR_PYFAQ: f64 = 0.7784;
+const MRR_PYFAQ: f64 = 0.7755;
 const RECALL_PYFAQ: f64 = 0.9532;
 const MRR_SQLITEFAQ: f64 = 0.8722;
 const RECALL_SQLITEFAQ: f64 = 1.0;
@@ -176,8 +178,14 @@ const HELD: [Held; 3] = [
 ];
 
 fn eval(set: &std::path::Path, mode: &str) -> serde_json::Value {
+    eval_with(set, mode, &[])
+}
+
+/// `eval` with extra environment settings (`VOICERAG_...` overrides).
+fn eval_with(set: &std::path::Path, mode: &str, env: &[(&str, &str)]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_voicerag"))
         .current_dir(root())
+        .envs(env.iter().copied())
         // Quality, not latency: a debug build must not run out of budget.
         .env("VOICERAG_PIPELINE__BUDGET_MS", "10000")
         .arg("--config")
@@ -259,5 +267,45 @@ fn two_ingests_of_one_set_score_the_same() {
         "noanswer_hits_mean",
     ] {
         assert_eq!(a[key], b[key], "{key}: {a} vs {b}");
+    }
+}
+
+/// Names the recogniser misheard (issue 14 item 4): debfaq's queries that name something, with
+/// the names respelt as they sound ("Debbian", "Linuks"; `fixtures/eval/debfaq-misheard`, built by
+/// `tools/make_misheard.py`), gain from the phonetic ranking, and the clean set loses nothing.
+/// Measured (hybrid MRR@10 / recall@10, phonetic off -> on): misheard 0.6656 / 0.8889 -> 0.6867 /
+/// 0.8889 (their clean twins, debfaq-named: 0.6786 / 0.8889); clean 0.7030 / 0.9244 -> 0.7091 /
+/// 0.9244.
+const MRR_DEBFAQ_MISHEARD: f64 = 0.6867;
+
+#[test]
+fn misheard_names_gain_from_the_phonetic_ranking_and_clean_queries_lose_nothing() {
+    let model = root().join("models/all-MiniLM-L6-v2/model.onnx");
+    if !require(&model) {
+        return;
+    }
+    let off = [("VOICERAG_RETRIEVAL__PHONETIC_WEIGHT", "0")];
+    // (set, least MRR@10 gain of the phonetic ranking)
+    for (set, gain) in [("debfaq-misheard", 0.015), ("debfaq", 0.0)] {
+        let dir = root().join("fixtures/eval").join(set);
+        let (with, without) = (eval(&dir, "hybrid"), eval_with(&dir, "hybrid", &off));
+        eprintln!("{set}: phonetic on {with}\n{set}: phonetic off {without}");
+        let metric = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+        assert!(
+            metric(&with, "mrr@10") >= metric(&without, "mrr@10") + gain,
+            "{set}: MRR@10 {} with the phonetic ranking, {} without (gain at least {gain})",
+            metric(&with, "mrr@10"),
+            metric(&without, "mrr@10")
+        );
+        for k in ["recall@5", "recall@10"] {
+            assert!(metric(&with, k) >= metric(&without, k), "{set}: {k}");
+        }
+        assert!(
+            metric(&with, "noanswer_hits_mean") <= metric(&without, "noanswer_hits_mean"),
+            "{set}: sound-alikes pulled hits into no-answer queries"
+        );
+        if set == "debfaq-misheard" {
+            assert!(metric(&with, "mrr@10") >= MRR_DEBFAQ_MISHEARD - 0.02);
+        }
     }
 }
