@@ -228,9 +228,9 @@ impl Bm25 {
             return Ok(Vec::new());
         }
         let searcher = self.reader.searcher();
-        let words = self.phonetic.words(text);
+        let words = self.phonetic.content_words(text);
         let mut unknown = false;
-        for (word, _) in &words {
+        for word in &words {
             let mut known = false;
             for term in self.terms(word) {
                 known |= self.in_namespace(&searcher, &term, filter.namespace)?;
@@ -244,7 +244,7 @@ impl Bm25 {
             return Ok(Vec::new());
         }
         let mut codes: Vec<String> = Vec::new();
-        for c in words.into_iter().flat_map(|(_, c)| c) {
+        for c in words.iter().flat_map(|w| self.phonetic.word_codes(w)) {
             if !codes.contains(&c) {
                 codes.push(c);
             }

@@ -75,33 +75,49 @@ impl PhoneticEncoder {
 
     /// `text`'s distinct content words (lower-cased, folded), each with its codes.
     pub fn words(&self, text: &str) -> Vec<(String, Vec<String>)> {
+        self.content_words(text)
+            .into_iter()
+            .map(|w| {
+                let codes = self.word_codes(&w);
+                (w, codes)
+            })
+            .collect()
+    }
+
+    /// `text`'s distinct content words (lower-cased, folded, alphabetic, two letters or more),
+    /// in first-seen order: the words that get codes.
+    pub fn content_words(&self, text: &str) -> Vec<String> {
         let mut words = self.words.clone();
         let mut stream = words.token_stream(text);
-        let mut seen_words = HashSet::new();
+        let mut seen = HashSet::new();
         let mut out = Vec::new();
         while stream.advance() {
             let word = &stream.token().text;
-            if word.len() < 2
-                || !word.bytes().all(|b| b.is_ascii_alphabetic())
-                || !seen_words.insert(word.clone())
+            if word.len() >= 2
+                && word.bytes().all(|b| b.is_ascii_alphabetic())
+                && seen.insert(word.clone())
             {
-                continue;
+                out.push(word.clone());
             }
-            let code = self.metaphone.double_metaphone(word);
-            let mut codes = vec![code.primary()];
-            let mut add = |c: String| {
-                if !c.is_empty() && !codes.contains(&c) {
-                    codes.push(c);
-                }
-            };
-            add(code.alternate());
-            if let Some(plain) = plain_initial_t(word) {
-                add(self.metaphone.double_metaphone(&plain).primary());
-            }
-            codes.retain(|c| !c.is_empty());
-            out.push((word.clone(), codes));
         }
         out
+    }
+
+    /// The codes of one content word: primary, alternate and plain-T reading, distinct.
+    pub fn word_codes(&self, word: &str) -> Vec<String> {
+        let code = self.metaphone.double_metaphone(word);
+        let mut codes: Vec<String> = Vec::with_capacity(3);
+        let mut add = |c: String| {
+            if !c.is_empty() && !codes.contains(&c) {
+                codes.push(c);
+            }
+        };
+        add(code.primary());
+        add(code.alternate());
+        if let Some(plain) = plain_initial_t(word) {
+            add(self.metaphone.double_metaphone(&plain).primary());
+        }
+        codes
     }
 
     /// The field's text for a chunk: its codes separated by spaces.
