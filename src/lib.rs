@@ -20,5 +20,6 @@ pub mod fusion;
 pub mod ingest;
 pub mod models;
 pub mod store;
+pub mod time_expr;
 
 pub use voicerag_actors as actors;
