@@ -165,6 +165,26 @@ impl Config {
         if !(self.retrieval.phonetic_weight >= 0.0 && self.retrieval.phonetic_weight.is_finite()) {
             return bad("retrieval.phonetic_weight", "must be a number >= 0");
         }
+        if !(self.retrieval.time_boost >= 0.0 && self.retrieval.time_boost.is_finite()) {
+            return bad("retrieval.time_boost", "must be a number >= 0");
+        }
+        if crate::time_expr::zone(&self.retrieval.time_zone).is_none() {
+            return bad(
+                "retrieval.time_zone",
+                "must be an IANA time zone name such as \"UTC\" or \"Europe/Berlin\"",
+            );
+        }
+        if let Some((ns, _)) = self
+            .retrieval
+            .time_zones
+            .iter()
+            .find(|(_, z)| crate::time_expr::zone(z).is_none())
+        {
+            return bad(
+                "retrieval.time_zones",
+                &format!("the zone of namespace {ns:?} is not an IANA time zone name"),
+            );
+        }
         if self.retrieval.candidates == 0 {
             return bad("retrieval.candidates", "must be at least 1");
         }

@@ -19,6 +19,11 @@ pub struct IngestLine {
     pub conversation: Option<String>,
     pub speaker: Option<String>,
     pub ts: Option<Timestamp>,
+    /// Ids of earlier memories (same namespace) this one replaces.
+    #[serde(default)]
+    pub supersedes: Vec<String>,
+    /// When it leaves default results: RFC 3339 string or unix seconds, as `ts`.
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A timestamp on input: RFC 3339 string or unix seconds.
@@ -46,6 +51,10 @@ pub enum RecordError {
     TooLong(usize, usize),
     #[error("bad \"ts\": {0}")]
     BadTimestamp(String),
+    #[error("bad \"expires_at\": {0}")]
+    BadExpiry(String),
+    #[error("bad \"supersedes\": {0}")]
+    BadSupersedes(String),
 }
 
 impl Timestamp {
@@ -84,6 +93,25 @@ pub fn parse_line(line: &str, max_text_bytes: usize) -> Result<Memory, RecordErr
         Some(ts) => ts.to_ms()?,
         None => now_ms(),
     };
+    let expires_at_ms = match &raw.expires_at {
+        Some(t) => Some(t.to_ms().map_err(|e| match e {
+            RecordError::BadTimestamp(why) => RecordError::BadExpiry(why),
+            other => other,
+        })?),
+        None => None,
+    };
+    for old in &raw.supersedes {
+        if old.trim().is_empty() {
+            return Err(RecordError::BadSupersedes("an empty id".into()));
+        }
+        if old.len() > voicerag_actors::MAX_NAME_BYTES {
+            return Err(RecordError::BadSupersedes(format!(
+                "an id of {} bytes, longer than {}",
+                old.len(),
+                voicerag_actors::MAX_NAME_BYTES
+            )));
+        }
+    }
     Ok(Memory {
         id,
         namespace: raw
@@ -94,6 +122,8 @@ pub fn parse_line(line: &str, max_text_bytes: usize) -> Result<Memory, RecordErr
         speaker: raw.speaker.unwrap_or_default(),
         text,
         ts_ms,
+        supersedes: raw.supersedes,
+        expires_at_ms,
     })
 }
 

@@ -541,6 +541,8 @@ fn bulk_embedding_gives_the_same_vectors_whatever_the_number_of_sessions() {
             speaker: "user".into(),
             text: format!("{} {}", UTTERANCES[i % UTTERANCES.len()], long_text(i % 40)),
             ts_ms: 0,
+            supersedes: Vec::new(),
+            expires_at_ms: None,
         })
         .collect();
     let run = |sessions: usize| {

@@ -710,6 +710,8 @@ async fn server_killed_and_restarted_mid_stream() {
             speaker: "agent".into(),
             text: format!("fact number {i}"),
             ts_ms: i,
+            supersedes: Vec::new(),
+            expires_at_ms: None,
         })
         .collect();
     let w = writer.clone();
@@ -776,6 +778,10 @@ async fn failed_commit_is_redelivered_and_duplicates_collapse() {
         speaker: "agent".into(),
         text: "said twice".into(),
         ts_ms: 1,
+        supersedes: Vec::new(),
+        expires_at_ms: None,
+        supersedes: Vec::new(),
+        expires_at_ms: None,
     };
     // The same id written three times: the server drops the repeats within the duplicate window.
     for _ in 0..3 {

@@ -45,6 +45,13 @@ pub struct Memory {
     pub text: String,
     /// Unix milliseconds, UTC.
     pub ts_ms: i64,
+    /// Ids of earlier memories of the same namespace this one replaces ("the vet moved the
+    /// appointment to Friday"): they leave default results but stay stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supersedes: Vec<String>,
+    /// Unix milliseconds after which this memory leaves default results (it stays stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
 }
 
 /// Which lists a search uses.
@@ -92,6 +99,53 @@ pub struct SearchFilter {
     pub until_ms: Option<i64>,
     /// Exclude the most recent n turns of this conversation (already in the agent's prompt).
     pub exclude_recent: Option<(String, usize)>,
+    /// Also return memories that were superseded or have expired (default: left out).
+    pub include_superseded: bool,
+    /// How time expressions in the query ("yesterday", "last week") are read.
+    pub time: TimeReading,
+}
+
+/// How a query's time expressions are read; every field falls back to the configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TimeReading {
+    /// Read them at all (`None`: the configured `retrieval.time_windows`).
+    pub enabled: Option<bool>,
+    /// IANA time zone of the user ("Europe/Berlin"); `None`: the namespace's configured zone.
+    pub time_zone: Option<String>,
+    /// "Now" for relative expressions, unix ms; `None`: the clock.
+    pub now_ms: Option<i64>,
+}
+
+/// How a time window read from the query was used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeWindowUse {
+    /// Only memories inside the window were searched.
+    Filter,
+    /// Too few memories inside it: memories inside the window were ranked up.
+    Boost,
+}
+
+/// The time window a search applied, from an expression in the query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimeWindow {
+    /// The expression as it appears in the query ("last week").
+    pub phrase: String,
+    /// Inclusive start, unix ms.
+    pub start_ms: i64,
+    /// Exclusive end, unix ms.
+    pub end_ms: i64,
+    /// The time zone it was read in.
+    pub time_zone: String,
+    #[serde(rename = "use")]
+    pub applied_as: TimeWindowUse,
+}
+
+/// What a search found, and the time window it applied, if any.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Retrieved {
+    pub hits: Vec<Hit>,
+    pub time_window: Option<TimeWindow>,
 }
 
 /// One search over the memory of one namespace.
@@ -198,6 +252,8 @@ pub struct ContextResult {
     /// (`min_similarity`).
     pub floored: usize,
     pub rerank: RerankOutcome,
+    /// The time window read from the query and applied to the search, if any.
+    pub time_window: Option<TimeWindow>,
     /// Why this result is degraded ("shed", "embedder down", ...), if it is.
     pub degraded: Option<String>,
     pub timings: StageTimings,
@@ -225,6 +281,7 @@ impl ContextResult {
             capped: 0,
             floored: 0,
             rerank,
+            time_window: None,
             degraded: Some(degraded),
             timings: StageTimings {
                 total: finished_at.saturating_duration_since(t.received_at),

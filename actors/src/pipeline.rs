@@ -254,7 +254,28 @@ impl PipelineHandle {
             speaker: crate::state::AGENT_SPEAKER.to_string(),
             text: r.text,
             ts_ms: unix_ms(Duration::ZERO),
+            supersedes: Vec::new(),
+            expires_at_ms: None,
         });
+        Ok(())
+    }
+
+    /// Remembers a memory as given: the in-process path for a fact with `supersedes` or
+    /// `expires_at_ms` (a replaced appointment, a reminder that runs out). Never delays a result;
+    /// durable once the writer has it (as every transcript and reply).
+    pub fn remember(&self, m: Memory) -> Result<(), PipelineError> {
+        for (name, v) in [("namespace", &m.namespace), ("id", &m.id)] {
+            if v.is_empty() {
+                return Err(PipelineError::InvalidRequest(format!("{name} is empty")));
+            }
+        }
+        if m.text.trim().is_empty() {
+            return Err(PipelineError::InvalidRequest("text is empty".into()));
+        }
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(PipelineError::ShuttingDown);
+        }
+        self.inner.state.remember(m);
         Ok(())
     }
 

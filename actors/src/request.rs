@@ -152,14 +152,15 @@ pub(crate) async fn retrieve(
         &state.registry.retriever,
         child_of(cancel),
         search_by,
-        move || registry.engines.retriever.current().search(&search),
+        move || registry.engines.retriever.current().retrieve(&search),
     )
     .instrument(span)
     .await;
     out.search = now() - started;
     match r {
-        Call::Done(hits) => {
-            (out.hits, out.floored) = floor_hits(hits, state.config.min_similarity, req.top_k)
+        Call::Done(found) => {
+            out.time_window = found.time_window;
+            (out.hits, out.floored) = floor_hits(found.hits, state.config.min_similarity, req.top_k)
         }
         Call::Down => out.degraded.push("retriever down"),
         Call::TimedOut => out.degraded.push("retriever timeout"),
@@ -327,6 +328,7 @@ pub(crate) fn assemble(
         capped,
         floored: retrieval.floored,
         rerank,
+        time_window: retrieval.time_window,
         degraded: (!degraded.is_empty()).then(|| degraded.join(", ")),
         timings: StageTimings {
             embed: retrieval.embed,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::messages::Hit;
+use crate::messages::{Hit, TimeWindow};
 
 /// The outcome of embedding and searching, shareable between a partial and its final.
 #[derive(Debug, Clone, Default)]
@@ -17,6 +17,8 @@ pub(crate) struct Retrieval {
     pub degraded: Vec<&'static str>,
     pub embed: Duration,
     pub search: Duration,
+    /// The time window the search read from the query, if any.
+    pub time_window: Option<TimeWindow>,
 }
 
 impl Retrieval {

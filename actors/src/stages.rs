@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::cancel::CancelToken;
-use crate::messages::{Hit, Memory, SearchRequest};
+use crate::messages::{Hit, Memory, Retrieved, SearchRequest};
 
 /// What a stage runs next after one of its calls hung (was abandoned past the unresponsive limit).
 /// The hung call's thread cannot be killed and may hold the instance's lock (a model session runs
@@ -41,6 +41,16 @@ pub trait Embedder: Send + Sync + 'static {
 /// Searches the memory store (hybrid, vector or BM25), confined to the request's namespace.
 pub trait Retriever: Send + Sync + 'static {
     fn search(&self, request: &SearchRequest) -> Result<Vec<Hit>, StageError>;
+
+    /// The hits and what else the search applied (a time window read from the query). The
+    /// default knows only the hits.
+    fn retrieve(&self, request: &SearchRequest) -> Result<Retrieved, StageError> {
+        Ok(Retrieved {
+            hits: self.search(request)?,
+            time_window: None,
+        })
+    }
+
     /// Called (off the async runtime) after a call hung. Blocking.
     fn after_hang(&self) -> Result<AfterHang<dyn Retriever>, StageError> {
         Ok(AfterHang::Wait)

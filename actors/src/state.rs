@@ -87,6 +87,8 @@ impl PipelineState {
             speaker: t.speaker.clone(),
             text: t.text.clone(),
             ts_ms: unix_ms(age),
+            supersedes: Vec::new(),
+            expires_at_ms: None,
         });
     }
 

@@ -330,6 +330,8 @@ async fn bench(config: &Config, args: &BenchNatsArgs) -> anyhow::Result<LoadRepo
             },
             text: synthetic_utterance(&mut rng),
             ts_ms: 1_700_000_000_000 + i as i64 * 1000,
+            supersedes: Vec::new(),
+            expires_at_ms: None,
         })
         .collect();
     for chunk in seed.chunks(512) {

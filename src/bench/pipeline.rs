@@ -56,6 +56,8 @@ pub async fn run(config: &Config, args: &BenchPipelineArgs) -> anyhow::Result<Ex
             },
             text: synthetic_utterance(&mut rng),
             ts_ms: 1_700_000_000_000 + i as i64 * 1000,
+            supersedes: Vec::new(),
+            expires_at_ms: None,
         });
         if pending.len() == 512 || i + 1 == args.memories {
             let prepared = ingest::embed_memories(&engines.embedder, std::mem::take(&mut pending))?;

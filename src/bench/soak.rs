@@ -402,6 +402,8 @@ async fn seed(engines: &Arc<Engines>, n: usize) -> anyhow::Result<()> {
                 speaker: if i % 2 == 0 { "user" } else { "agent" }.into(),
                 text: synthetic_utterance(&mut rng),
                 ts_ms: 1_700_000_000_000 + i as i64 * 1000,
+                supersedes: Vec::new(),
+                expires_at_ms: None,
             })
             .collect();
         for chunk in memories.chunks(512) {

@@ -219,6 +219,8 @@ fn run_one(config: &Config, n: usize, dir: &Path) -> anyhow::Result<()> {
                 },
                 text: text.clone(),
                 ts_ms: 1_700_000_000_000 + i as i64 * 1000,
+                supersedes: Vec::new(),
+                expires_at_ms: None,
             },
             chunks: vec![ChunkInput { text, embedding: v }],
         });

@@ -2,7 +2,9 @@
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use voicerag_actors::{ContextResult, PipelineHandle, QueryRequest, SearchFilter, Transcript};
+use voicerag_actors::{
+    ContextResult, PipelineHandle, QueryRequest, SearchFilter, TimeReading, Transcript,
+};
 
 use super::{ContextQuery, ContextService, EngineError};
 
@@ -30,6 +32,12 @@ impl ContextService for PipelineHandle {
             budget: None,
             filter: SearchFilter {
                 conversation: query.conversation,
+                include_superseded: query.include_superseded,
+                time: TimeReading {
+                    enabled: query.time_windows,
+                    time_zone: query.time_zone,
+                    now_ms: None,
+                },
                 ..Default::default()
             },
         };

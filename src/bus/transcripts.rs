@@ -120,6 +120,8 @@ fn republish_final(state: &Arc<BusState>, writer: &Arc<JetStreamWriter>, t: &Tra
         speaker: t.speaker.clone(),
         text: t.text.clone(),
         ts_ms: chrono::Utc::now().timestamp_millis(),
+        supersedes: Vec::new(),
+        expires_at_ms: None,
     };
     let guard = state.inflight.enter();
     let state = state.clone();

@@ -81,6 +81,16 @@ pub struct QueryMsg {
     pub conversation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// Also return superseded and expired memories (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_superseded: Option<bool>,
+    /// IANA time zone for reading time expressions ("yesterday") in `text`; default: the
+    /// namespace's configured zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Read time expressions at all (default: `retrieval.time_windows`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_windows: Option<bool>,
 }
 
 /// `voice.memory.<namespace>.<conversation>` payload.
@@ -101,6 +111,12 @@ pub struct MemoryMsg {
     /// Unix seconds (number) or RFC 3339 (string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ts: Option<Value>,
+    /// Ids of earlier memories of the same namespace this one replaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supersedes: Vec<String>,
+    /// When it leaves default results: unix seconds (number) or RFC 3339 (string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Value>,
 }
 
 impl MemoryMsg {
@@ -115,6 +131,8 @@ impl MemoryMsg {
             text: memory.text.clone(),
             // Unix seconds, as every input takes them; millisecond precision survives in an f64.
             ts: Some(json!(memory.ts_ms as f64 / 1000.0)),
+            supersedes: memory.supersedes.clone(),
+            expires_at: memory.expires_at_ms.map(|t| json!(t as f64 / 1000.0)),
         }
     }
 }
@@ -158,6 +176,9 @@ pub struct ContextQuery {
     pub top_k: Option<usize>,
     pub conversation: Option<String>,
     pub mode: SearchMode,
+    pub include_superseded: bool,
+    pub time_zone: Option<String>,
+    pub time_windows: Option<bool>,
 }
 
 /// Limits of the decoders.
@@ -344,6 +365,14 @@ pub fn decode_query(
             .parse()
             .map_err(|e: String| WireError::invalid("mode", e))?,
     };
+    if let Some(z) = &msg.time_zone
+        && crate::time_expr::zone(z).is_none()
+    {
+        return Err(WireError::invalid(
+            "time_zone",
+            "must be an IANA time zone name such as \"Europe/Berlin\"",
+        ));
+    }
     Ok(ContextQuery {
         id,
         namespace: subject_namespace.to_string(),
@@ -351,6 +380,9 @@ pub fn decode_query(
         top_k: msg.top_k,
         conversation: msg.conversation,
         mode,
+        include_superseded: msg.include_superseded.unwrap_or(false),
+        time_zone: msg.time_zone,
+        time_windows: msg.time_windows,
     })
 }
 
@@ -539,7 +571,14 @@ pub fn decode_memory(
     validate_id("speaker", &speaker)?;
     let ts_ms = match msg.ts {
         None | Some(Value::Null) => now_ms,
-        Some(ts) => parse_ts(&ts)?,
+        Some(ts) => parse_ts("ts", &ts)?,
+    };
+    for old in &msg.supersedes {
+        validate_id("supersedes", old)?;
+    }
+    let expires_at_ms = match msg.expires_at {
+        None | Some(Value::Null) => None,
+        Some(t) => Some(parse_ts("expires_at", &t)?),
     };
     Ok(Memory {
         id,
@@ -548,12 +587,14 @@ pub fn decode_memory(
         speaker,
         text: msg.text,
         ts_ms,
+        supersedes: msg.supersedes,
+        expires_at_ms,
     })
 }
 
 /// Unix milliseconds from unix seconds (a JSON number, fractions allowed) or an RFC 3339 string:
 /// the same rule as `voicerag ingest`.
-fn parse_ts(ts: &Value) -> Result<i64, WireError> {
+fn parse_ts(field: &'static str, ts: &Value) -> Result<i64, WireError> {
     let parsed = match ts {
         Value::Number(n) => n
             .as_f64()
@@ -564,7 +605,7 @@ fn parse_ts(ts: &Value) -> Result<i64, WireError> {
     };
     parsed
         .and_then(|t| t.to_ms().map_err(|e| e.to_string()))
-        .map_err(|why| WireError::invalid("ts", why))
+        .map_err(|why| WireError::invalid(field, why))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -580,7 +621,7 @@ pub fn context_json(result: &ContextResult, id: &str) -> Value {
         .iter()
         .map(|h| serde_json::to_value(h).unwrap_or_else(|_| json!({"id": h.id})))
         .collect();
-    json!({
+    let mut value = json!({
         "v": WIRE_VERSION,
         "id": id,
         "namespace": result.namespace,
@@ -597,7 +638,15 @@ pub fn context_json(result: &ContextResult, id: &str) -> Value {
         "rerank_detail": result.rerank.detail(),
         "deadline_met": result.deadline_met(),
         "degraded": result.degraded,
-    })
+    });
+    // Additive: present only when the query's time expression was applied.
+    if let (Some(w), Value::Object(map)) = (&result.time_window, &mut value) {
+        map.insert(
+            "time_window".into(),
+            serde_json::to_value(w).unwrap_or(Value::Null),
+        );
+    }
+    value
 }
 
 /// The context published on `voice.context.<namespace>.<conversation>` for a transcript: [`context_json`]
@@ -948,6 +997,8 @@ mod tests {
             speaker: "user".into(),
             text: "I like tea".into(),
             ts_ms: 42,
+            supersedes: Vec::new(),
+            expires_at_ms: None,
         };
         let payload = serde_json::to_vec(&MemoryMsg::from_memory(&memory)).unwrap();
         let back = decode_memory(

@@ -67,6 +67,11 @@ pub fn time_key(ns: &str, ts_ms: i64, chunk: u32) -> Vec<u8> {
     k
 }
 
+/// `(namespace, expires_at, chunk)`: when a chunk's memory leaves default results.
+pub fn expiry_key(ns: &str, expires_at_ms: i64, chunk: u32) -> Vec<u8> {
+    time_key(ns, expires_at_ms, chunk)
+}
+
 /// `(namespace, conversation, ts, id)`: a conversation's turns in time order.
 pub fn turn_key(ns: &str, conversation: &str, ts_ms: i64, id: &str) -> Vec<u8> {
     let mut k = ns_name_key(ns, conversation);
@@ -147,6 +152,15 @@ pub struct MemoryRecord {
     pub ts_ms: i64,
     /// Chunk ids, in text order.
     pub chunks: Vec<u32>,
+    /// Ids (same namespace) this memory replaced. Absent in schema-1 records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supersedes: Vec<String>,
+    /// Unix ms after which it leaves default results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
+    /// The memory that replaced this one, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
 }
 
 /// A stored chunk: which memory it belongs to and, for long memories, its own text.
@@ -221,6 +235,18 @@ mod tests {
         for w in ts.windows(2) {
             assert!(ts_bytes(w[0]) < ts_bytes(w[1]), "{} vs {}", w[0], w[1]);
         }
+    }
+
+    #[test]
+    fn schema_1_memory_records_still_decode() {
+        // A record as schema 1 wrote it: no supersedes, expiry or superseded_by.
+        let old = br#"{"conversation":"c","speaker":"user","text":"hi","ts_ms":5,"chunks":[7]}"#;
+        let rec: MemoryRecord = decode(old, "memory record").unwrap();
+        assert_eq!(rec.chunks, vec![7]);
+        assert!(rec.supersedes.is_empty() && rec.expires_at_ms.is_none());
+        assert!(rec.superseded_by.is_none());
+        // And a record without the new fields is written as schema 1 wrote it.
+        assert_eq!(encode(&rec), old.to_vec());
     }
 
     #[test]

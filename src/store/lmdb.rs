@@ -17,7 +17,13 @@ use voicerag_actors::messages::Memory;
 pub type UnitChunk = (String, Vec<f32>);
 
 /// The store's on-disk schema version (bump on incompatible layout changes).
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: memory records may carry `supersedes`, `expires_at_ms`, `superseded_by` (schema-1 records
+/// decode unchanged), and the `superseded` and `expiries` databases exist. A writer opening a
+/// schema-1 store creates them (empty: schema 1 had neither) and records version 2.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Databases added by schema 2: a schema-1 store lacks them until a writer opens it.
+const SCHEMA_2_DATABASES: [&str; 2] = ["superseded", "expiries"];
 
 pub type Raw = Database<'static, Bytes, Bytes>;
 pub type Vectors = arroy::Database<'static, Cosine>;
@@ -51,11 +57,15 @@ pub struct Dbs {
     pub oplog: Raw,
     /// `(ns, id)` -> re-embedded chunks during `reindex`.
     pub staging: Raw,
+    /// ns -> chunks of memories another memory superseded (left out of default results).
+    pub superseded: Raw,
+    /// `(ns, expires_at, chunk)` -> (): when memories leave default results.
+    pub expiries: Raw,
     /// arroy's items and trees.
     pub vectors: Vectors,
 }
 
-const NAMES: [&str; 13] = [
+const NAMES: [&str; 15] = [
     "meta",
     "memories",
     "chunks",
@@ -69,6 +79,8 @@ const NAMES: [&str; 13] = [
     "vec_deletes",
     "oplog",
     "staging",
+    "superseded",
+    "expiries",
 ];
 
 pub const META_SCHEMA: &[u8] = b"schema_version";
@@ -121,6 +133,13 @@ pub fn open_env(
             for name in NAMES {
                 match dbo.open_database::<Bytes, Bytes>(rtxn, Some(name))? {
                     Some(db) => raw.push(db),
+                    None if SCHEMA_2_DATABASES.contains(&name) => {
+                        return Err(StoreError::InvalidRequest(format!(
+                            "the store {} has schema 1 (written by an older voicerag): open \
+                             it once for writing to upgrade it, then read-only opens work",
+                            store_dir.display()
+                        )));
+                    }
                     None => return Err(codec::corrupt(&format!("database {name} is missing"))),
                 }
             }
@@ -181,6 +200,8 @@ impl OnCommit for DbsLocal<'_> {
             vec_deletes: r[10],
             oplog: r[11],
             staging: r[12],
+            superseded: r[13],
+            expiries: r[14],
             vectors: self.vectors.on_commit(token),
         }
     }
@@ -246,6 +267,14 @@ pub fn write_model(dbs: &Dbs, wtxn: &mut RwTxn, model: &StoredModel) -> Result<(
     Ok(())
 }
 
+/// Records the current schema version (a writer upgrading a schema-1 store: its databases were
+/// just created by `open_env`, and schema-1 records decode as they are).
+pub fn write_schema(dbs: &Dbs, wtxn: &mut RwTxn) -> Result<(), StoreError> {
+    dbs.meta
+        .put(wtxn, META_SCHEMA, &(SCHEMA_VERSION as u64).to_be_bytes())?;
+    Ok(())
+}
+
 /// The highest sequence number written to the operation log (0: none yet).
 pub fn last_seq(dbs: &Dbs, txn: &heed::RoTxn) -> Result<u64, StoreError> {
     Ok(read_u64(dbs, txn, META_NEXT_SEQ)?.unwrap_or(1) - 1)
@@ -256,6 +285,18 @@ enum BitmapKind {
     Namespace,
     Conversation,
     Speaker,
+    Superseded,
+}
+
+impl BitmapKind {
+    fn db(self, dbs: &Dbs) -> Raw {
+        match self {
+            BitmapKind::Namespace => dbs.ns_chunks,
+            BitmapKind::Conversation => dbs.conv_chunks,
+            BitmapKind::Speaker => dbs.speaker_chunks,
+            BitmapKind::Superseded => dbs.superseded,
+        }
+    }
 }
 
 /// One write transaction with the store's bookkeeping: counters, candidate bitmaps (each read
@@ -298,11 +339,7 @@ impl<'t> WriteBatch<'t> {
     }
 
     fn bitmap(&mut self, kind: BitmapKind, key: Vec<u8>) -> Result<&mut RoaringBitmap, StoreError> {
-        let db = match kind {
-            BitmapKind::Namespace => self.dbs.ns_chunks,
-            BitmapKind::Conversation => self.dbs.conv_chunks,
-            BitmapKind::Speaker => self.dbs.speaker_chunks,
-        };
+        let db = kind.db(&self.dbs);
         let slot = (kind, key);
         if !self.bitmaps.contains_key(&slot) {
             let bm = match db.get(&self.wtxn, &slot.1)? {
@@ -371,18 +408,26 @@ impl<'t> WriteBatch<'t> {
                 &codec::time_key(&m.namespace, m.ts_ms, id),
                 &[],
             )?;
+            if let Some(at) = m.expires_at_ms {
+                self.dbs.expiries.put(
+                    &mut self.wtxn,
+                    &codec::expiry_key(&m.namespace, at, id),
+                    &[],
+                )?;
+            }
             ids.push(id);
         }
-        for kind in [
-            BitmapKind::Namespace,
-            BitmapKind::Conversation,
-            BitmapKind::Speaker,
+        for (kind, key) in [
+            (BitmapKind::Namespace, codec::ns_key(&m.namespace)),
+            (
+                BitmapKind::Conversation,
+                codec::ns_name_key(&m.namespace, &m.conversation),
+            ),
+            (
+                BitmapKind::Speaker,
+                codec::ns_name_key(&m.namespace, &m.speaker),
+            ),
         ] {
-            let key = match kind {
-                BitmapKind::Namespace => codec::ns_key(&m.namespace),
-                BitmapKind::Conversation => codec::ns_name_key(&m.namespace, &m.conversation),
-                BitmapKind::Speaker => codec::ns_name_key(&m.namespace, &m.speaker),
-            };
             self.bitmap(kind, key)?.extend(ids.iter().copied());
         }
         let rec = MemoryRecord {
@@ -391,16 +436,46 @@ impl<'t> WriteBatch<'t> {
             text: m.text.clone(),
             ts_ms: m.ts_ms,
             chunks: ids.clone(),
+            supersedes: m.supersedes.clone(),
+            expires_at_ms: m.expires_at_ms,
+            superseded_by: None,
         };
         self.dbs
             .memories
             .put(&mut self.wtxn, &mkey, &codec::encode(&rec))?;
+        for old in &m.supersedes {
+            self.supersede(&m.namespace, old, &m.id)?;
+        }
         self.dbs.turns.put(
             &mut self.wtxn,
             &codec::turn_key(&m.namespace, &m.conversation, m.ts_ms, &m.id),
             &[],
         )?;
         Ok(ids)
+    }
+
+    /// Marks memory `old` of namespace `ns` as replaced by `by`: its chunks leave default
+    /// results, its record stays. Only `ns` is looked in, so an id of another namespace (another
+    /// user's) does nothing; an absent id, or the memory itself, does nothing either.
+    fn supersede(&mut self, ns: &str, old: &str, by: &str) -> Result<(), StoreError> {
+        if old == by {
+            return Ok(());
+        }
+        let key = codec::ns_name_key(ns, old);
+        let Some(bytes) = self.dbs.memories.get(&self.wtxn, &key)? else {
+            return Ok(());
+        };
+        let mut rec: MemoryRecord = codec::decode(bytes, "memory record")?;
+        if rec.superseded_by.as_deref() == Some(by) {
+            return Ok(());
+        }
+        rec.superseded_by = Some(by.to_string());
+        self.dbs
+            .memories
+            .put(&mut self.wtxn, &key, &codec::encode(&rec))?;
+        self.bitmap(BitmapKind::Superseded, codec::ns_key(ns))?
+            .extend(rec.chunks.iter().copied());
+        Ok(())
     }
 
     /// Removes a memory from every structure; returns its chunk ids, or `None` if absent.
@@ -423,6 +498,11 @@ impl<'t> WriteBatch<'t> {
             self.dbs
                 .times
                 .delete(&mut self.wtxn, &codec::time_key(ns, rec.ts_ms, chunk))?;
+            if let Some(at) = rec.expires_at_ms {
+                self.dbs
+                    .expiries
+                    .delete(&mut self.wtxn, &codec::expiry_key(ns, at, chunk))?;
+            }
             let key = codec::index_chunk_key(index, chunk);
             // A vector still pending never reached arroy; otherwise arroy must drop it later.
             if !self.dbs.pending.delete(&mut self.wtxn, &key)? {
@@ -442,6 +522,12 @@ impl<'t> WriteBatch<'t> {
                 bm.remove(*c);
             }
         }
+        if rec.superseded_by.is_some() {
+            let bm = self.bitmap(BitmapKind::Superseded, codec::ns_key(ns))?;
+            for c in &rec.chunks {
+                bm.remove(*c);
+            }
+        }
         Ok(Some(rec.chunks))
     }
 
@@ -453,11 +539,7 @@ impl<'t> WriteBatch<'t> {
     /// Writes bitmaps, counters and the op log, then commits: the write is durable on return.
     pub fn commit(mut self) -> Result<(), StoreError> {
         for ((kind, key), bm) in std::mem::take(&mut self.bitmaps) {
-            let db = match kind {
-                BitmapKind::Namespace => self.dbs.ns_chunks,
-                BitmapKind::Conversation => self.dbs.conv_chunks,
-                BitmapKind::Speaker => self.dbs.speaker_chunks,
-            };
+            let db = kind.db(&self.dbs);
             if bm.is_empty() {
                 db.delete(&mut self.wtxn, &key)?;
             } else {
@@ -547,6 +629,8 @@ pub fn used_bytes(dbs: &Dbs, txn: &heed::RoTxn) -> Result<u64, StoreError> {
         dbs.vec_deletes,
         dbs.oplog,
         dbs.staging,
+        dbs.superseded,
+        dbs.expiries,
     ];
     let mut total = dbs.vectors.stat(txn)?.non_free_page_size() as u64;
     for db in raw {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
-use voicerag_actors::messages::{Hit, Memory, SearchRequest};
+use voicerag_actors::messages::{Hit, Memory, Retrieved, SearchRequest};
 use voicerag_actors::{AfterHang, Retriever, StageError};
 
 use super::background;
@@ -189,6 +189,12 @@ impl MemoryStore {
 
     /// Searches one namespace (hybrid, vector or BM25); hits best first, at most `top_n`.
     pub fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>, StoreError> {
+        Ok(self.retrieve(req)?.hits)
+    }
+
+    /// [`MemoryStore::search`], also saying which time window it read from the query and how it
+    /// applied it.
+    pub fn retrieve(&self, req: &SearchRequest) -> Result<Retrieved, StoreError> {
         super::search::search(&self.shared, req)
     }
 
@@ -355,6 +361,10 @@ impl Retriever for MemoryStore {
         MemoryStore::search(self, request).map_err(|e| StageError::new(e.to_string()))
     }
 
+    fn retrieve(&self, request: &SearchRequest) -> Result<Retrieved, StageError> {
+        MemoryStore::retrieve(self, request).map_err(|e| StageError::new(e.to_string()))
+    }
+
     /// Searches read LMDB transactions and tantivy searchers and take no exclusive lock, so a hung
     /// search holds nothing a later one needs.
     fn after_hang(&self) -> Result<AfterHang<dyn Retriever>, StageError> {
@@ -372,6 +382,8 @@ pub(crate) fn to_memory(key: &[u8], value: &[u8]) -> Result<Memory, StoreError> 
         speaker: rec.speaker,
         text: rec.text,
         ts_ms: rec.ts_ms,
+        supersedes: rec.supersedes,
+        expires_at_ms: rec.expires_at_ms,
     })
 }
 

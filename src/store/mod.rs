@@ -18,11 +18,15 @@ mod phonetic;
 mod reindex;
 mod search;
 mod state;
+mod superseded;
+mod time_window;
 mod vector;
 
 pub use error::StoreError;
 pub use memory_store::{MemoryStore, StoreStats};
 pub use reindex::ReindexReport;
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -131,6 +135,20 @@ pub struct RetrievalConfig {
     /// much to a memory's fused score (convex), or weighs that list so in reciprocal-rank
     /// fusion. 0 turns it off (and skips its search).
     pub phonetic_weight: f32,
+    /// Read time expressions in queries ("yesterday", "last week", "in March") as a window on
+    /// the memories' timestamps (a request may turn it off or on).
+    pub time_windows: bool,
+    /// The users' time zone (IANA name) for reading them, unless `time_zones` names one for
+    /// the namespace or the request gives one.
+    pub time_zone: String,
+    /// Time zone per namespace (`{ alice = "Europe/Berlin" }`).
+    pub time_zones: BTreeMap<String, String>,
+    /// Fewest memory chunks inside a window for it to filter the search; with fewer, memories
+    /// inside it are ranked up by `time_boost` instead (a misread window never empties a
+    /// result). 0: always filter.
+    pub time_filter_min: usize,
+    /// What a memory inside a boosting window gains, in units of the fused score (hybrid mode).
+    pub time_boost: f32,
 }
 
 impl Default for RetrievalConfig {
@@ -146,6 +164,11 @@ impl Default for RetrievalConfig {
             recency_half_life_s: 0,
             recency_weight: 0.2,
             phonetic_weight: 0.1,
+            time_windows: true,
+            time_zone: "UTC".into(),
+            time_zones: BTreeMap::new(),
+            time_filter_min: 3,
+            time_boost: 0.3,
         }
     }
 }

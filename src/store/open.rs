@@ -105,15 +105,21 @@ pub(crate) fn open_shared(
         name: model.name.clone(),
         dimension: model.dimension,
     };
-    let stored = {
+    let (stored, schema) = {
         let rtxn = env.read_txn()?;
         let schema = lmdb::schema_version(&dbs, &rtxn)?;
         let stored = lmdb::stored_model(&dbs, &rtxn)?;
         if schema.is_none() && !dbs.memories.is_empty(&rtxn)? {
             return Err(not_a_store());
         }
-        stored
+        (stored, schema)
     };
+    if !read_only && schema.is_some_and(|v| v < lmdb::SCHEMA_VERSION) {
+        // An older schema: its new databases were created by `open_env`; record the upgrade.
+        let mut wtxn = env.write_txn()?;
+        lmdb::write_schema(&dbs, &mut wtxn)?;
+        wtxn.commit()?;
+    }
     let model = match (stored, mode) {
         (Some(s), Mode::Writer | Mode::ReadOnly) if s != requested => {
             return Err(StoreError::ModelMismatch {

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 
 use heed::RoTxn;
 use roaring::RoaringBitmap;
-use voicerag_actors::messages::{Hit, SearchMode, SearchRequest};
+use voicerag_actors::messages::{Hit, Retrieved, SearchFilter, SearchMode, SearchRequest};
 
 use super::bm25::Bm25Filter;
 use super::codec::{self, ChunkRecord, MemoryRecord};
 use super::lmdb::{self, Dbs};
 use super::state::StoreState;
-use super::{Fusion, RetrievalConfig};
+use super::{Fusion, RetrievalConfig, superseded, time_window};
 use super::{StoreError, vector};
 use crate::fusion::{RankedList, Scored, convex_with, reciprocal_rank};
 
@@ -33,12 +33,17 @@ struct Records<'a> {
     /// chunk -> (memory key, own text)
     chunks: HashMap<u32, ChunkSlot>,
     memories: HashMap<Vec<u8>, MemoryRecord>,
+    /// Chunks left out of this search (superseded, expired).
+    hidden: &'a RoaringBitmap,
 }
 
 impl<'a> Records<'a> {
     /// The memory key of a chunk, if the chunk still exists in this namespace. Reads only the
     /// small chunk record: memory records are read for the final hits alone.
     fn memory_of(&mut self, chunk: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.hidden.contains(chunk) {
+            return Ok(None);
+        }
         if !self.chunks.contains_key(&chunk) {
             let found = match self.dbs.chunks.get(self.rtxn, &chunk.to_be_bytes())? {
                 Some(bytes) => {
@@ -117,9 +122,9 @@ impl<'a> Records<'a> {
     }
 }
 
-pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, StoreError> {
+pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Retrieved, StoreError> {
     if req.top_n == 0 || req.namespace.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Retrieved::default());
     }
     let want_vector = req.mode != SearchMode::Bm25;
     let want_bm25 = req.mode != SearchMode::Vector;
@@ -148,7 +153,29 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, St
     let rtxn = s.env.read_txn()?;
     let dbs = &s.dbs;
     let ns = req.namespace.as_str();
-    let f = &req.filter;
+    let now_ms = req
+        .filter
+        .time
+        .now_ms
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let hidden = if req.filter.include_superseded {
+        RoaringBitmap::new()
+    } else {
+        superseded::hidden_chunks(dbs, &rtxn, ns, now_ms)?
+    };
+    let time = time_window::apply(&s.retrieval, dbs, &rtxn, req, now_ms, &hidden)?;
+    // A filtering window narrows the request's own time bounds.
+    let mut narrowed;
+    let f: &SearchFilter = match &time {
+        Some(t) if t.boosted.is_empty() => {
+            narrowed = req.filter.clone();
+            let (a, b) = (t.window.start_ms, t.window.end_ms);
+            narrowed.since_ms = Some(narrowed.since_ms.map_or(a, |x| x.max(a)));
+            narrowed.until_ms = Some(narrowed.until_ms.map_or(b, |x| x.min(b)));
+            &narrowed
+        }
+        _ => &req.filter,
+    };
 
     let exclude_ids = recent_turns(dbs, &rtxn, ns, f.exclude_recent.as_ref())?;
     let mut records = Records {
@@ -157,6 +184,7 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, St
         namespace: ns,
         chunks: HashMap::new(),
         memories: HashMap::new(),
+        hidden: &hidden,
     };
 
     let index = namespace_index(dbs, &rtxn, ns)?;
@@ -176,7 +204,8 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, St
         Some(q) => {
             let mut hits = Vec::new();
             if let Some(index) = index {
-                let (ns_len, cands) = candidates(dbs, &rtxn, req, &exclude_ids)?;
+                let (ns_len, mut cands) = candidates(dbs, &rtxn, ns, f, &exclude_ids)?;
+                cands -= &hidden;
                 let filtered = cands.len() < ns_len;
                 hits = if s.exact.covers(ns_len) {
                     let only = filtered.then_some(&cands);
@@ -198,15 +227,21 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, St
         until_ms: f.until_ms,
         exclude_ids: &exclude_ids,
     };
+    // Words are matched without the query's time phrase (it names no fact).
+    let words = time
+        .as_ref()
+        .map_or(req.text.as_str(), |t| t.words.as_str());
     let bm25_list = if want_bm25 {
-        let hits = s.bm25.search(&req.text, &filter, n)?;
+        // Hidden chunks are dropped after BM25: ask for as many more (bounded).
+        let extra = (hidden.len() as usize).min(4 * n);
+        let hits = s.bm25.search(words, &filter, n + extra)?;
         records.dedupe(hits, n)?
     } else {
         Vec::new()
     };
     // The third ranking, by how the words sound (hybrid only; weight 0 skips it).
     let phonetic_list = if req.mode == SearchMode::Hybrid && s.retrieval.phonetic_weight > 0.0 {
-        let hits = s.bm25.search_phonetic(&req.text, &filter, n)?;
+        let hits = s.bm25.search_phonetic(words, &filter, n)?;
         records.dedupe(hits, n)?
     } else {
         Vec::new()
@@ -293,7 +328,15 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, St
                     }
                 }
             }
-            let fused = fuse(&s.retrieval, &cands);
+            let mut fused = fuse(&s.retrieval, &cands);
+            if let Some(t) = time.as_ref().filter(|t| !t.boosted.is_empty()) {
+                for (c, score) in &mut fused {
+                    if t.boosted.contains(cands[*c].found.chunk) {
+                        *score += s.retrieval.time_boost;
+                    }
+                }
+                fused.sort_by(|a, b| b.1.total_cmp(&a.1));
+            }
             let half_life_ms = s.retrieval.recency_half_life_s as f64 * 1000.0;
             // Without the recency prior only the top_n become hits; with it every candidate
             // is weighed again first.
@@ -320,7 +363,10 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Vec<Hit>, St
             }
         }
     }
-    Ok(out)
+    Ok(Retrieved {
+        hits: out,
+        time_window: time.map(|t| t.window),
+    })
 }
 
 /// One memory found by either list, with what each list said of it.
@@ -414,11 +460,10 @@ fn bitmap(db: &lmdb::Raw, rtxn: &RoTxn, key: &[u8]) -> Result<RoaringBitmap, Sto
 fn candidates(
     dbs: &Dbs,
     rtxn: &RoTxn,
-    req: &SearchRequest,
+    ns: &str,
+    f: &SearchFilter,
     exclude_ids: &[String],
 ) -> Result<(u64, RoaringBitmap), StoreError> {
-    let ns = req.namespace.as_str();
-    let f = &req.filter;
     let mut cands = bitmap(&dbs.ns_chunks, rtxn, &codec::ns_key(ns))?;
     let ns_len = cands.len();
     if let Some(c) = &f.conversation {

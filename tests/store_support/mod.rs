@@ -58,6 +58,8 @@ pub fn mem(ns: &str, conv: &str, id: &str, speaker: &str, ts_ms: i64, text: &str
             speaker: speaker.into(),
             text: text.into(),
             ts_ms,
+            supersedes: Vec::new(),
+            expires_at_ms: None,
         },
         chunks: vec![ChunkInput {
             text: text.into(),

@@ -1,0 +1,460 @@
+//! Facts that change and time in the question, at the store (synthetic embeddings, no model):
+//! superseded and expired memories leave default results but stay stored, `include_superseded`
+//! brings them back, forget deletes, supersedes never reach another namespace; a time expression
+//! in the query filters or boosts, and says so; a schema-1 store opens and upgrades.
+
+mod store_support;
+
+use std::ops::ControlFlow;
+
+use store_support::*;
+use voicerag::actors::messages::{SearchMode, SearchRequest, TimeWindowUse};
+use voicerag::store::{MemoryStore, NewMemory, RetrievalConfig};
+
+const MODES: [SearchMode; 3] = [SearchMode::Hybrid, SearchMode::Vector, SearchMode::Bm25];
+const DAY: i64 = 86_400_000;
+/// Wednesday 2026-03-18 12:00 UTC.
+const NOW: i64 = 1_773_835_200_000;
+
+fn replacing(mut m: NewMemory, old: &[&str]) -> NewMemory {
+    m.memory.supersedes = old.iter().map(|s| s.to_string()).collect();
+    m
+}
+
+fn at_now(mut req: SearchRequest) -> SearchRequest {
+    req.filter.time.now_ms = Some(NOW);
+    req
+}
+
+fn search_all(store: &MemoryStore, ns: &str, text: &str, include: bool) -> Vec<Vec<String>> {
+    MODES
+        .iter()
+        .map(|m| {
+            let mut req = at_now(request(ns, text, *m, 10));
+            req.filter.include_superseded = include;
+            ids(&store.search(&req).unwrap())
+        })
+        .collect()
+}
+
+fn stored_ids(store: &MemoryStore, ns: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    store
+        .for_each_memory(Some(ns), |m| {
+            out.push(m.id.clone());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    out
+}
+
+#[test]
+fn a_superseded_memory_leaves_default_results_but_stays_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .add(vec![
+            mem(
+                "u",
+                "c1",
+                "old",
+                "user",
+                NOW - 5 * DAY,
+                "Rex's vet appointment is on Tuesday",
+            ),
+            mem(
+                "u",
+                "c1",
+                "other",
+                "user",
+                NOW - 5 * DAY,
+                "Rex likes the park",
+            ),
+        ])
+        .unwrap();
+    store
+        .add(vec![replacing(
+            mem(
+                "u",
+                "c2",
+                "new",
+                "user",
+                NOW - DAY,
+                "the vet moved Rex's appointment to Friday",
+            ),
+            &["old"],
+        )])
+        .unwrap();
+    for flushed in [false, true] {
+        if flushed {
+            store.flush().unwrap();
+        }
+        // BM25 finds fresh memories only after its next commit: checked once flushed.
+        let found = |mode: &SearchMode| flushed || *mode != SearchMode::Bm25;
+        for (mode, hits) in MODES
+            .iter()
+            .zip(search_all(&store, "u", "Rex vet appointment", false))
+        {
+            assert!(!hits.contains(&"old".to_string()), "{mode:?}: {hits:?}");
+            assert_eq!(
+                hits.contains(&"new".to_string()),
+                found(mode),
+                "{mode:?}: {hits:?}"
+            );
+        }
+        for (mode, hits) in MODES
+            .iter()
+            .zip(search_all(&store, "u", "Rex vet appointment", true))
+        {
+            assert_eq!(
+                hits.contains(&"old".to_string()),
+                found(mode),
+                "{mode:?}: {hits:?}"
+            );
+        }
+    }
+    // Nothing was destroyed: the record is there, and says what replaced what.
+    let mut records = Vec::new();
+    store
+        .for_each_memory(Some("u"), |m| {
+            records.push(m.clone());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(records.len(), 3);
+    let new = records.iter().find(|m| m.id == "new").unwrap();
+    assert_eq!(new.supersedes, vec!["old"]);
+    // Forget still deletes, superseded or not.
+    assert_eq!(store.delete_ids("u", &["old".into()]).unwrap(), 1);
+    for hits in search_all(&store, "u", "Rex vet appointment", true) {
+        assert!(!hits.contains(&"old".to_string()), "{hits:?}");
+    }
+    assert_eq!(stored_ids(&store, "u"), vec!["new", "other"]);
+}
+
+#[test]
+fn supersedes_never_reach_another_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .add(vec![
+            mem(
+                "alice",
+                "c1",
+                "m1",
+                "user",
+                NOW - DAY,
+                "my sister Marta lives in Porto",
+            ),
+            mem(
+                "bob",
+                "c1",
+                "m0",
+                "user",
+                NOW - DAY,
+                "my sister lives in Lyon",
+            ),
+        ])
+        .unwrap();
+    // Bob's memory names Alice's id (and one that exists nowhere): nothing of Alice's changes.
+    store
+        .add(vec![replacing(
+            mem("bob", "c2", "m2", "user", NOW, "my sister moved to Lisbon"),
+            &["m1", "nowhere"],
+        )])
+        .unwrap();
+    store.flush().unwrap();
+    for hits in search_all(&store, "alice", "sister lives", false) {
+        assert_eq!(hits, vec!["m1"]);
+    }
+    // Bob's own untouched memory stays too: only ids of his namespace could be superseded.
+    for hits in search_all(&store, "bob", "sister lives", false) {
+        assert!(hits.contains(&"m0".to_string()), "{hits:?}");
+    }
+}
+
+#[test]
+fn an_expired_memory_leaves_default_results_at_its_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut m = mem(
+        "u",
+        "c1",
+        "gate",
+        "user",
+        NOW - 2 * DAY,
+        "the gate code is 4711 this week",
+    );
+    m.memory.expires_at_ms = Some(NOW);
+    store.add(vec![m]).unwrap();
+    store.flush().unwrap();
+    let found = |now: i64, include: bool| -> Vec<Vec<String>> {
+        MODES
+            .iter()
+            .map(|mode| {
+                let mut req = request("u", "gate code", *mode, 10);
+                req.filter.time.now_ms = Some(now);
+                req.filter.include_superseded = include;
+                ids(&store.search(&req).unwrap())
+            })
+            .collect()
+    };
+    for hits in found(NOW - 1, false) {
+        assert_eq!(hits, vec!["gate"], "before its expiry");
+    }
+    for hits in found(NOW, false) {
+        assert!(hits.is_empty(), "at its expiry: {hits:?}");
+    }
+    for hits in found(NOW + DAY, true) {
+        assert_eq!(hits, vec!["gate"], "asked for");
+    }
+    // Forgetting an expiring memory removes its expiry entry with it.
+    assert_eq!(store.delete_ids("u", &["gate".into()]).unwrap(), 1);
+    for hits in found(NOW + DAY, true) {
+        assert!(hits.is_empty(), "{hits:?}");
+    }
+}
+
+/// Five memories yesterday, five a week earlier, all about the same thing.
+fn diary(store: &MemoryStore) {
+    let mut batch = Vec::new();
+    for i in 0..5 {
+        batch.push(mem(
+            "u",
+            "c1",
+            &format!("y{i}"),
+            "user",
+            NOW - DAY + i * 60_000,
+            &format!("note {i} about the garden"),
+        ));
+        batch.push(mem(
+            "u",
+            "c0",
+            &format!("w{i}"),
+            "user",
+            NOW - 8 * DAY + i * 60_000,
+            &format!("note {i} about the garden"),
+        ));
+    }
+    store.add(batch).unwrap();
+    store.flush().unwrap();
+}
+
+#[test]
+fn a_time_expression_filters_when_the_window_holds_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    diary(&store);
+    for mode in MODES {
+        let r = store
+            .retrieve(&at_now(request(
+                "u",
+                "what did I say about the garden yesterday",
+                mode,
+                10,
+            )))
+            .unwrap();
+        let w = r.time_window.expect("a window");
+        assert_eq!(w.phrase, "yesterday");
+        assert_eq!(w.applied_as, TimeWindowUse::Filter);
+        assert_eq!(
+            (w.start_ms, w.end_ms),
+            (NOW - DAY - 12 * 3_600_000, NOW - 12 * 3_600_000)
+        );
+        assert_eq!(w.time_zone, "UTC");
+        let mut got = ids(&r.hits);
+        got.sort();
+        assert_eq!(got, vec!["y0", "y1", "y2", "y3", "y4"], "{mode:?}");
+    }
+    // Turned off per request: no window, both days come back.
+    let mut req = at_now(request("u", "the garden yesterday", SearchMode::Hybrid, 10));
+    req.filter.time.enabled = Some(false);
+    let r = store.retrieve(&req).unwrap();
+    assert!(r.time_window.is_none());
+    assert_eq!(r.hits.len(), 10);
+}
+
+#[test]
+fn a_time_expression_boosts_when_the_window_holds_too_few() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    diary(&store);
+    // Two days ago: one note like the others, and one memory unrelated to the question.
+    store
+        .add(vec![
+            mem(
+                "u",
+                "c2",
+                "d2",
+                "user",
+                NOW - 2 * DAY,
+                "note 7 about the garden",
+            ),
+            mem(
+                "u",
+                "c2",
+                "cold",
+                "user",
+                NOW - 2 * DAY,
+                "the weather was cold",
+            ),
+        ])
+        .unwrap();
+    store.flush().unwrap();
+    let query = "note about the garden two days ago";
+    let r = store
+        .retrieve(&at_now(request("u", query, SearchMode::Hybrid, 3)))
+        .unwrap();
+    let w = r.time_window.expect("a window");
+    assert_eq!(
+        w.applied_as,
+        TimeWindowUse::Boost,
+        "2 memories < time_filter_min"
+    );
+    // The note of that day comes first; the unrelated memory of that day is not lifted
+    // above relevant ones (a boost ranks, it does not select); nothing is emptied.
+    let got = ids(&r.hits);
+    assert_eq!(got[0], "d2", "{got:?}");
+    assert!(!got.contains(&"cold".to_string()), "{got:?}");
+    assert_eq!(got.len(), 3);
+    // The boost is what put it first: its score is its unboosted one plus `time_boost`.
+    let mut req = at_now(request("u", query, SearchMode::Hybrid, 20));
+    req.filter.time.enabled = Some(false);
+    let plain = store.search(&req).unwrap();
+    let d2 = plain
+        .iter()
+        .find(|h| h.id == "d2")
+        .expect("found without the window too");
+    assert!(plain[0].score > d2.score - 1e-6);
+    assert!((r.hits[0].score - (d2.score + RetrievalConfig::default().time_boost)).abs() < 1e-4);
+}
+
+#[test]
+fn the_window_is_read_in_the_namespace_zone_or_the_request_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut retrieval = RetrievalConfig::default();
+    retrieval
+        .time_zones
+        .insert("kiri".into(), "Pacific/Kiritimati".into());
+    let store = MemoryStore::open(dir.path(), &fast_config(), &retrieval, &model()).unwrap();
+    store
+        .add(vec![
+            simple("kiri", "a", "hello"),
+            simple("utc", "a", "hello"),
+        ])
+        .unwrap();
+    let window = |ns: &str, zone: Option<&str>| {
+        let mut req = at_now(request(ns, "hello today", SearchMode::Bm25, 3));
+        req.filter.time.time_zone = zone.map(str::to_string);
+        store.retrieve(&req).unwrap().time_window.expect("a window")
+    };
+    let utc = window("utc", None);
+    assert_eq!(
+        (utc.start_ms, utc.time_zone.as_str()),
+        (NOW - 12 * 3_600_000, "UTC")
+    );
+    // Kiritimati is UTC+14: at 12:00 UTC it is already 02:00 the next day there.
+    let kiri = window("kiri", None);
+    assert_eq!(kiri.start_ms, NOW + 12 * 3_600_000 - 14 * 3_600_000);
+    assert_eq!(kiri.time_zone, "Pacific/Kiritimati");
+    assert_eq!(
+        window("kiri", Some("UTC")).start_ms,
+        utc.start_ms,
+        "the request's zone wins"
+    );
+    let mut req = at_now(request("utc", "hello today", SearchMode::Bm25, 3));
+    req.filter.time.time_zone = Some("Mars/Olympus".into());
+    let err = store.retrieve(&req).unwrap_err().to_string();
+    assert!(err.contains("Mars/Olympus"), "{err}");
+}
+
+/// Turns a store written by this version back into schema 1: no `superseded` or `expiries`
+/// databases, schema version 1 (its records already have the schema-1 shape: no new fields).
+fn downgrade_to_schema_1(dir: &std::path::Path) {
+    use heed::types::Bytes;
+    let env = unsafe {
+        heed::EnvOpenOptions::new()
+            .map_size(256 * 1024 * 1024)
+            .max_dbs(32)
+            .open(dir.join("lmdb"))
+    }
+    .unwrap();
+    let wtxn = env.write_txn().unwrap();
+    env.create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, heed::Error> {
+        for name in ["superseded", "expiries"] {
+            let db = dbo
+                .open_database::<Bytes, Bytes>(wtxn, Some(name))?
+                .expect("a schema-2 database");
+            // SAFETY: no other handle on this database is open.
+            unsafe { db.remove(wtxn) }?;
+        }
+        let meta = dbo
+            .open_database::<Bytes, Bytes>(wtxn, Some("meta"))?
+            .expect("meta");
+        meta.put(wtxn, b"schema_version", &1u64.to_be_bytes())?;
+        Ok(heed::CommitOrAbort::<(), ()>::Commit(()))
+    })
+    .unwrap();
+    env.prepare_for_closing().wait();
+}
+
+#[test]
+fn a_schema_1_store_opens_and_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .add(vec![mem(
+                "u",
+                "c1",
+                "old",
+                "user",
+                NOW - DAY,
+                "the boat leaves at nine",
+            )])
+            .unwrap();
+        store.flush().unwrap();
+    }
+    downgrade_to_schema_1(dir.path());
+    // A read-only open cannot create the new databases: a clear error, nothing changed.
+    let err = MemoryStore::open_read_only(
+        dir.path(),
+        &fast_config(),
+        &RetrievalConfig::default(),
+        &model(),
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(err.contains("schema 1"), "{err}");
+    // A writer upgrades it: old records are found, and new ones may supersede them.
+    let store = open(dir.path());
+    for hits in search_all(&store, "u", "boat", false) {
+        assert_eq!(hits, vec!["old"]);
+    }
+    store
+        .add(vec![replacing(
+            mem("u", "c2", "new", "user", NOW, "the boat now leaves at ten"),
+            &["old"],
+        )])
+        .unwrap();
+    store.flush().unwrap();
+    for hits in search_all(&store, "u", "boat", false) {
+        assert_eq!(hits, vec!["new"]);
+    }
+    drop(store);
+    // Upgraded for good: read-only opens work now.
+    let ro = MemoryStore::open_read_only(
+        dir.path(),
+        &fast_config(),
+        &RetrievalConfig::default(),
+        &model(),
+    )
+    .unwrap();
+    assert_eq!(
+        ids(&ro
+            .search(&at_now(request("u", "boat", SearchMode::Vector, 10)))
+            .unwrap()),
+        vec!["new"]
+    );
+}
