@@ -6,12 +6,18 @@
 //! Metrics, over answerable queries: MRR@10, recall@k (share of a query's relevant memories in
 //! its top k, averaged), nDCG@10 (binary gains). Over no-answer queries: hits returned, on
 //! average (a relevance floor should make it small). Latency: the pipeline's own total per query.
+//!
+//! Conversational sets (`fixtures/eval/conversational`) add, per query, optional `group`
+//! (metrics are also reported per group), `namespace` (several users in one set), `now` (RFC
+//! 3339: when the question is asked, for time expressions and expiry), `time_zone`, and `stale`
+//! (ids of memories the answer replaced: a stale id ranked above every relevant one counts in
+//! `stale_outranks`). Corpus lines that carry `ts` keep it; others get 0, as before.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use voicerag_actors::{QueryRequest, SearchFilter, SearchMode, SearchRequest};
+use voicerag_actors::{QueryRequest, SearchFilter, SearchMode, SearchRequest, TimeReading};
 
 use crate::config::Config;
 use crate::engines::{Engines, StoreAccess};
@@ -46,6 +52,21 @@ pub struct EvalQuery {
     pub text: String,
     /// Memory ids that answer it; empty for a no-answer query.
     pub relevant: Vec<String>,
+    /// What it tests ("time", "changed", "misheard"): metrics are also given per group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The user asking (default: the namespace of the corpus's first memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// When it is asked, RFC 3339 (default: the clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<String>,
+    /// The asker's IANA time zone (default: the configured one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Ids of memories the answer replaced: must never rank above it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<String>,
 }
 
 /// A set read from its directory.
@@ -85,8 +106,13 @@ impl EvalSet {
                 path: cpath.clone(),
                 reason: format!("line {}: {e}", i + 1),
             })?;
-            // Timestamps play no part in these sets: fix them so two runs store the same data.
-            m.ts_ms = 0;
+            // Without a timestamp of its own, a memory gets 0 (not the clock): two runs store
+            // the same data.
+            let has_ts = serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|v| v.get("ts").is_some_and(|t| !t.is_null()));
+            if !has_ts {
+                m.ts_ms = 0;
+            }
             corpus.push(m);
         }
         let (qpath, qtext) = read("queries.jsonl")?;
@@ -99,6 +125,22 @@ impl EvalSet {
                 path: qpath.clone(),
                 reason: format!("line {}: {e}", i + 1),
             })?;
+            if let Some(now) = &q.now
+                && chrono::DateTime::parse_from_rfc3339(now).is_err()
+            {
+                return Err(EvalError::Set {
+                    path: qpath.clone(),
+                    reason: format!("line {}: \"now\" {now:?} is not RFC 3339", i + 1),
+                });
+            }
+            if let Some(z) = &q.time_zone
+                && crate::time_expr::zone(z).is_none()
+            {
+                return Err(EvalError::Set {
+                    path: qpath.clone(),
+                    reason: format!("line {}: unknown time zone {z:?}", i + 1),
+                });
+            }
             queries.push(q);
         }
         if corpus.is_empty() || queries.is_empty() {
@@ -133,6 +175,8 @@ pub struct Metrics {
     pub mrr10: f64,
     #[serde(rename = "recall@1")]
     pub recall1: f64,
+    #[serde(rename = "recall@3")]
+    pub recall3: f64,
     #[serde(rename = "recall@5")]
     pub recall5: f64,
     #[serde(rename = "recall@10")]
@@ -143,6 +187,11 @@ pub struct Metrics {
     pub noanswer_hits_mean: f64,
     pub total_ms_p50: f64,
     pub total_ms_p99: f64,
+    /// Queries where a `stale` (replaced) memory ranked above every relevant one.
+    pub stale_outranks: usize,
+    /// The same figures per query group, for sets whose queries name one.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub groups: std::collections::BTreeMap<String, Metrics>,
 }
 
 /// Scores `answers` against `queries` (matched by id; a query without an answer counts as
@@ -150,10 +199,18 @@ pub struct Metrics {
 pub fn score(queries: &[EvalQuery], answers: &[Answer]) -> Metrics {
     let by_id: std::collections::HashMap<&str, &Answer> =
         answers.iter().map(|a| (a.id.as_str(), a)).collect();
-    let (mut rr, mut r1, mut r5, mut r10, mut ndcg) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut rr, mut r1, mut r3, mut r5, mut r10, mut ndcg) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let mut stale_outranks = 0usize;
     let (mut answerable, mut noanswer, mut noanswer_hits) = (0usize, 0usize, 0usize);
     for q in queries {
         let hits: &[String] = by_id.get(q.id.as_str()).map_or(&[], |a| &a.hits);
+        let first_relevant = hits.iter().position(|id| q.relevant.contains(id));
+        let first_stale = hits.iter().position(|id| q.stale.contains(id));
+        if let Some(st) = first_stale
+            && first_relevant.is_none_or(|r| st < r)
+        {
+            stale_outranks += 1;
+        }
         if q.relevant.is_empty() {
             noanswer += 1;
             noanswer_hits += hits.len();
@@ -169,6 +226,7 @@ pub fn score(queries: &[EvalQuery], answers: &[Answer]) -> Metrics {
             top.iter().take(k).filter(|id| relevant(id)).count() as f64 / q.relevant.len() as f64
         };
         r1 += recall(1);
+        r3 += recall(3);
         r5 += recall(5);
         r10 += recall(10);
         let gain = |rank: usize| 1.0 / ((rank + 2) as f64).log2();
@@ -190,13 +248,34 @@ pub fn score(queries: &[EvalQuery], answers: &[Answer]) -> Metrics {
         noanswer,
         mrr10: per(rr),
         recall1: per(r1),
+        recall3: per(r3),
         recall5: per(r5),
         recall10: per(r10),
         ndcg10: per(ndcg),
         noanswer_hits_mean: round4(noanswer_hits as f64 / noanswer.max(1) as f64),
         total_ms_p50: round4(crate::bench::stats::percentile(&lat, 0.50)),
         total_ms_p99: round4(crate::bench::stats::percentile(&lat, 0.99)),
+        stale_outranks,
+        groups: std::collections::BTreeMap::new(),
     }
+}
+
+/// [`score`] of the whole set, with each query group scored on its own in `groups`.
+pub fn score_by_group(queries: &[EvalQuery], answers: &[Answer]) -> Metrics {
+    let mut all = score(queries, answers);
+    let mut names: Vec<&str> = queries.iter().filter_map(|q| q.group.as_deref()).collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let members: Vec<EvalQuery> = queries
+            .iter()
+            .filter(|q| q.group.as_deref() == Some(name))
+            .cloned()
+            .collect();
+        all.groups
+            .insert(name.to_string(), score(&members, answers));
+    }
+    all
 }
 
 fn round4(x: f64) -> f64 {
@@ -212,6 +291,11 @@ pub struct EvalOptions {
     /// Write each query's vector and BM25 candidate lists (scores included) here, one JSON line
     /// per query, for fusion studies.
     pub dump_lists: Option<PathBuf>,
+    /// Read time expressions in queries (`None`: as configured): off, for comparison.
+    pub time_windows: Option<bool>,
+    /// Return superseded and expired memories too: what facts that change look like without
+    /// `supersedes` and `expires_at`, for comparison.
+    pub include_superseded: bool,
 }
 
 /// Ingests the set into a fresh temporary store and runs every query through the pipeline.
@@ -245,14 +329,27 @@ pub async fn run(
     let mut answers = Vec::with_capacity(set.queries.len());
     let namespace = set.namespace();
     for q in &set.queries {
+        let now_ms = q
+            .now
+            .as_deref()
+            .and_then(|n| chrono::DateTime::parse_from_rfc3339(n).ok())
+            .map(|t| t.timestamp_millis());
         let request = QueryRequest {
-            namespace: namespace.clone(),
+            namespace: q.namespace.clone().unwrap_or_else(|| namespace.clone()),
             conversation: None,
             text: q.text.clone(),
             top_k: Some(opts.top_k),
             mode: opts.mode,
             budget: opts.budget,
-            filter: SearchFilter::default(),
+            filter: SearchFilter {
+                time: TimeReading {
+                    enabled: opts.time_windows,
+                    time_zone: q.time_zone.clone(),
+                    now_ms,
+                },
+                include_superseded: opts.include_superseded,
+                ..Default::default()
+            },
         };
         let result = handle.query(request).await.map_err(|e| EvalError::Query {
             id: q.id.clone(),
@@ -265,7 +362,7 @@ pub async fn run(
         });
     }
     handle.shutdown().await.ok();
-    Ok((score(&set.queries, &answers), answers))
+    Ok((score_by_group(&set.queries, &answers), answers))
 }
 
 /// One JSON line per query: `{"id", "relevant", "vector": [[id, cosine, cosine], ...], "bm25":
@@ -310,6 +407,11 @@ mod tests {
             id: id.into(),
             text: id.into(),
             relevant: relevant.iter().map(|s| s.to_string()).collect(),
+            group: None,
+            namespace: None,
+            now: None,
+            time_zone: None,
+            stale: Vec::new(),
         }
     }
 
@@ -340,6 +442,29 @@ mod tests {
         let ndcg_q2 = (1.0 + 1.0 / 7f64.log2()) / ideal2;
         assert_eq!(m.ndcg10, round4((ndcg_q1 + ndcg_q2) / 2.0));
         assert_eq!(m.noanswer_hits_mean, 3.0);
+    }
+
+    #[test]
+    fn groups_are_scored_alone_and_stale_memories_counted() {
+        let mut q1 = q("t1", &["a"]);
+        q1.group = Some("time".into());
+        let mut q2 = q("c1", &["new"]);
+        q2.group = Some("changed".into());
+        q2.stale = vec!["old".into()];
+        let mut q3 = q("c2", &["new2"]);
+        q3.group = Some("changed".into());
+        q3.stale = vec!["old2".into()];
+        let answers = [
+            a("t1", &["a"], 1.0),
+            a("c1", &["old", "new"], 1.0),
+            a("c2", &["new2", "old2"], 1.0),
+        ];
+        let m = score_by_group(&[q1, q2, q3], &answers);
+        assert_eq!(m.stale_outranks, 1);
+        assert_eq!(m.groups["time"].recall1, 1.0);
+        assert_eq!(m.groups["time"].queries, 1);
+        assert_eq!(m.groups["changed"].stale_outranks, 1);
+        assert_eq!(m.groups["changed"].recall1, 0.5);
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! search-only latency p50/p99 per mode (after the build), vector recall@10 against an exact
 //! scan, disk size and reopen time, and hybrid latency with the phonetic ranking off and on. One
 //! line per measurement on stdout, then one JSON line.
+//!
+//! Issue 14's other capabilities, each as hybrid latency with it on and off on the same queries:
+//! memories are spread over 60 days; every 10th supersedes the one before it and every 50th
+//! has expired (default searches leave them out; `include_superseded` is the "off" run); queries
+//! with a time phrase ("last week", "yesterday", ...) run with time windows on and off, and the
+//! phrase reading alone is timed too.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -30,6 +36,17 @@ const WARMUP: usize = 50;
 const RECALL_QUERIES: usize = 50;
 const NAMESPACE: &str = "bench";
 const MIB: f64 = 1024.0 * 1024.0;
+/// Memories span this long, ending at `BASE_MS + SPAN_MS` ("now" of the time-phrase queries).
+const BASE_MS: i64 = 1_700_000_000_000;
+const SPAN_MS: i64 = 60 * 86_400_000;
+const TIME_PHRASES: [&str; 6] = [
+    "last week",
+    "yesterday",
+    "two days ago",
+    "on Monday",
+    "in the last 3 hours",
+    "this morning",
+];
 
 struct Corpus {
     centers: Vec<Vec<f32>>,
@@ -218,9 +235,13 @@ fn run_one(config: &Config, n: usize, dir: &Path) -> anyhow::Result<()> {
                     "agent".into()
                 },
                 text: text.clone(),
-                ts_ms: 1_700_000_000_000 + i as i64 * 1000,
-                supersedes: Vec::new(),
-                expires_at_ms: None,
+                ts_ms: BASE_MS + i as i64 * (SPAN_MS / n.max(1) as i64),
+                supersedes: if i % 10 == 9 {
+                    vec![format!("c{}/{}", (i - 1) / 50, (i - 1) % 50)]
+                } else {
+                    Vec::new()
+                },
+                expires_at_ms: (i % 50 == 49).then_some(BASE_MS),
             },
             chunks: vec![ChunkInput { text, embedding: v }],
         });
@@ -324,6 +345,58 @@ fn run_one(config: &Config, n: usize, dir: &Path) -> anyhow::Result<()> {
         json[format!("{}_p50_ms", mode.as_str())] = percentile_ms(&h, 0.5).into();
         json[format!("{}_p99_ms", mode.as_str())] = percentile_ms(&h, 0.99).into();
     }
+    // Time windows: the same queries with a time phrase, read (on) and not read (off).
+    let now = BASE_MS + SPAN_MS;
+    let timed: Vec<(String, Vec<f32>)> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let phrase = TIME_PHRASES[i % TIME_PHRASES.len()];
+            (format!("{} {phrase}", q.0), q.1.clone())
+        })
+        .collect();
+    let mut parse = Histogram::<u64>::new(3)?;
+    for (i, q) in timed.iter().enumerate() {
+        let t = Instant::now();
+        std::hint::black_box(crate::time_expr::find(&q.0, now, chrono_tz::UTC));
+        if i >= WARMUP {
+            parse.record(t.elapsed().as_nanos().max(1) as u64)?;
+        }
+    }
+    let parse_p50_us = parse.value_at_quantile(0.5) as f64 / 1000.0;
+    lines.push(format!(
+        "n={n} time phrase reading alone: p50 {parse_p50_us:.2} µs p99 {:.2} µs",
+        parse.value_at_quantile(0.99) as f64 / 1000.0
+    ));
+    json["time_parse_p50_us"] = parse_p50_us.into();
+    let variants: [(&str, &[(String, Vec<f32>)], Option<bool>, bool); 4] = [
+        ("time_windows_on", &timed, Some(true), false),
+        ("time_windows_off", &timed, Some(false), false),
+        ("superseded_left_out", &queries, Some(false), false),
+        ("superseded_included", &queries, Some(false), true),
+    ];
+    for (name, set, windows, include) in variants {
+        let mut h = Histogram::<u64>::new(3)?;
+        for (i, q) in set.iter().enumerate() {
+            let mut req = request(q, SearchMode::Hybrid, 10);
+            req.filter.time.enabled = windows;
+            req.filter.time.now_ms = Some(now);
+            req.filter.include_superseded = include;
+            let t = Instant::now();
+            std::hint::black_box(store.search(&req)?);
+            let dt = t.elapsed();
+            if i >= WARMUP {
+                h.record(dt.as_micros().max(1) as u64)?;
+            }
+        }
+        lines.push(format!(
+            "n={n} hybrid top-10, {name}: p50 {:.3} ms p99 {:.3} ms",
+            percentile_ms(&h, 0.5),
+            percentile_ms(&h, 0.99)
+        ));
+        json[format!("hybrid_{name}_p50_ms")] = percentile_ms(&h, 0.5).into();
+        json[format!("hybrid_{name}_p99_ms")] = percentile_ms(&h, 0.99).into();
+    }
     // Vector recall@10 against an exact scan of the same vectors.
     let mut found = 0usize;
     for q in queries.iter().take(RECALL_QUERIES) {
@@ -338,7 +411,10 @@ fn run_one(config: &Config, n: usize, dir: &Path) -> anyhow::Result<()> {
             .take(10)
             .map(|(i, _)| format!("c{}/{}", i / 50, i % 50))
             .collect();
-        let got = store.search(&request(q, SearchMode::Vector, 10))?;
+        // The exact scan sees superseded and expired memories too.
+        let mut req = request(q, SearchMode::Vector, 10);
+        req.filter.include_superseded = true;
+        let got = store.search(&req)?;
         found += got.iter().filter(|h| want.contains(&h.id)).count();
     }
     let recall = found as f64 / (RECALL_QUERIES * 10) as f64;

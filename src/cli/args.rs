@@ -99,7 +99,51 @@ pub struct QueryArgs {
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
     #[command(flatten)]
+    pub time: TimeFlags,
+    #[command(flatten)]
     pub rerank: RerankFlags,
+}
+
+/// How queries read time and which memories they may return.
+#[derive(Debug, Args)]
+pub struct TimeFlags {
+    /// Also return memories that were superseded or have expired.
+    #[arg(long)]
+    pub include_superseded: bool,
+    /// IANA time zone for time expressions in the query ("yesterday"); default: the
+    /// namespace's `retrieval.time_zones` entry, else `retrieval.time_zone`.
+    #[arg(long, value_name = "ZONE")]
+    pub time_zone: Option<String>,
+    /// Do not read time expressions in queries (overrides `retrieval.time_windows`).
+    #[arg(long)]
+    pub no_time_windows: bool,
+    /// "Now" for relative time expressions and expiry (RFC 3339); default: the clock.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<String>,
+}
+
+impl TimeFlags {
+    /// The filter fields these flags set, or why a value is wrong.
+    pub fn apply(&self, filter: &mut voicerag_actors::SearchFilter) -> Result<(), String> {
+        if let Some(z) = &self.time_zone
+            && voicerag::time_expr::zone(z).is_none()
+        {
+            return Err(format!("--time-zone {z:?} is not an IANA time zone name"));
+        }
+        filter.include_superseded |= self.include_superseded;
+        if self.time_zone.is_some() {
+            filter.time.time_zone = self.time_zone.clone();
+        }
+        if self.no_time_windows {
+            filter.time.enabled = Some(false);
+        }
+        if let Some(now) = &self.now {
+            let t = chrono::DateTime::parse_from_rfc3339(now)
+                .map_err(|e| format!("--now {now:?} is not RFC 3339: {e}"))?;
+            filter.time.now_ms = Some(t.timestamp_millis());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +162,13 @@ pub struct EvalArgs {
     /// Also write each query's vector and BM25 candidate lists with their scores (JSONL).
     #[arg(long, value_name = "FILE")]
     pub dump_lists: Option<PathBuf>,
+    /// Do not read time expressions in queries (for comparison with them on).
+    #[arg(long)]
+    pub no_time_windows: bool,
+    /// Return superseded and expired memories too (for comparison: facts that change without
+    /// `supersedes` and `expires_at`).
+    #[arg(long)]
+    pub include_superseded: bool,
     #[command(flatten)]
     pub rerank: RerankFlags,
 }

@@ -38,6 +38,20 @@ pub fn print_human(
             .map(|d| format!("  degraded: {d}"))
             .unwrap_or_default(),
     )?;
+    if let Some(w) = &r.time_window {
+        let at = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms).map_or(ms.to_string(), |t| t.to_rfc3339())
+        };
+        writeln!(
+            out,
+            "  time window {:?}: {} to {} ({}), {:?}",
+            w.phrase,
+            at(w.start_ms),
+            at(w.end_ms),
+            w.time_zone,
+            w.applied_as
+        )?;
+    }
     for (rank, hit) in r.hits.iter().enumerate() {
         writeln!(
             out,

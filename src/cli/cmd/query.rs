@@ -23,6 +23,9 @@ struct BatchQuery {
     conversation: Option<String>,
     top_k: Option<usize>,
     mode: Option<String>,
+    #[serde(default)]
+    include_superseded: bool,
+    time_zone: Option<String>,
 }
 
 pub async fn query(config: &Config, args: &QueryArgs) -> anyhow::Result<ExitCode> {
@@ -47,6 +50,8 @@ pub async fn query(config: &Config, args: &QueryArgs) -> anyhow::Result<ExitCode
             conversation: None,
             top_k: None,
             mode: None,
+            include_superseded: false,
+            time_zone: None,
         });
     }
     let engines = Engines::load_off_runtime(config, StoreAccess::ReadOnly, true).await?;
@@ -56,10 +61,17 @@ pub async fn query(config: &Config, args: &QueryArgs) -> anyhow::Result<ExitCode
         Some(m) => m.parse().map_err(UsageError)?,
         None => config.pipeline.mode,
     };
+    let mut base_filter = SearchFilter::default();
+    args.time.apply(&mut base_filter).map_err(UsageError)?;
     let requests: Vec<(String, QueryRequest)> = queries
         .into_iter()
         .enumerate()
         .map(|(i, q)| {
+            let mut filter = base_filter.clone();
+            filter.include_superseded |= q.include_superseded;
+            if q.time_zone.is_some() {
+                filter.time.time_zone = q.time_zone;
+            }
             let mode = q
                 .mode
                 .as_deref()
@@ -76,7 +88,7 @@ pub async fn query(config: &Config, args: &QueryArgs) -> anyhow::Result<ExitCode
                 top_k: q.top_k.or(args.top_k),
                 mode: Some(mode),
                 budget: None,
-                filter: SearchFilter::default(),
+                filter,
             };
             (id, request)
         })
