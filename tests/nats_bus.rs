@@ -198,6 +198,7 @@ impl FakeEngine {
             capped: 0,
             floored: 0,
             rerank: RerankOutcome::Off,
+            time_window: None,
             degraded: None,
             timings: StageTimings {
                 total: now - t.received_at,
@@ -778,8 +779,6 @@ async fn failed_commit_is_redelivered_and_duplicates_collapse() {
         speaker: "agent".into(),
         text: "said twice".into(),
         ts_ms: 1,
-        supersedes: Vec::new(),
-        expires_at_ms: None,
         supersedes: Vec::new(),
         expires_at_ms: None,
     };

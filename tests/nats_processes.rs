@@ -41,6 +41,7 @@ impl ContextService for EchoEngine {
             capped: 0,
             floored: 0,
             rerank: RerankOutcome::Off,
+            time_window: None,
             degraded: None,
             timings: StageTimings {
                 total: now - t.received_at,

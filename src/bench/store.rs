@@ -369,7 +369,8 @@ fn run_one(config: &Config, n: usize, dir: &Path) -> anyhow::Result<()> {
         parse.value_at_quantile(0.99) as f64 / 1000.0
     ));
     json["time_parse_p50_us"] = parse_p50_us.into();
-    let variants: [(&str, &[(String, Vec<f32>)], Option<bool>, bool); 4] = [
+    type Variant<'a> = (&'a str, &'a [(String, Vec<f32>)], Option<bool>, bool);
+    let variants: [Variant; 4] = [
         ("time_windows_on", &timed, Some(true), false),
         ("time_windows_off", &timed, Some(false), false),
         ("superseded_left_out", &queries, Some(false), false),

@@ -1037,6 +1037,7 @@ mod tests {
             capped: 2,
             floored: 1,
             rerank: RerankOutcome::Partial(3),
+            time_window: None,
             degraded: Some("shed".into()),
             timings: StageTimings {
                 total: Duration::from_micros(1500),

@@ -323,10 +323,7 @@ impl Parser<'_> {
         if !matches!(self.w(i), "last" | "past") {
             return None;
         }
-        let (n, nlen) = match count(self, i + 1) {
-            Some(c) => c,
-            None => (1, 0),
-        };
+        let (n, nlen) = count(self, i + 1).unwrap_or((1, 0));
         let unit = Unit::from_word(self.w(i + 1 + nlen))?;
         if nlen == 0 && self.w(i + 1).ends_with('s') {
             // "the past days": no number, no window.
