@@ -330,6 +330,64 @@ fn a_time_expression_boosts_when_the_window_holds_too_few() {
 }
 
 #[test]
+fn a_question_only_about_time_gets_the_window_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    diary(&store);
+    store
+        .add(vec![
+            mem(
+                "u",
+                "c2",
+                "d2a",
+                "user",
+                NOW - 2 * DAY,
+                "the weather was cold",
+            ),
+            mem(
+                "u",
+                "c2",
+                "d2b",
+                "user",
+                NOW - 2 * DAY + 60_000,
+                "buy more oat milk",
+            ),
+        ])
+        .unwrap();
+    store.flush().unwrap();
+    for mode in MODES {
+        let r = store
+            .retrieve(&at_now(request(
+                "u",
+                "What did I tell you two days ago?",
+                mode,
+                10,
+            )))
+            .unwrap();
+        let w = r.time_window.expect("a window");
+        assert_eq!(w.applied_as, TimeWindowUse::Only, "{mode:?}");
+        let got = ids(&r.hits);
+        // BM25 has no words to match ("what did I tell you" is all stop words).
+        if mode != SearchMode::Bm25 {
+            assert_eq!(got, vec!["d2b", "d2a"], "{mode:?}");
+        }
+    }
+    // Naming something keeps it a boost: "the garden" is not what was said two days ago.
+    let r = store
+        .retrieve(&at_now(request(
+            "u",
+            "what did I say about the garden two days ago",
+            SearchMode::Hybrid,
+            10,
+        )))
+        .unwrap();
+    assert_eq!(
+        r.time_window.expect("a window").applied_as,
+        TimeWindowUse::Boost
+    );
+}
+
+#[test]
 fn the_window_is_read_in_the_namespace_zone_or_the_request_zone() {
     let dir = tempfile::tempdir().unwrap();
     let mut retrieval = RetrievalConfig::default();

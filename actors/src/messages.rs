@@ -124,6 +124,9 @@ pub enum TimeWindowUse {
     Filter,
     /// Too few memories inside it: memories inside the window were ranked up.
     Boost,
+    /// The question asks only about time ("what did I say this morning?"): the window's
+    /// memories are the answer, newest first, and the relevance floor does not apply to them.
+    Only,
 }
 
 /// The time window a search applied, from an expression in the query.

@@ -14,6 +14,7 @@ use crate::cancel::CancelToken;
 use crate::embed_batch::lane;
 use crate::messages::{
     ContextResult, Hit, RerankOutcome, SearchFilter, SearchMode, SearchRequest, StageTimings,
+    TimeWindowUse,
 };
 use crate::registry::Slot;
 use crate::rerank::{apply_scores, cap_hits, floor_hits};
@@ -159,8 +160,18 @@ pub(crate) async fn retrieve(
     out.search = now() - started;
     match r {
         Call::Done(found) => {
+            // A question only about time relates to its memories by time alone: no floor.
+            let only_time = found
+                .time_window
+                .as_ref()
+                .is_some_and(|w| w.applied_as == TimeWindowUse::Only);
             out.time_window = found.time_window;
-            (out.hits, out.floored) = floor_hits(found.hits, state.config.min_similarity, req.top_k)
+            let floor = if only_time {
+                f32::NEG_INFINITY
+            } else {
+                state.config.min_similarity
+            };
+            (out.hits, out.floored) = floor_hits(found.hits, floor, req.top_k)
         }
         Call::Down => out.degraded.push("retriever down"),
         Call::TimedOut => out.degraded.push("retriever timeout"),

@@ -862,6 +862,46 @@ async fn the_relevance_floor_drops_weak_hits_and_says_how_many() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_question_only_about_time_is_spared_the_relevance_floor() {
+    quiet_injected_panics();
+    for (applied_as, kept) in [(TimeWindowUse::Filter, 3), (TimeWindowUse::Only, 10)] {
+        let f = Fakes::new(no_faults());
+        f.retriever.similarity.store(true, SeqCst);
+        let window = TimeWindow {
+            phrase: "this morning".into(),
+            start_ms: 1,
+            end_ms: 2,
+            time_zone: "UTC".into(),
+            applied_as,
+        };
+        *f.retriever.time_window.lock().unwrap() = Some(window.clone());
+        let config = PipelineConfig {
+            top_k: 10,
+            min_similarity: 0.3,
+            max_context_chars: 100_000,
+            ..Default::default()
+        };
+        let p = Pipeline::start(f.stages(false), config).await.unwrap();
+        let q = p
+            .query(QueryRequest {
+                namespace: "ns".into(),
+                text: "q3 what did I say this morning".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        // Similarities 1, 1/2, 1/3, ...: the floor keeps three, unless the window is the answer.
+        assert_eq!(q.hits.len(), kept.min(f.retriever.n), "{applied_as:?}");
+        assert_eq!(
+            q.time_window,
+            Some(window),
+            "the result says what was applied"
+        );
+        p.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_final_waiting_for_a_permit_is_shed_by_its_deadline() {
     quiet_injected_panics();
     let f = Fakes::new(no_faults());

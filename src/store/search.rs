@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use heed::RoTxn;
 use roaring::RoaringBitmap;
-use voicerag_actors::messages::{Hit, Retrieved, SearchFilter, SearchMode, SearchRequest};
+use voicerag_actors::messages::{
+    Hit, Retrieved, SearchFilter, SearchMode, SearchRequest, TimeWindowUse,
+};
 
 use super::bm25::Bm25Filter;
 use super::codec::{self, ChunkRecord, MemoryRecord};
@@ -362,6 +364,13 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Retrieved, S
                 out.truncate(req.top_n);
             }
         }
+    }
+    if time
+        .as_ref()
+        .is_some_and(|t| t.window.applied_as == TimeWindowUse::Only)
+    {
+        // Nothing but the time relates these memories to the question: tell them in order.
+        out.sort_by(|a, b| b.ts_ms.cmp(&a.ts_ms).then_with(|| a.id.cmp(&b.id)));
     }
     Ok(Retrieved {
         hits: out,

@@ -1,6 +1,8 @@
 //! Applying a time expression of the query ("yesterday", "last week") to one search: read it in
 //! the user's zone, then filter on the window when it holds enough memories
 //! (`retrieval.time_filter_min` chunks), else rank the few inside it up (`retrieval.time_boost`).
+//! A question that names nothing but the time ("what did I say this morning?") is answered by the
+//! window alone: filtered whenever it holds anything, newest first.
 
 use heed::RoTxn;
 use roaring::RoaringBitmap;
@@ -62,15 +64,19 @@ pub(crate) fn apply(
             }
         }
     }
-    let filter = inside.len() >= cfg.time_filter_min as u64;
+    let words = expr.strip_from(&req.text);
+    let only = !inside.is_empty() && time_expr::asks_only_time(&words);
+    let filter = only || inside.len() >= cfg.time_filter_min as u64;
     Ok(Some(Applied {
-        words: expr.strip_from(&req.text),
+        words,
         window: TimeWindow {
             phrase: expr.phrase,
             start_ms: expr.start_ms,
             end_ms: expr.end_ms,
             time_zone: zone_name.to_string(),
-            applied_as: if filter {
+            applied_as: if only {
+                TimeWindowUse::Only
+            } else if filter {
                 TimeWindowUse::Filter
             } else {
                 TimeWindowUse::Boost

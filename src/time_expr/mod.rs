@@ -49,3 +49,86 @@ impl TimeExpr {
 pub fn zone(name: &str) -> Option<chrono_tz::Tz> {
     name.parse().ok()
 }
+
+/// Words that ask about a conversation without naming what it was about.
+const ASKING: &[&str] = &[
+    "a",
+    "about",
+    "again",
+    "and",
+    "any",
+    "anything",
+    "ask",
+    "asked",
+    "did",
+    "discuss",
+    "discussed",
+    "do",
+    "does",
+    "else",
+    "happen",
+    "happened",
+    "hear",
+    "heard",
+    "i",
+    "it",
+    "me",
+    "mention",
+    "mentioned",
+    "remind",
+    "said",
+    "say",
+    "so",
+    "something",
+    "talk",
+    "talked",
+    "tell",
+    "that",
+    "the",
+    "there",
+    "to",
+    "told",
+    "us",
+    "was",
+    "we",
+    "were",
+    "what",
+    "whats",
+    "you",
+];
+
+/// True when `rest` (a query without its time phrase) names nothing but the asking: "what did I
+/// say", "what did I tell you". Such a question is only about time: the window is its answer.
+pub fn asks_only_time(rest: &str) -> bool {
+    rest.split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .all(|w| {
+            let w = w.to_lowercase().replace('\'', "");
+            ASKING.contains(&w.as_str())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asks_only_time;
+
+    #[test]
+    fn a_question_only_about_time_names_nothing_else() {
+        for q in [
+            "What did I say",
+            "what did I tell you?",
+            "What's",
+            "",
+            "anything else I mentioned",
+        ] {
+            assert!(asks_only_time(q), "{q:?}");
+        }
+        for q in [
+            "What did I buy",
+            "what did the vet say",
+            "what did Marta tell you",
+        ] {
+            assert!(!asks_only_time(q), "{q:?}");
+        }
+    }
+}

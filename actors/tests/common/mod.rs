@@ -197,6 +197,8 @@ pub struct FakeRetriever {
     pub gate: Mutex<Option<Arc<Gate>>>,
     /// Give embedded searches' hits a similarity (their score), as the real store does.
     pub similarity: AtomicBool,
+    /// The time window every search says it applied (the real store reads it from the query).
+    pub time_window: Mutex<Option<TimeWindow>>,
 }
 
 impl FakeRetriever {
@@ -211,6 +213,7 @@ impl FakeRetriever {
             broken: AtomicBool::new(false),
             gate: Mutex::new(None),
             similarity: AtomicBool::new(false),
+            time_window: Mutex::new(None),
         })
     }
 }
@@ -260,6 +263,13 @@ impl Retriever for FakeRetriever {
                 h
             })
             .collect())
+    }
+
+    fn retrieve(&self, r: &SearchRequest) -> Result<Retrieved, StageError> {
+        Ok(Retrieved {
+            hits: self.search(r)?,
+            time_window: self.time_window.lock().unwrap().clone(),
+        })
     }
 
     /// Like the store: a search holds no lock a later one needs.
