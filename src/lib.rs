@@ -9,6 +9,7 @@
 //! - [`bus`]: the NATS edge.
 //! - [`bench`]: the benchmarks behind `voicerag bench` (models, store, pipeline, NATS load).
 //! - [`eval`]: retrieval quality of a memory set (`voicerag eval`).
+//! - [`time_expr`]: English time expressions in a query ("last week") read as a time window.
 //! - [`config`]: one configuration, one precedence rule (flag, then environment, then file, then default).
 
 pub mod bench;
