@@ -516,3 +516,118 @@ fn a_schema_1_store_opens_and_upgrades() {
         vec!["new"]
     );
 }
+
+#[test]
+fn a_reindex_keeps_what_was_superseded_and_what_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        // Key order puts "a-new" before "b-old" and "c-old" before "d-new": both orders of
+        // re-insertion are exercised.
+        store
+            .add(vec![
+                mem(
+                    "u",
+                    "c1",
+                    "b-old",
+                    "user",
+                    NOW - 3 * DAY,
+                    "the boat leaves at nine",
+                ),
+                mem(
+                    "u",
+                    "c1",
+                    "c-old",
+                    "user",
+                    NOW - 3 * DAY,
+                    "the bus leaves at eight",
+                ),
+            ])
+            .unwrap();
+        let mut code = mem(
+            "u",
+            "c1",
+            "e-code",
+            "user",
+            NOW - DAY,
+            "the boat gate code is 4711",
+        );
+        code.memory.expires_at_ms = Some(NOW);
+        store
+            .add(vec![
+                replacing(
+                    mem(
+                        "u",
+                        "c2",
+                        "a-new",
+                        "user",
+                        NOW - DAY,
+                        "the boat now leaves at ten",
+                    ),
+                    &["b-old"],
+                ),
+                replacing(
+                    mem(
+                        "u",
+                        "c2",
+                        "d-new",
+                        "user",
+                        NOW - DAY,
+                        "the bus now leaves at seven",
+                    ),
+                    &["c-old"],
+                ),
+                code,
+            ])
+            .unwrap();
+    }
+    let new_model = voicerag::store::ModelInfo {
+        name: "hashed-bow-32".into(),
+        dimension: 32,
+    };
+    MemoryStore::reindex(
+        dir.path(),
+        &fast_config(),
+        &RetrievalConfig::default(),
+        &new_model,
+        2,
+        |batch| {
+            Ok(batch
+                .iter()
+                .map(|m| {
+                    vec![voicerag::store::ChunkInput {
+                        text: m.text.clone(),
+                        embedding: embed_dim(&m.text, 32),
+                    }]
+                })
+                .collect())
+        },
+    )
+    .unwrap();
+    let store = MemoryStore::open(
+        dir.path(),
+        &fast_config(),
+        &RetrievalConfig::default(),
+        &new_model,
+    )
+    .unwrap();
+    store.flush().unwrap();
+    for mode in MODES {
+        for (text, want) in [("boat leaves", "a-new"), ("bus leaves", "d-new")] {
+            let mut req = at_now(request("u", text, mode, 10));
+            req.embedding = Some(embed_dim(text, 32));
+            let got = ids(&store.search(&req).unwrap());
+            assert!(got.contains(&want.to_string()), "{mode:?} {text}: {got:?}");
+            assert!(
+                !got.iter().any(|id| id.ends_with("-old") || id == "e-code"),
+                "{mode:?} {text}: {got:?}"
+            );
+            req.filter.include_superseded = true;
+            let all = ids(&store.search(&req).unwrap());
+            assert!(
+                all.iter().any(|id| id.ends_with("-old")),
+                "{mode:?} {text}: {all:?}"
+            );
+        }
+    }
+}

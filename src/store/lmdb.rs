@@ -374,9 +374,14 @@ impl<'t> WriteBatch<'t> {
     }
 
     /// Stores a validated memory with its chunks; returns the new chunk ids.
+    /// Re-inserting a stored memory (reindex) keeps whether another memory superseded it.
     pub fn insert(&mut self, m: &Memory, chunks: &[UnitChunk]) -> Result<Vec<u32>, StoreError> {
         let index = self.index_for(&m.namespace)?;
         let mkey = codec::ns_name_key(&m.namespace, &m.id);
+        let superseded_by = match self.dbs.memories.get(&self.wtxn, &mkey)? {
+            Some(bytes) => codec::decode::<MemoryRecord>(bytes, "memory record")?.superseded_by,
+            None => None,
+        };
         let mut ids = Vec::with_capacity(chunks.len());
         for (text, vector) in chunks {
             if self.next_chunk > u32::MAX as u64 {
@@ -438,8 +443,12 @@ impl<'t> WriteBatch<'t> {
             chunks: ids.clone(),
             supersedes: m.supersedes.clone(),
             expires_at_ms: m.expires_at_ms,
-            superseded_by: None,
+            superseded_by,
         };
+        if rec.superseded_by.is_some() {
+            self.bitmap(BitmapKind::Superseded, codec::ns_key(&m.namespace))?
+                .extend(ids.iter().copied());
+        }
         self.dbs
             .memories
             .put(&mut self.wtxn, &mkey, &codec::encode(&rec))?;
@@ -473,8 +482,16 @@ impl<'t> WriteBatch<'t> {
         self.dbs
             .memories
             .put(&mut self.wtxn, &key, &codec::encode(&rec))?;
+        // Only chunks that exist: during a reindex a memory not yet re-inserted has none (its
+        // new ones join the bitmap when it is).
+        let mut live = Vec::with_capacity(rec.chunks.len());
+        for c in &rec.chunks {
+            if self.dbs.chunks.get(&self.wtxn, &c.to_be_bytes())?.is_some() {
+                live.push(*c);
+            }
+        }
         self.bitmap(BitmapKind::Superseded, codec::ns_key(ns))?
-            .extend(rec.chunks.iter().copied());
+            .extend(live);
         Ok(())
     }
 

@@ -111,6 +111,8 @@ impl MemoryStore {
             s.dbs.conv_chunks,
             s.dbs.speaker_chunks,
             s.dbs.times,
+            s.dbs.superseded,
+            s.dbs.expiries,
         ] {
             db.clear(&mut wb.wtxn)?;
         }
