@@ -369,6 +369,32 @@ mod tests {
     }
 
     #[test]
+    fn time_zones_must_exist() {
+        let err = Config::load(
+            None,
+            env(&[("VOICERAG_RETRIEVAL__TIME_ZONE", "Mars/Olympus")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("retrieval.time_zone"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[retrieval.time_zones]\nana = \"Europe/Lisbon\"\nben = \"EST5EDTX\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("retrieval.time_zones") && err.contains("ben"),
+            "{err}"
+        );
+        std::fs::write(&file, "[retrieval.time_zones]\nana = \"Europe/Lisbon\"\n").unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.retrieval.time_zones["ana"], "Europe/Lisbon");
+    }
+
+    #[test]
     fn impossible_value_names_the_key() {
         let err = Config::load(None, env(&[("VOICERAG_RUNTIME__THREADS", "0")]))
             .unwrap_err()

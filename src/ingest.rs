@@ -246,6 +246,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn supersedes_and_expires_at_are_read_and_checked() {
+        let m = parse_line(
+            r#"{"id":"c2/u1","text":"the vet moved it to Friday","supersedes":["c1/u4"],"expires_at":"2026-03-08T00:00:00+01:00"}"#,
+            100,
+        )
+        .unwrap();
+        assert_eq!(m.supersedes, vec!["c1/u4"]);
+        assert_eq!(m.expires_at_ms, Some(1_772_924_400_000));
+        let m = parse_line(r#"{"id":"a","text":"t","expires_at":1700000000}"#, 100).unwrap();
+        assert_eq!(m.expires_at_ms, Some(1_700_000_000_000));
+        assert!(m.supersedes.is_empty());
+        assert!(matches!(
+            parse_line(r#"{"id":"a","text":"t","expires_at":"soon"}"#, 100),
+            Err(RecordError::BadExpiry(_))
+        ));
+        assert!(matches!(
+            parse_line(r#"{"id":"a","text":"t","supersedes":[" "]}"#, 100),
+            Err(RecordError::BadSupersedes(_))
+        ));
+        let long = format!(
+            r#"{{"id":"a","text":"t","supersedes":["{}"]}}"#,
+            "x".repeat(200)
+        );
+        assert!(matches!(
+            parse_line(&long, 100),
+            Err(RecordError::BadSupersedes(_))
+        ));
+    }
+
+    #[test]
     fn parses_a_full_line() {
         let m = parse_line(
             r#"{"id":"c1/u1","text":"my dog is Rex","namespace":"alice","conversation":"c1","speaker":"user","ts":"2026-01-02T03:04:05Z"}"#,

@@ -1065,5 +1065,92 @@ mod tests {
         let plain = context_json(&result, "q-1");
         assert_eq!(plain["id"], "q-1");
         assert!(plain.get("final").is_none());
+        assert!(
+            plain.get("time_window").is_none(),
+            "absent when none applied"
+        );
+        let mut timed = result.clone();
+        timed.time_window = Some(voicerag_actors::TimeWindow {
+            phrase: "last week".into(),
+            start_ms: 10,
+            end_ms: 20,
+            time_zone: "Europe/Berlin".into(),
+            applied_as: voicerag_actors::TimeWindowUse::Boost,
+        });
+        let v = context_json(&timed, "q-2");
+        assert_eq!(
+            v["time_window"],
+            json!({"phrase": "last week", "start_ms": 10, "end_ms": 20,
+                   "time_zone": "Europe/Berlin", "use": "boost"})
+        );
+    }
+
+    #[test]
+    fn memory_supersedes_and_expiry_travel_and_are_checked() {
+        let (d, o) = (defaults(), MemoryOrigin::default());
+        let memory = Memory {
+            id: "c/u2".into(),
+            namespace: "ns".into(),
+            conversation: "c".into(),
+            speaker: "user".into(),
+            text: "the vet moved it to Friday".into(),
+            ts_ms: 42_000,
+            supersedes: vec!["c/u1".into()],
+            expires_at_ms: Some(1_700_000_000_000),
+        };
+        let payload = serde_json::to_vec(&MemoryMsg::from_memory(&memory)).unwrap();
+        assert_eq!(
+            decode_memory("ns", "c", &payload, &o, &d, 0).unwrap(),
+            memory
+        );
+        let m = decode_memory(
+            "ns",
+            "c",
+            br#"{"id":"a","text":"t","expires_at":"2023-11-14T22:13:20Z"}"#,
+            &o,
+            &d,
+            5,
+        )
+        .unwrap();
+        assert_eq!(m.expires_at_ms, Some(1_700_000_000_000));
+        assert!(m.supersedes.is_empty());
+        for bad in [
+            r#"{"id":"a","text":"t","expires_at":"next week"}"#,
+            r#"{"id":"a","text":"t","supersedes":[""]}"#,
+        ] {
+            let e = decode_memory("ns", "c", bad.as_bytes(), &o, &d, 5).unwrap_err();
+            assert!(
+                e.to_string().contains("expires_at") || e.to_string().contains("supersedes"),
+                "{bad}: {e}"
+            );
+        }
+        // A single id instead of a list is not valid JSON for the message.
+        let bad = br#"{"id":"a","text":"t","supersedes":"c/u1"}"#;
+        assert!(decode_memory("ns", "c", bad, &o, &d, 5).is_err());
+    }
+
+    #[test]
+    fn query_time_and_superseded_fields() {
+        let d = defaults();
+        let q = decode_query(
+            "ns",
+            br#"{"v":2,"text":"what did I say yesterday","include_superseded":true,"time_zone":"Europe/Lisbon","time_windows":false}"#,
+            &d,
+            || "gen".into(),
+        )
+        .unwrap();
+        assert!(q.include_superseded);
+        assert_eq!(q.time_zone.as_deref(), Some("Europe/Lisbon"));
+        assert_eq!(q.time_windows, Some(false));
+        let q = decode_query("ns", br#"{"v":2,"text":"hi"}"#, &d, || "gen".into()).unwrap();
+        assert!(!q.include_superseded && q.time_zone.is_none() && q.time_windows.is_none());
+        let e = decode_query(
+            "ns",
+            br#"{"v":2,"text":"hi","time_zone":"Mars/Olympus"}"#,
+            &d,
+            || "gen".into(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("time_zone"), "{e}");
     }
 }
