@@ -262,7 +262,8 @@ impl PipelineHandle {
 
     /// Remembers a memory as given: the in-process path for a fact with `supersedes` or
     /// `expires_at_ms` (a replaced appointment, a reminder that runs out). Never delays a result;
-    /// durable once the writer has it (as every transcript and reply).
+    /// Ok means queued in RAM, durable once the writer has it (as every transcript and reply);
+    /// `MemoryBacklog` when `memory_queue_max` memories are waiting already.
     pub fn remember(&self, m: Memory) -> Result<(), PipelineError> {
         for (name, v) in [("namespace", &m.namespace), ("id", &m.id)] {
             if v.is_empty() {
@@ -275,6 +276,7 @@ impl PipelineHandle {
         if self.inner.closing.load(Ordering::SeqCst) {
             return Err(PipelineError::ShuttingDown);
         }
+        self.check_memory_room()?;
         self.inner.state.remember(m);
         Ok(())
     }

@@ -1111,6 +1111,20 @@ async fn a_full_memory_queue_refuses_new_memories_and_reports_none_written_until
         p.reply(reply("r0")),
         Err(PipelineError::MemoryBacklog { pending: 3 })
     );
+    let fact = Memory {
+        id: "c/f0".into(),
+        namespace: "ns".into(),
+        conversation: "c".into(),
+        speaker: "user".into(),
+        text: "the vet moved it".into(),
+        ts_ms: 1,
+        supersedes: vec!["c/u0".into()],
+        expires_at_ms: None,
+    };
+    assert_eq!(
+        p.remember(fact),
+        Err(PipelineError::MemoryBacklog { pending: 3 })
+    );
     assert_eq!(
         p.submit(transcript("c", "u3", "q3 text", true)),
         Err(PipelineError::MemoryBacklog { pending: 3 })
@@ -1134,7 +1148,7 @@ async fn a_full_memory_queue_refuses_new_memories_and_reports_none_written_until
             h.counters.memories_refused_backlog,
             h.memories_pending
         ),
-        (0, 2, 3)
+        (0, 3, 3)
     );
     assert!(writer.ids().is_empty());
 
@@ -1152,4 +1166,51 @@ async fn a_full_memory_queue_refuses_new_memories_and_reports_none_written_until
     p.shutdown().await.unwrap();
     assert!(writer.ids().contains("c/r1"));
     assert!(!writer.ids().contains("c/r0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn remember_stores_a_fact_with_what_it_replaces() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
+        .await
+        .unwrap();
+    let fact = Memory {
+        id: "c/u9".into(),
+        namespace: "ns".into(),
+        conversation: "c".into(),
+        speaker: "user".into(),
+        text: "the vet moved the appointment to Friday".into(),
+        ts_ms: 5,
+        supersedes: vec!["c/u3".into()],
+        expires_at_ms: Some(99),
+    };
+    for bad in [
+        Memory {
+            namespace: String::new(),
+            ..fact.clone()
+        },
+        Memory {
+            id: String::new(),
+            ..fact.clone()
+        },
+        Memory {
+            text: " ".into(),
+            ..fact.clone()
+        },
+    ] {
+        assert!(matches!(
+            p.remember(bad),
+            Err(PipelineError::InvalidRequest(_))
+        ));
+    }
+    p.remember(fact.clone()).unwrap();
+    // Shutdown flushes the writer's queue.
+    p.shutdown().await.unwrap();
+    let stored = f.writer.stored.lock().unwrap();
+    assert_eq!(stored.len(), 1, "only the valid one");
+    assert_eq!(
+        stored["c/u9"], fact,
+        "stored as given, supersedes and expiry included"
+    );
 }
