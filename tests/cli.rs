@@ -250,3 +250,68 @@ fn query_on_a_store_another_process_writes() {
     drop(serve.stdin.take());
     let _ = serve.wait();
 }
+
+#[test]
+fn query_flags_for_time_and_replaced_facts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let file = write(
+        tmp.path(),
+        "facts.jsonl",
+        r#"{"id":"m1","text":"Rex's vet appointment is on Tuesday","ts":"2026-03-02T10:00:00Z"}
+{"id":"m2","text":"the vet moved Rex's appointment to Friday","ts":"2026-03-04T10:00:00Z","supersedes":["m1"]}
+{"id":"m3","text":"the vet gate code is 4711","ts":"2026-03-04T11:00:00Z","expires_at":"2026-03-06T00:00:00Z"}
+"#,
+    );
+    assert!(
+        run(voicerag(&data).arg("ingest").arg(&file))
+            .status
+            .success()
+    );
+    let query = |extra: &[&str]| -> serde_json::Value {
+        let out = run(voicerag(&data)
+            .args([
+                "query",
+                "--json",
+                "--mode",
+                "bm25",
+                "--now",
+                "2026-03-10T12:00:00Z",
+            ])
+            .args(extra));
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(stdout(&out).trim()).expect("one JSON line")
+    };
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        let mut ids: Vec<String> = v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    // Replaced and expired facts leave default results; the flag brings them back.
+    assert_eq!(ids(&query(&["vet"])), vec!["m2"]);
+    assert_eq!(
+        ids(&query(&["--include-superseded", "vet"])),
+        vec!["m1", "m2", "m3"]
+    );
+    // The time window read from the query is in the JSON line; the flag turns reading off.
+    let v = query(&[
+        "--time-zone",
+        "Europe/Lisbon",
+        "what did the vet say last week",
+    ]);
+    assert_eq!(v["time_window"]["phrase"], "last week", "{v}");
+    assert_eq!(v["time_window"]["time_zone"], "Europe/Lisbon", "{v}");
+    assert_eq!(v["time_window"]["start_ms"], 1_772_409_600_000i64, "{v}");
+    assert!(v["time_window"]["use"].is_string(), "{v}");
+    let v = query(&["--no-time-windows", "what did the vet say last week"]);
+    assert!(v.get("time_window").is_none(), "{v}");
+    // A zone that does not exist is a usage error.
+    let out = run(voicerag(&data).args(["query", "--time-zone", "Mars/Olympus", "vet"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Mars/Olympus"), "{}", stderr(&out));
+}
