@@ -417,3 +417,91 @@ async fn retention_gives_a_new_memory_stream_its_max_age() {
     assert_eq!(info.config.max_age, Duration::from_secs(3600));
     serve.sigterm_exits_0().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_facts_and_time_windows_over_the_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalNatsServer::start(dir.path()).unwrap();
+    let url = server.url();
+    let nc = async_nats::connect(url.clone()).await.unwrap();
+    let js = jetstream::new(nc.clone());
+    let mut serve = Serve::start(&url, &dir.path().join("data"), "r1", "[]");
+    heartbeat(&nc, "r1").await;
+    let yesterday = chrono::Utc::now().timestamp() as f64 - 86_400.0;
+    let memories = [
+        (
+            "alice",
+            json!({"v": 2, "id": "c1/u1", "text": "the vet appointment is on Tuesday", "ts": yesterday}),
+        ),
+        (
+            "alice",
+            json!({"v": 2, "id": "c1/u2", "text": "the vet moved the appointment to Friday", "ts": yesterday + 60.0, "supersedes": ["c1/u1"]}),
+        ),
+        (
+            "bob",
+            json!({"v": 2, "id": "c1/u1", "text": "the vet appointment is on Monday", "ts": yesterday}),
+        ),
+        // Names an id bob does not have: nothing of alice's (who has it) changes.
+        (
+            "bob",
+            json!({"v": 2, "id": "c1/u5", "text": "the garden needs water", "ts": yesterday, "supersedes": ["c1/u2"]}),
+        ),
+    ];
+    for (ns, payload) in &memories {
+        let id = payload["id"].as_str().unwrap();
+        js.send_publish(
+            format!("voice.memory.{ns}.c1"),
+            PublishMessage::build()
+                .payload(serde_json::to_vec(payload).unwrap().into())
+                .message_id(format!("{ns}.{id}")),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    heartbeat_until(&nc, "r1", |b| stored(b) == 4).await;
+    let ask = |ns: &'static str, extra: Value| {
+        let nc = nc.clone();
+        async move {
+            let mut payload =
+                json!({"v": 2, "text": "vet appointment yesterday", "top_k": 10, "mode": "bm25"});
+            for (k, v) in extra.as_object().unwrap() {
+                payload[k] = v.clone();
+            }
+            let reply = nc
+                .request(
+                    format!("voice.query.{ns}"),
+                    serde_json::to_vec(&payload).unwrap().into(),
+                )
+                .await
+                .expect("query answered");
+            let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+            let mut ids: Vec<String> = v["hits"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no hits in {v}"))
+                .iter()
+                .map(|h| h["id"].as_str().unwrap().to_string())
+                .collect();
+            ids.sort();
+            (ids, v)
+        }
+    };
+    // BM25 finds what was stored after its next commit.
+    let until = Instant::now() + Duration::from_secs(30);
+    let (ids, v) = loop {
+        let (ids, v) = ask("alice", json!({"time_zone": "UTC"})).await;
+        if !ids.is_empty() || Instant::now() > until {
+            break (ids, v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ids, vec!["c1/u2"], "{v}");
+    assert_eq!(v["time_window"]["phrase"], "yesterday", "{v}");
+    let (ids, _) = ask("alice", json!({"include_superseded": true})).await;
+    assert_eq!(ids, vec!["c1/u1", "c1/u2"]);
+    let (ids, v) = ask("bob", json!({"time_windows": false})).await;
+    assert_eq!(ids, vec!["c1/u1"], "{v}");
+    assert!(v.get("time_window").is_none(), "{v}");
+    serve.sigterm_exits_0().await;
+}
