@@ -83,7 +83,8 @@ pub struct QueryArgs {
     /// The query text (or use --batch).
     #[arg(required_unless_present = "batch", conflicts_with = "batch")]
     pub text: Option<String>,
-    /// JSONL file of queries ({"id","text","namespace"?,"top_k"?,"mode"?,"conversation"?}).
+    /// JSONL file of queries ({"id","text","namespace"?,"top_k"?,"mode"?,"conversation"?,
+    /// "include_superseded"?,"time_zone"?}).
     #[arg(long, value_name = "QUERIES.jsonl")]
     pub batch: Option<PathBuf>,
     #[arg(long)]
