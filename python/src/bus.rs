@@ -439,6 +439,8 @@ impl BusClient {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
+            supersedes: Vec::new(),
+            expires_at_ms: None,
         };
         let payload = serde_json::to_vec(&MemoryMsg::from_memory(&memory)).map_err(bus_error)?;
         let (done, acked) = oneshot::channel();
@@ -480,6 +482,9 @@ impl BusClient {
             namespace: None,
             conversation,
             mode,
+            include_superseded: None,
+            time_zone: None,
+            time_windows: None,
         };
         let payload = serde_json::to_vec(&msg).map_err(bus_error)?;
         let inner = Arc::clone(&self.inner);

@@ -290,6 +290,8 @@ impl Pipeline {
             speaker: speaker.to_string(),
             text,
             ts_ms: ts_ms.unwrap_or_else(now_ms),
+            supersedes: Vec::new(),
+            expires_at_ms: None,
         };
         spawn(py, async move {
             let refused = tokio::task::spawn_blocking(move || store.commit(&[memory]))
