@@ -4,8 +4,8 @@
 //! - time: questions naming a time recall their memory far more often with time windows;
 //! - changed: a replaced or expired fact never ranks above its replacement (and does when
 //!   `--include-superseded` brings the replaced ones back: the check can fail);
-//! - misheard: names as a recogniser hears them. Held loosely: the phonetic field (issue 14
-//!   item 4) lands separately; tighten this floor once it does.
+//! - misheard: names as a recogniser hears them; held loosely (the set does not separate the
+//!   phonetic ranking: it scores the same with it off).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -67,7 +67,7 @@ fn conversational_set_holds_each_capability_against_its_absence() {
         "with everything: {on}\ntime windows off: {no_time}\nsuperseded included: {stale_back}"
     );
 
-    // Time (25 questions). Measured: recall@1 0.80 on vs 0.26 off, recall@3 1.00 vs 0.66.
+    // Time (25 questions). Measured: recall@1 0.80 on vs 0.30 off, recall@3 1.00 vs 0.66.
     let (t_on, t_off) = (group(&on, "time"), group(&no_time, "time"));
     assert_eq!(t_on["queries"], 25);
     assert!(
@@ -108,8 +108,9 @@ fn conversational_set_holds_each_capability_against_its_absence() {
         "{stale_back}"
     );
 
-    // Misheard names (11 questions): measured recall@3 0.95 before the phonetic field; a loose
-    // floor until it lands.
+    // Misheard names (11 questions): measured recall@3 0.95 (recall@1 0.86) with the phonetic
+    // ranking on and off alike: MiniLM and the other words of the question find these already.
+    // A loose floor: the set does not separate the phonetic ranking (see the README).
     let misheard = group(&on, "misheard");
     assert!(f(misheard, "recall@3") >= 0.8, "{misheard}");
 }
