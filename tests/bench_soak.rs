@@ -108,16 +108,24 @@ fn a_short_soak_in_process_answers_every_final_and_remembers_every_turn() {
 }
 
 #[test]
-fn a_short_soak_over_nats_answers_every_final() {
-    let s = soak(&["--bus"]);
-    check(&s, "bus");
-}
-
 #[test]
 fn the_before_settings_run_too() {
     // The "before" of issue 11 items 2 and 3: memories on the query's session, no micro-batching.
-    let s = soak(&["--shared-session", "--embed-batch-max", "1"]);
+    let s = soak(&[
+        "--shared-session",
+        "--embed-batch-max",
+        "1",
+        "--one-namespace",
+    ]);
     check(&s, "in-process");
     assert_eq!(s["shared_session"], true);
     assert_eq!(s["embed_batch_max"], 1);
+    assert_eq!(s["namespaces"], 1);
+}
+
+#[test]
+fn each_conversation_is_a_user_of_its_own_by_default() {
+    let s = soak(&["--bus"]);
+    check(&s, "bus");
+    assert_eq!(s["namespaces"], s["conversations"], "{s}");
 }

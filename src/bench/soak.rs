@@ -70,15 +70,28 @@ pub struct BenchSoakArgs {
     /// Memories stored before the load, so retrieval does real work.
     #[arg(long, default_value_t = 2000)]
     pub memories: usize,
+    /// Every conversation belongs to one user (one namespace that holds every memory of the run),
+    /// instead of each conversation being a user of its own, as in a deployment.
+    #[arg(long)]
+    pub one_namespace: bool,
 }
 
-const NAMESPACE: &str = "soak";
+/// The namespace a conversation's user has: `--one-namespace` puts them all in one.
+fn namespace_of(args: &BenchSoakArgs, conversation: usize) -> String {
+    if args.one_namespace {
+        "soak".to_string()
+    } else {
+        format!("soak-user{conversation}")
+    }
+}
 
 /// The summary (the `--json` line).
 #[derive(Debug, Default, Serialize)]
 pub struct SoakReport {
     pub mode: &'static str,
     pub conversations: usize,
+    /// Users (namespaces) the conversations belong to: one each, or one for all.
+    pub namespaces: usize,
     pub interval_ms: u64,
     pub seconds: f64,
     pub reranker: bool,
@@ -195,11 +208,18 @@ enum Target {
 }
 
 impl Target {
-    async fn send(&self, conversation: &str, utterance: &str, text: &str, is_final: bool) {
+    async fn send(
+        &self,
+        namespace: &str,
+        conversation: &str,
+        utterance: &str,
+        text: &str,
+        is_final: bool,
+    ) {
         match self {
             Target::InProcess(h) => {
                 let t = Transcript {
-                    namespace: NAMESPACE.into(),
+                    namespace: namespace.into(),
                     conversation: conversation.into(),
                     utterance: utterance.into(),
                     speaker: "user".into(),
@@ -215,7 +235,7 @@ impl Target {
                 let payload = serde_json::json!({
                     "v": 2, "utterance": utterance, "text": text, "final": is_final,
                 });
-                let subject = subjects.transcript(NAMESPACE, conversation);
+                let subject = subjects.transcript(namespace, conversation);
                 if let Err(e) = client.publish(subject, payload.to_string().into()).await {
                     tracing::warn!(error = %e, "soak publish failed");
                 }
@@ -223,11 +243,11 @@ impl Target {
         }
     }
 
-    async fn reply(&self, conversation: &str, utterance: &str, text: &str) {
+    async fn reply(&self, namespace: &str, conversation: &str, utterance: &str, text: &str) {
         match self {
             Target::InProcess(h) => {
                 let r = AgentReply {
-                    namespace: NAMESPACE.into(),
+                    namespace: namespace.into(),
                     conversation: conversation.into(),
                     utterance: utterance.into(),
                     text: text.into(),
@@ -240,7 +260,7 @@ impl Target {
                 let payload = serde_json::json!({
                     "v": 2, "utterance": utterance, "speaker": "agent", "text": text,
                 });
-                let subject = subjects.memory(NAMESPACE, conversation);
+                let subject = subjects.memory(namespace, conversation);
                 if let Err(e) = client.publish(subject, payload.to_string().into()).await {
                     tracing::warn!(error = %e, "soak reply publish failed");
                 }
@@ -271,7 +291,10 @@ pub async fn run(config: &Config, args: &BenchSoakArgs) -> anyhow::Result<ExitCo
         engines.memory_embedder = engines.embedder.clone();
     }
     let engines = Arc::new(engines);
-    seed(&engines, args.memories).await?;
+    let namespaces: Vec<String> = (0..args.conversations.max(1))
+        .map(|c| namespace_of(args, c))
+        .collect();
+    seed(&engines, args.memories, namespaces).await?;
 
     let report = if args.bus {
         let nats_dir = data.path().join("nats");
@@ -293,7 +316,7 @@ pub async fn run(config: &Config, args: &BenchSoakArgs) -> anyhow::Result<ExitCo
             .await
             .context("load client")?;
         let contexts = client
-            .subscribe(subjects.context(NAMESPACE, "*"))
+            .subscribe(subjects.context("*", "*"))
             .await
             .context("subscribe to contexts")?;
         client.flush().await.context("flush")?;
@@ -331,10 +354,11 @@ pub async fn run(config: &Config, args: &BenchSoakArgs) -> anyhow::Result<ExitCo
     engines.store.flush()?;
     report.memories_stored = engines.store.stats()?.memories;
     println!(
-        "bench soak ({}): {} conversations x ({} partials + final)/{} ms for {:.0} s, reranker {}, \
-         budget {} ms, embed_batch_max {}, {} session for memories",
+        "bench soak ({}): {} conversations ({} namespaces) x ({} partials + final)/{} ms for {:.0} s, \
+         reranker {}, budget {} ms, embed_batch_max {}, {} session for memories",
         report.mode,
         report.conversations,
+        report.namespaces,
         args.partials,
         report.interval_ms,
         report.seconds,
@@ -389,15 +413,15 @@ pub async fn run(config: &Config, args: &BenchSoakArgs) -> anyhow::Result<ExitCo
     })
 }
 
-/// Stores `n` synthetic memories (on the blocking pool).
-async fn seed(engines: &Arc<Engines>, n: usize) -> anyhow::Result<()> {
+/// Stores `n` synthetic memories, spread over the users' namespaces (on the blocking pool).
+async fn seed(engines: &Arc<Engines>, n: usize, namespaces: Vec<String>) -> anyhow::Result<()> {
     let engines = Arc::clone(engines);
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(13);
         let memories: Vec<Memory> = (0..n)
             .map(|i| Memory {
                 id: format!("seed{i}"),
-                namespace: NAMESPACE.into(),
+                namespace: namespaces[i % namespaces.len()].clone(),
                 conversation: format!("earlier{}", i / 20),
                 speaker: if i % 2 == 0 { "user" } else { "agent" }.into(),
                 text: synthetic_utterance(&mut rng),
@@ -442,6 +466,11 @@ async fn soak(
     let mut report = SoakReport {
         mode: if args.bus { "bus" } else { "in-process" },
         conversations: args.conversations,
+        namespaces: if args.one_namespace {
+            1
+        } else {
+            args.conversations
+        },
         interval_ms: args.interval_ms,
         reranker: !config.reranker.model_dir.is_empty(),
         shared_session: args.shared_session,
@@ -458,6 +487,7 @@ async fn soak(
     let load = async {
         let senders = (0..args.conversations).map(|c| {
             let conversation = format!("{run}-c{c}");
+            let namespace = namespace_of(args, c);
             let pending = pending.clone();
             let replies = replies.clone();
             let sentences = sentences.clone();
@@ -475,18 +505,28 @@ async fn soak(
                     for p in 1..=args.partials {
                         let cut = (words.len() * p / (args.partials + 1)).max(1);
                         target
-                            .send(&conversation, &utterance, &words[..cut].join(" "), false)
+                            .send(
+                                &namespace,
+                                &conversation,
+                                &utterance,
+                                &words[..cut].join(" "),
+                                false,
+                            )
                             .await;
                     }
                     if let Ok(mut p) = pending.lock() {
                         p.insert(memory_id(&conversation, &utterance));
                     }
-                    target.send(&conversation, &utterance, text, true).await;
+                    target
+                        .send(&namespace, &conversation, &utterance, text, true)
+                        .await;
                     let reply = (0..args.reply_sentences.max(1))
                         .map(|k| sentences[(c * 7 + n as usize + k) % sentences.len()].as_str())
                         .collect::<Vec<_>>()
                         .join(" ");
-                    target.reply(&conversation, &format!("a{n}"), &reply).await;
+                    target
+                        .reply(&namespace, &conversation, &format!("a{n}"), &reply)
+                        .await;
                     replies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     n += 1;
                 }
