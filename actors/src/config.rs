@@ -53,6 +53,11 @@ pub struct PipelineConfig {
     /// instead of waiting in RAM without bound; finals already accepted are still queued, so the
     /// queue can hold up to `queue_capacity + max_in_flight` more (default 10000).
     pub memory_queue_max: usize,
+    /// Memories waiting for the writer at which optional work stops: partials start no
+    /// speculation and finals are not reranked (outcome `skipped: backlog`) until the writer has
+    /// caught up, so the cores go to making memories durable before the queue refuses any
+    /// (default 1000; 0: never).
+    pub shed_optional_at: usize,
     /// A partial batch is written after this long (default 50).
     pub writer_flush_ms: u64,
     /// A memory write running longer than this counts as a hung writer and is restarted; longer than
@@ -98,6 +103,7 @@ impl Default for PipelineConfig {
             embed_batch_max: 16,
             writer_batch_size: 32,
             memory_queue_max: 10_000,
+            shed_optional_at: 1_000,
             writer_flush_ms: 50,
             writer_unresponsive_ms: 30_000,
             writer_retry_ms: 100,

@@ -245,7 +245,10 @@ impl Coordinator {
         if let Some(old) = u.speculation.take() {
             old.stop();
         }
-        if self.state.permits.available_permits() == 0 || t.text.trim().is_empty() {
+        if self.state.permits.available_permits() == 0
+            || self.state.memories_backlogged()
+            || t.text.trim().is_empty()
+        {
             return; // speculation is optional work: skip it when overloaded
         }
         let state = Arc::clone(&self.state);

@@ -204,6 +204,15 @@ pub(crate) async fn rerank(
     ) else {
         return (hits, RerankOutcome::Off, None, Duration::ZERO);
     };
+    if state.memories_backlogged() {
+        // Optional work yields to memories waiting to become durable.
+        return (
+            hits,
+            RerankOutcome::Skipped("backlog".into()),
+            None,
+            Duration::ZERO,
+        );
+    }
     let registry = Arc::clone(&state.registry);
     if hits.is_empty() {
         return (

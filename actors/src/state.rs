@@ -62,6 +62,13 @@ impl PipelineState {
         }
     }
 
+    /// Whether the memory writer is so far behind that optional work (speculation, reranking)
+    /// is skipped (`shed_optional_at`).
+    pub(crate) fn memories_backlogged(&self) -> bool {
+        let at = self.config.shed_optional_at;
+        at > 0 && self.memories.len() >= at
+    }
+
     /// An immediate answer for a request the pipeline had no time or room to serve.
     pub(crate) fn shed_result(&self, t: &Transcript) -> ContextResult {
         ContextResult::without_hits(

@@ -1214,3 +1214,58 @@ async fn remember_stores_a_fact_with_what_it_replaces() {
         "stored as given, supersedes and expiry included"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_memory_backlog_sheds_reranking_and_speculation_until_the_writer_catches_up() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let writer = FakeWriter::new(0, no_faults());
+    writer.down.store(true, SeqCst);
+    let stages = Stages {
+        writer: writer.clone(),
+        ..f.stages(true)
+    };
+    let config = PipelineConfig {
+        memory_queue_max: 100,
+        shed_optional_at: 2,
+        writer_batch_size: 2,
+        writer_flush_ms: 50,
+        writer_retry_ms: 10,
+        ..Default::default()
+    };
+    let p = Pipeline::start(stages, config).await.unwrap();
+    let mut results = p.results();
+    let backlog = RerankOutcome::Skipped("backlog".into());
+    // One memory waiting: below the mark, the final is reranked.
+    p.submit(transcript("c", "u0", "q0 text", true)).unwrap();
+    assert_ne!(next(&mut results).await.rerank, backlog);
+    p.submit(transcript("c", "u1", "q1 text", true)).unwrap();
+    next(&mut results).await;
+    assert!(until(|| p.health().memories_pending == 2, 1000).await);
+
+    // At the mark: a partial starts no speculation, and the final is answered unreranked.
+    p.submit(transcript("c", "u2", "q2 partial words", false))
+        .unwrap();
+    advance_ms(50).await;
+    assert!(
+        !f.embedder
+            .texts
+            .lock()
+            .unwrap()
+            .contains_key("q2 partial words"),
+        "a partial speculated during a memory backlog"
+    );
+    p.submit(transcript("c", "u2", "q2 text", true)).unwrap();
+    let r = next(&mut results).await;
+    assert_eq!(r.rerank, backlog);
+    assert!(r.degraded.is_none(), "{:?}", r.degraded);
+    assert!(!r.hits.is_empty());
+
+    // The writer is back and drains the queue: reranking returns.
+    writer.down.store(false, SeqCst);
+    advance_ms(6000).await;
+    assert!(until(|| p.health().memories_pending < 2, 1000).await);
+    p.submit(transcript("c", "u3", "q3 text", true)).unwrap();
+    assert_ne!(next(&mut results).await.rerank, backlog);
+    p.shutdown().await.unwrap();
+}
