@@ -108,7 +108,6 @@ fn a_short_soak_in_process_answers_every_final_and_remembers_every_turn() {
 }
 
 #[test]
-#[test]
 fn the_before_settings_run_too() {
     // The "before" of issue 11 items 2 and 3: memories on the query's session, no micro-batching.
     let s = soak(&[
