@@ -25,12 +25,12 @@ from typing import Any, Callable
 from livekit.agents.llm import ChatContext, ChatMessage
 
 from voicerag._native import ContextResult, VoiceragError
-from voicerag.memories import format_memories, is_memory_message, watch
+from voicerag.memories import ConversationTurns, format_memories, is_memory_message, watch
 
 logger = logging.getLogger("voicerag.livekit")
 
 
-class VoiceragTurnHook:
+class VoiceragTurnHook(ConversationTurns):
     """One conversation's link between a LiveKit agent and voicerag."""
 
     def __init__(
@@ -51,34 +51,15 @@ class VoiceragTurnHook:
             timeout_s: a guard only (voicerag answers by its own deadline): past it the turn goes
                 on without memories and a warning is logged.
         """
-        if not namespace or not conversation:
-            raise ValueError("VoiceragTurnHook needs a non-empty namespace and conversation")
-        self.source = source
-        self.namespace = namespace
-        self.conversation = conversation
-        self.speaker = speaker
-        self.timeout_s = timeout_s
-        self.on_context = on_context
-        self._turn = 1
-        self._last_final_utterance: str | None = None
-        self._replies_this_turn = 0
+        super().__init__(
+            source,
+            namespace=namespace,
+            conversation=conversation,
+            speaker=speaker,
+            timeout_s=timeout_s,
+            on_context=on_context,
+        )
         self._remembered_items: set[str] = set()
-        self.last_result: ContextResult | None = None
-
-    @property
-    def utterance(self) -> str:
-        """The id of the utterance being transcribed."""
-        return f"u{self._turn}"
-
-    def _transcript(self, text: str, is_final: bool) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "conversation": self.conversation,
-            "utterance": self.utterance,
-            "speaker": self.speaker,
-            "text": text,
-            "is_final": is_final,
-        }
 
     def interim(self, text: str) -> None:
         """Feeds an interim transcript of the current utterance (voicerag speculates on it)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from voicerag._native import ContextResult
 
@@ -43,3 +43,46 @@ def watch(outcome: Any, what: str) -> None:
             _log.warning("voicerag: %s failed: %s", what, future.exception())
 
     outcome.add_done_callback(done)
+
+
+class ConversationTurns:
+    """One conversation's ids and turn state, shared by the framework integrations: whose
+    memories (namespace), which conversation, the current utterance and the last recall."""
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        namespace: str,
+        conversation: str,
+        speaker: str,
+        timeout_s: float,
+        on_context: Callable[[ContextResult], Any] | None,
+    ) -> None:
+        if not namespace or not conversation:
+            raise ValueError(f"{type(self).__name__} needs a non-empty namespace and conversation")
+        self.source = source
+        self.namespace = namespace
+        self.conversation = conversation
+        self.speaker = speaker
+        self.timeout_s = timeout_s
+        self.on_context = on_context
+        self._turn = 1
+        self._last_final_utterance: str | None = None
+        self._replies_this_turn = 0
+        self.last_result: ContextResult | None = None
+
+    @property
+    def utterance(self) -> str:
+        """The id of the utterance being transcribed."""
+        return f"u{self._turn}"
+
+    def _transcript(self, text: str, is_final: bool) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "conversation": self.conversation,
+            "utterance": self.utterance,
+            "speaker": self.speaker,
+            "text": text,
+            "is_final": is_final,
+        }

@@ -39,7 +39,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from voicerag._native import ContextResult, VoiceragError
-from voicerag.memories import format_memories, is_memory_message, watch
+from voicerag.memories import ConversationTurns, format_memories, is_memory_message, watch
 
 
 class ContextSource(Protocol):
@@ -62,7 +62,7 @@ def _replace_memories(message: dict[str, Any] | None) -> Callable[[list], list]:
     return transform
 
 
-class VoiceragMemory:
+class VoiceragMemory(ConversationTurns):
     """Shared state of one conversation's processor pair: ids, the current turn, the last recall."""
 
     def __init__(
@@ -85,33 +85,14 @@ class VoiceragMemory:
                 on without memories (a dead bus, say) and a warning is logged.
             on_context: called with each final's :class:`ContextResult` (metrics, logging).
         """
-        if not namespace or not conversation:
-            raise ValueError("VoiceragMemory needs a non-empty namespace and conversation")
-        self.source = source
-        self.namespace = namespace
-        self.conversation = conversation
-        self.speaker = speaker
-        self.timeout_s = timeout_s
-        self.on_context = on_context
-        self._turn = 1
-        self._last_final_utterance: str | None = None
-        self._replies_this_turn = 0
-        self.last_result: ContextResult | None = None
-
-    @property
-    def utterance(self) -> str:
-        """The id of the utterance being transcribed."""
-        return f"u{self._turn}"
-
-    def _transcript(self, text: str, is_final: bool) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "conversation": self.conversation,
-            "utterance": self.utterance,
-            "speaker": self.speaker,
-            "text": text,
-            "is_final": is_final,
-        }
+        super().__init__(
+            source,
+            namespace=namespace,
+            conversation=conversation,
+            speaker=speaker,
+            timeout_s=timeout_s,
+            on_context=on_context,
+        )
 
     def user(self, **kwargs: Any) -> "VoiceragUserProcessor":
         """The processor to place after the STT service (one per pipeline)."""
