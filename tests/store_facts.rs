@@ -655,3 +655,40 @@ fn a_reindex_keeps_what_was_superseded_and_what_expires() {
         }
     }
 }
+
+#[test]
+fn superseded_memories_take_no_place_in_a_bm25_page() {
+    // BM25's best matches are both replaced: the page of one must still hold the visible one.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let text = "Rex vet appointment: the vet said Rex's vet appointment is Tuesday";
+    store
+        .add(vec![
+            mem("u", "c1", "old1", "user", NOW - 5 * DAY, text),
+            mem("u", "c1", "old2", "user", NOW - 4 * DAY, text),
+        ])
+        .unwrap();
+    store
+        .add(vec![replacing(
+            mem(
+                "u",
+                "c2",
+                "new",
+                "user",
+                NOW - DAY,
+                "Rex's appointment moved to Friday",
+            ),
+            &["old1", "old2"],
+        )])
+        .unwrap();
+    store.flush().unwrap();
+    let req = at_now(request("u", "Rex vet appointment", SearchMode::Bm25, 1));
+    assert_eq!(ids(&store.search(&req).unwrap()), vec!["new"]);
+    let mut all = req.clone();
+    all.filter.include_superseded = true;
+    assert_ne!(
+        ids(&store.search(&all).unwrap()),
+        vec!["new"],
+        "the replaced ones rank first"
+    );
+}

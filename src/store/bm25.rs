@@ -6,7 +6,8 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Mutex;
 
-use tantivy::collector::TopDocs;
+use roaring::RoaringBitmap;
+use tantivy::collector::{FilterCollector, TopDocs};
 use tantivy::query::{
     BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
 };
@@ -48,6 +49,9 @@ pub struct Bm25Filter<'a> {
     pub until_ms: Option<i64>,
     /// Memory ids to leave out (the most recent turns).
     pub exclude_ids: &'a [String],
+    /// Chunks to leave out (superseded, expired): dropped as documents are collected, so the top
+    /// `n` are `n` visible ones.
+    pub hidden: &'a RoaringBitmap,
 }
 
 pub struct Bm25 {
@@ -368,7 +372,17 @@ impl Bm25 {
                 (score, std::cmp::Reverse(chunk))
             }
         });
-        let top = searcher.search(&query, &collector)?;
+        let top = if filter.hidden.is_empty() {
+            searcher.search(&query, &collector)?
+        } else {
+            let hidden = std::sync::Arc::new(filter.hidden.clone());
+            let visible =
+                move |chunk: u64| u32::try_from(chunk).map_or(true, |c| !hidden.contains(c));
+            searcher.search(
+                &query,
+                &FilterCollector::new("chunk".to_string(), visible, collector),
+            )?
+        };
         Ok(top
             .into_iter()
             .filter(|((_, chunk), _)| chunk.0 != u64::MAX)

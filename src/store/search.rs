@@ -228,15 +228,15 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Retrieved, S
         since_ms: f.since_ms,
         until_ms: f.until_ms,
         exclude_ids: &exclude_ids,
+        hidden: &hidden,
     };
     // Words are matched without the query's time phrase (it names no fact).
     let words = time
         .as_ref()
         .map_or(req.text.as_str(), |t| t.words.as_str());
     let bm25_list = if want_bm25 {
-        // Hidden chunks are dropped after BM25: ask for as many more (bounded).
-        let extra = (hidden.len() as usize).min(4 * n);
-        let hits = s.bm25.search(words, &filter, n + extra)?;
+        // Hidden chunks never reach the page (the filter drops them as BM25 collects).
+        let hits = s.bm25.search(words, &filter, n)?;
         records.dedupe(hits, n)?
     } else {
         Vec::new()
