@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from typing import Any
 
 from livekit.agents.llm import ChatContext, ChatMessage
 
@@ -33,32 +33,9 @@ logger = logging.getLogger("voicerag.livekit")
 class VoiceragTurnHook(ConversationTurns):
     """One conversation's link between a LiveKit agent and voicerag."""
 
-    def __init__(
-        self,
-        source: Any,
-        *,
-        namespace: str,
-        conversation: str,
-        speaker: str = "user",
-        timeout_s: float = 1.0,
-        on_context: Callable[[ContextResult], Any] | None = None,
-    ) -> None:
-        """
-        Args:
-            source: a started :class:`voicerag.Pipeline` or a connected :class:`voicerag.BusClient`.
-            namespace: whose memories these are (the user id); never shared between users.
-            conversation: this session's id (memory ids are ``<conversation>/<utterance>``).
-            timeout_s: a guard only (voicerag answers by its own deadline): past it the turn goes
-                on without memories and a warning is logged.
-        """
-        super().__init__(
-            source,
-            namespace=namespace,
-            conversation=conversation,
-            speaker=speaker,
-            timeout_s=timeout_s,
-            on_context=on_context,
-        )
+    def __init__(self, source: Any, **turns: Any) -> None:
+        """Takes :class:`~voicerag.memories.ConversationTurns`'s arguments."""
+        super().__init__(source, **turns)
         self._remembered_items: set[str] = set()
 
     def interim(self, text: str) -> None:

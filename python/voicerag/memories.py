@@ -55,10 +55,20 @@ class ConversationTurns:
         *,
         namespace: str,
         conversation: str,
-        speaker: str,
-        timeout_s: float,
-        on_context: Callable[[ContextResult], Any] | None,
+        speaker: str = "user",
+        timeout_s: float = 1.0,
+        on_context: Callable[[ContextResult], Any] | None = None,
     ) -> None:
+        """
+        Args:
+            source: a started :class:`voicerag.Pipeline` or a connected :class:`voicerag.BusClient`.
+            namespace: whose memories these are (the user id); never shared between users.
+            conversation: this session's id (memory ids are ``<conversation>/<utterance>``).
+            speaker: the speaker name stored with the user's finals.
+            timeout_s: a guard only: voicerag answers by its own deadline; past this the turn goes
+                on without memories (a dead bus, say) and a warning is logged.
+            on_context: called with each final's :class:`ContextResult` (metrics, logging).
+        """
         if not namespace or not conversation:
             raise ValueError(f"{type(self).__name__} needs a non-empty namespace and conversation")
         self.source = source

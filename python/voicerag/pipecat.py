@@ -63,36 +63,9 @@ def _replace_memories(message: dict[str, Any] | None) -> Callable[[list], list]:
 
 
 class VoiceragMemory(ConversationTurns):
-    """Shared state of one conversation's processor pair: ids, the current turn, the last recall."""
-
-    def __init__(
-        self,
-        source: ContextSource,
-        *,
-        namespace: str,
-        conversation: str,
-        speaker: str = "user",
-        timeout_s: float = 1.0,
-        on_context: Callable[[ContextResult], Any] | None = None,
-    ) -> None:
-        """
-        Args:
-            source: a started :class:`voicerag.Pipeline` or a connected :class:`voicerag.BusClient`.
-            namespace: whose memories these are (the user id); never shared between users.
-            conversation: this session's id (memory ids are ``<conversation>/<utterance>``).
-            speaker: the speaker name stored with the user's finals.
-            timeout_s: a guard only: voicerag answers by its own deadline; past this the turn goes
-                on without memories (a dead bus, say) and a warning is logged.
-            on_context: called with each final's :class:`ContextResult` (metrics, logging).
-        """
-        super().__init__(
-            source,
-            namespace=namespace,
-            conversation=conversation,
-            speaker=speaker,
-            timeout_s=timeout_s,
-            on_context=on_context,
-        )
+    """Shared state of one conversation's processor pair: ids, the current turn, the last recall.
+    Takes :class:`~voicerag.memories.ConversationTurns`'s arguments (``source`` is a
+    :class:`ContextSource`)."""
 
     def user(self, **kwargs: Any) -> "VoiceragUserProcessor":
         """The processor to place after the STT service (one per pipeline)."""
