@@ -4,7 +4,7 @@
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use roaring::RoaringBitmap;
 use tantivy::collector::{FilterCollector, TopDocs};
@@ -51,7 +51,7 @@ pub struct Bm25Filter<'a> {
     pub exclude_ids: &'a [String],
     /// Chunks to leave out (superseded, expired): dropped as documents are collected, so the top
     /// `n` are `n` visible ones.
-    pub hidden: &'a RoaringBitmap,
+    pub hidden: &'a Arc<RoaringBitmap>,
 }
 
 pub struct Bm25 {
@@ -375,7 +375,7 @@ impl Bm25 {
         let top = if filter.hidden.is_empty() {
             searcher.search(&query, &collector)?
         } else {
-            let hidden = std::sync::Arc::new(filter.hidden.clone());
+            let hidden = Arc::clone(filter.hidden);
             let visible =
                 move |chunk: u64| u32::try_from(chunk).map_or(true, |c| !hidden.contains(c));
             searcher.search(

@@ -160,11 +160,12 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Retrieved, S
         .time
         .now_ms
         .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-    let hidden = if req.filter.include_superseded {
+    // Shared (not copied) with the BM25 collectors' filters, which must own what they test.
+    let hidden = std::sync::Arc::new(if req.filter.include_superseded {
         RoaringBitmap::new()
     } else {
         superseded::hidden_chunks(dbs, &rtxn, ns, now_ms)?
-    };
+    });
     let time = time_window::apply(&s.retrieval, dbs, &rtxn, req, now_ms, &hidden)?;
     // A filtering window narrows the request's own time bounds.
     let mut narrowed;
@@ -207,7 +208,7 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Retrieved, S
             let mut hits = Vec::new();
             if let Some(index) = index {
                 let (ns_len, mut cands) = candidates(dbs, &rtxn, ns, f, &exclude_ids)?;
-                cands -= &hidden;
+                cands -= hidden.as_ref();
                 let filtered = cands.len() < ns_len;
                 hits = if s.exact.covers(ns_len) {
                     let only = filtered.then_some(&cands);
