@@ -130,6 +130,7 @@ async fn calibrated_cost(stages: &Stages, config: &PipelineConfig) -> RerankCost
             if cost.calibrate(&calibration) {
                 tracing::info!(
                     ns_per_token = cost.ns_per_token() as u64,
+                    spread = format!("{:.3}", cost.spread()),
                     runs = calibration.runs.len(),
                     "reranker calibrated"
                 );

@@ -25,11 +25,20 @@ const JUMP: f64 = 2.0;
 const PROBE_EVERY: u32 = 8;
 /// Most skips between probes, however many probes timed out.
 const PROBE_MAX: u32 = 64;
+/// Plans leave room for this many spreads of the runs' cost around the estimate.
+const SPREAD_ROOM: f64 = 2.0;
+/// Most spread counted: planning never assumes more than 1 + SPREAD_ROOM * SPREAD_MAX times the
+/// estimate.
+const SPREAD_MAX: f64 = 0.25;
 
 /// Online estimate of the reranker's cost per pair token.
 #[derive(Debug, Clone)]
 pub struct RerankCost {
     ns_per_token: f64,
+    /// Spread of finished runs' cost around the estimate (root mean square of sample/estimate - 1,
+    /// moving): runs vary with pair lengths and the machine, and a plan that fills the budget at
+    /// the mean estimate runs past it on every slower run.
+    spread: f64,
     runs: u64,
     /// Skips for budget since the last run.
     skips: u32,
@@ -41,6 +50,7 @@ impl RerankCost {
     pub fn new(initial_ns_per_token: u64) -> Self {
         Self {
             ns_per_token: initial_ns_per_token.max(1) as f64,
+            spread: 0.0,
             runs: 0,
             skips: 0,
             probe_after: PROBE_EVERY,
@@ -50,6 +60,11 @@ impl RerankCost {
     /// Current estimate, in nanoseconds per token.
     pub fn ns_per_token(&self) -> f64 {
         self.ns_per_token
+    }
+
+    /// Relative spread of runs' cost around the estimate (0.1: runs typically 10% off).
+    pub fn spread(&self) -> f64 {
+        self.spread
     }
 
     /// Runs observed so far.
@@ -70,6 +85,15 @@ impl RerankCost {
         if tokens > 0 {
             let ns: f64 = calibration.runs.iter().map(|r| r.1.as_nanos() as f64).sum();
             self.ns_per_token = (ns / tokens as f64).max(1.0);
+            let deviations: Vec<f64> = calibration
+                .runs
+                .iter()
+                .filter(|r| r.0 > 0)
+                .map(|r| (r.1.as_nanos() as f64 / r.0 as f64 / self.ns_per_token - 1.0).powi(2))
+                .collect();
+            self.spread = (deviations.iter().sum::<f64>() / deviations.len().max(1) as f64)
+                .sqrt()
+                .min(SPREAD_MAX);
             self.runs += 1;
             return true;
         }
@@ -92,8 +116,11 @@ impl RerankCost {
         // The first measurement replaces the configured guess outright, and so does one that says
         // the estimate is stale rather than noisy.
         self.ns_per_token = if self.runs == 0 || !(1.0 / JUMP..=JUMP).contains(&ratio) {
+            // A stale estimate, not noise: the spread learns nothing from it.
             sample
         } else {
+            let variance = ALPHA * (ratio - 1.0).powi(2) + (1.0 - ALPHA) * self.spread.powi(2);
+            self.spread = variance.sqrt().min(SPREAD_MAX);
             ALPHA * sample + (1.0 - ALPHA) * self.ns_per_token
         };
         self.ns_per_token = self.ns_per_token.max(1.0);
@@ -125,12 +152,14 @@ impl RerankCost {
     }
 
     /// How many of the top candidates (in order, with these pair token counts) can be reranked in
-    /// `time_left`. 0 means none fits.
+    /// `time_left`, leaving room for a run slower than the estimate by the spread seen so far. 0
+    /// means none fits.
     pub fn choose(&self, pair_tokens: &[usize], time_left: Duration) -> usize {
         let budget_ns = time_left.as_nanos() as f64;
+        let per_token = self.ns_per_token * (1.0 + SPREAD_ROOM * self.spread);
         let mut total = 0.0;
         for (i, &t) in pair_tokens.iter().enumerate() {
-            total += t as f64 * self.ns_per_token;
+            total += t as f64 * per_token;
             if total > budget_ns {
                 return i;
             }
@@ -495,6 +524,69 @@ mod tests {
             .expect("reranked again");
         assert!(first < 20 && out.iter().all(|&(_, late)| !late), "{out:?}");
         assert_eq!(out[first + 1].0, 7, "{out:?}");
+    }
+
+    /// [`simulate`] against a reranker whose cost varies from run to run: `true_ns` times 1 plus a
+    /// fixed pseudo-random draw in [-noise, noise]. With `mean_only` every plan ignores the spread.
+    /// Returns the runs that timed out.
+    fn simulate_noisy(
+        cost: &mut RerankCost,
+        true_ns: u64,
+        noise: f64,
+        requests: usize,
+        mean_only: bool,
+    ) -> usize {
+        let (plan, stop) = (Duration::from_millis(93), Duration::from_millis(98));
+        let tokens = [60; 20];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut timeouts = 0;
+        for _ in 0..requests {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let draw = (seed >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+            if mean_only {
+                cost.spread = 0.0;
+            }
+            let m = cost.plan(&tokens, plan);
+            if m == 0 {
+                continue;
+            }
+            let ns = true_ns as f64 * (1.0 + noise * (2.0 * draw - 1.0)) * (60 * m) as f64;
+            let took = Duration::from_nanos(ns as u64);
+            if took > stop {
+                cost.observe_timeout(60 * m, stop);
+                timeouts += 1;
+            } else {
+                cost.observe(60 * m, took);
+            }
+        }
+        timeouts
+    }
+
+    #[test]
+    fn runs_that_vary_leave_room_for_the_slower_ones() {
+        // The cost varies by up to 15% from run to run: a plan that fills 93 ms at the mean
+        // estimate runs past 98 ms whenever a run is more than about 6% slow.
+        let calibrated = |spread_runs: &[(usize, u64)]| {
+            let mut cost = RerankCost::new(20_000);
+            let runs = spread_runs
+                .iter()
+                .map(|&(t, ns)| (t, Duration::from_nanos(t as u64 * ns)))
+                .collect();
+            cost.calibrate(&Calibration { runs, cut: None });
+            cost
+        };
+        // Calibration runs that differ say so from the start.
+        let mut cost = calibrated(&[(120, 200_000), (240, 240_000), (480, 220_000)]);
+        assert!(cost.spread() > 0.05, "{}", cost.spread());
+        let timeouts = simulate_noisy(&mut cost, 220_000, 0.15, 300, false);
+        assert!(timeouts <= 2, "{timeouts} timeouts in 300");
+        assert!(cost.spread() > 0.05 && cost.spread() <= SPREAD_MAX);
+        // Planning at the mean alone (what spread 0 gives) times out again and again.
+        let mut mean_only = calibrated(&[(120, 220_000)]);
+        let late = simulate_noisy(&mut mean_only, 220_000, 0.15, 300, true);
+        assert!(late >= 20, "{late} timeouts in 300 at the mean");
     }
 
     /// Spends `ns_per_token` of real time a pair token, stopping when cancelled.
