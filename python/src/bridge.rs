@@ -1,10 +1,17 @@
 //! Rust futures as asyncio futures: the work runs on voicerag's tokio runtime, with the GIL
-//! released; the result is handed to the awaiting event loop with `call_soon_threadsafe`, so the
-//! loop never blocks and no Python thread waits on Rust.
+//! released, and the loop never blocks and no Python thread waits on Rust.
+//!
+//! Hand-off: a finished future never takes the GIL on its tokio thread. It puts its outcome in the
+//! loop's [`Inbox`] and, only if the inbox was empty, writes one byte to a socket the loop watches
+//! (`add_reader`). The loop, woken like any I/O, drains the inbox in one callback: converts the
+//! values to Python objects and completes the futures. This costs one wake-up per batch and no
+//! GIL hand-over between threads (taking the GIL on a tokio thread, as `call_soon_threadsafe`
+//! needs, wakes the loop only to make it wait for the GIL). A loop that cannot watch a socket or
+//! hold the inbox (no `add_reader`, no instance attributes) gets `call_soon_threadsafe`.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::FutureExt;
 use pyo3::exceptions::PyRuntimeError;
@@ -12,10 +19,13 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
 use crate::errors::panic_error;
+use crate::trace;
 
 static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-static RESOLVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The loop attribute holding its [`LoopInbox`].
+const INBOX_ATTR: &str = "_voicerag_inbox";
 
 /// The process's tokio runtime for every pipeline and bus client (started on first use).
 pub fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
@@ -31,8 +41,8 @@ pub fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
     Ok(RUNTIME.get_or_init(|| rt))
 }
 
-/// A value a finished Rust future hands to Python (converted with the GIL held, on the tokio
-/// thread that finished it).
+/// A value a finished Rust future hands to Python (converted on the event loop's thread, which
+/// holds the GIL already).
 pub trait ToPython: Send + 'static {
     fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>>;
 }
@@ -70,18 +80,221 @@ impl<T: pyo3::PyClass + Into<pyo3::PyClassInitializer<T>> + Send + 'static> ToPy
 /// A pyclass value returned from a future.
 pub struct Wrap<T>(pub T);
 
-/// Resolves an asyncio future unless it was cancelled meanwhile (runs on the event loop).
-#[pyfunction]
-fn resolve_future(future: &Bound<'_, PyAny>, ok: bool, value: Bound<'_, PyAny>) -> PyResult<()> {
-    if future.call_method0("done")?.is_truthy()? {
-        return Ok(());
+type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+
+/// How a future ended: its value, still to be converted to Python, or its exception.
+enum Outcome {
+    Value(Convert),
+    Error(PyErr),
+}
+
+/// A finished future's outcome on its way to the asyncio future awaiting it.
+struct Completion {
+    future: Py<PyAny>,
+    outcome: Outcome,
+    #[cfg_attr(not(feature = "latency-trace"), allow(dead_code))]
+    call: u64,
+}
+
+impl Completion {
+    /// Completes the asyncio future (on its loop's thread), unless it was cancelled meanwhile:
+    /// the caller stopped waiting, and the work itself (a memory written, a query served) is done.
+    fn resolve(self, py: Python<'_>) {
+        let future = self.future.bind(py);
+        trace::mark(self.call, "loop: resolving");
+        match future.call_method0("done").and_then(|d| d.is_truthy()) {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(e) => return e.write_unraisable(py, Some(future)),
+        }
+        let converted = match self.outcome {
+            // A panic while converting must neither abort Python nor strand the other futures of
+            // the batch: it becomes this future's exception.
+            Outcome::Value(convert) => std::panic::catch_unwind(AssertUnwindSafe(|| convert(py)))
+                .unwrap_or_else(|p| Err(panic_error(p))),
+            Outcome::Error(e) => Err(e),
+        };
+        let done = match converted {
+            Ok(value) => future.call_method1("set_result", (value,)),
+            Err(e) => future.call_method1("set_exception", (e.into_value(py),)),
+        };
+        if let Err(e) = done {
+            e.write_unraisable(py, Some(future));
+        }
+        trace::mark(self.call, "loop: resolved");
     }
-    if ok {
-        future.call_method1("set_result", (value,))?;
-    } else {
-        future.call_method1("set_exception", (value,))?;
+}
+
+/// Completions waiting for one loop, and the socket that wakes it.
+struct Inbox {
+    /// The completions, and whether a wake-up byte is on its way since the loop last drained.
+    pending: Mutex<(Vec<Completion>, bool)>,
+    #[cfg(unix)]
+    bell: std::os::unix::net::UnixStream,
+}
+
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<Completion>, bool)> {
+        // Only pushes and takes happen under the lock: the queue stays valid even if poisoned.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
-    Ok(())
+
+    /// Queues a completion; wakes the loop unless a wake-up is already on its way (no GIL).
+    fn deliver(&self, c: Completion) {
+        let ring = {
+            let mut pending = self.lock();
+            pending.0.push(c);
+            !std::mem::replace(&mut pending.1, true)
+        };
+        if ring {
+            #[cfg(unix)]
+            {
+                use std::io::Write;
+                // WouldBlock means the socket holds unread bytes already: the loop will wake.
+                let _ = (&self.bell).write(&[1]);
+            }
+        }
+    }
+}
+
+/// The [`Inbox`] of one event loop, kept on the loop (attribute `_voicerag_inbox`) so it lives
+/// exactly as long as the loop and is found with one attribute lookup.
+#[pyclass(module = "voicerag._native", name = "_LoopInbox", frozen)]
+struct LoopInbox {
+    inbox: Arc<Inbox>,
+    #[cfg(unix)]
+    reader: std::os::unix::net::UnixStream,
+}
+
+#[pymethods]
+impl LoopInbox {
+    /// The loop's reader callback: completes every queued future.
+    fn _drain(&self, py: Python<'_>) {
+        #[cfg(unix)]
+        {
+            use std::io::Read;
+            // Read the wake-up bytes before taking the queue: a completion queued after the take
+            // rings again, so none waits for a wake-up that was already consumed.
+            let mut buf = [0u8; 64];
+            loop {
+                match (&self.reader).read(&mut buf) {
+                    Ok(n) if n > 0 => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    _ => break,
+                }
+            }
+        }
+        let batch = {
+            let mut pending = self.inbox.lock();
+            pending.1 = false;
+            std::mem::take(&mut pending.0)
+        };
+        for c in batch {
+            c.resolve(py);
+        }
+    }
+}
+
+/// A completion handed over with `call_soon_threadsafe` (loops without an inbox).
+#[pyclass(module = "voicerag._native", name = "_Completion", frozen)]
+struct ThreadsafeCompletion(Mutex<Option<Completion>>);
+
+#[pymethods]
+impl ThreadsafeCompletion {
+    fn __call__(&self, py: Python<'_>) {
+        let taken = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(c) = taken {
+            c.resolve(py);
+        }
+    }
+}
+
+/// Where a future's completion goes.
+enum Target {
+    Inbox(Arc<Inbox>),
+    Threadsafe(Py<PyAny>),
+}
+
+impl Target {
+    /// Called on a tokio thread when the work is done.
+    fn deliver(self, c: Completion) {
+        match self {
+            Target::Inbox(inbox) => inbox.deliver(c),
+            Target::Threadsafe(event_loop) => Python::attach(|py| {
+                let handoff = ThreadsafeCompletion(Mutex::new(Some(c)));
+                let sent = Py::new(py, handoff).and_then(|h| {
+                    event_loop
+                        .bind(py)
+                        .call_method1("call_soon_threadsafe", (h,))
+                        .map(drop)
+                });
+                // A closed loop refuses the call: nobody can await the future any more.
+                drop(sent);
+            }),
+        }
+    }
+}
+
+/// Whether the old hand-off (`call_soon_threadsafe` from the tokio thread, with the GIL) is
+/// forced: for A/B latency comparisons only (feature `latency-trace`).
+#[cfg(feature = "latency-trace")]
+pub static FORCE_THREADSAFE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The loop's inbox, made and registered on first use; `None` for a loop that cannot have one.
+fn inbox_of(event_loop: &Bound<'_, PyAny>) -> PyResult<Option<Arc<Inbox>>> {
+    #[cfg(feature = "latency-trace")]
+    if FORCE_THREADSAFE.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(None);
+    }
+    if let Ok(found) = event_loop.getattr(INBOX_ATTR)
+        && let Ok(inbox) = found.cast::<LoopInbox>()
+    {
+        return Ok(Some(Arc::clone(&inbox.get().inbox)));
+    }
+    new_inbox(event_loop)
+}
+
+#[cfg(unix)]
+fn new_inbox(event_loop: &Bound<'_, PyAny>) -> PyResult<Option<Arc<Inbox>>> {
+    use std::os::fd::AsRawFd;
+    let py = event_loop.py();
+    let socket_error = |e: std::io::Error| {
+        PyRuntimeError::new_err(format!(
+            "voicerag: cannot make the loop's wake-up socket: {e}"
+        ))
+    };
+    let (reader, bell) = std::os::unix::net::UnixStream::pair().map_err(socket_error)?;
+    reader.set_nonblocking(true).map_err(socket_error)?;
+    bell.set_nonblocking(true).map_err(socket_error)?;
+    let fd = reader.as_raw_fd();
+    let inbox = Arc::new(Inbox {
+        pending: Mutex::new((Vec::new(), false)),
+        bell,
+    });
+    let holder = Bound::new(
+        py,
+        LoopInbox {
+            inbox: Arc::clone(&inbox),
+            reader,
+        },
+    )?;
+    if event_loop
+        .call_method1("add_reader", (fd, holder.getattr("_drain")?))
+        .is_err()
+    {
+        return Ok(None);
+    }
+    if event_loop.setattr(INBOX_ATTR, &holder).is_err() {
+        let _ = event_loop.call_method1("remove_reader", (fd,));
+        return Ok(None);
+    }
+    Ok(Some(inbox))
+}
+
+#[cfg(not(unix))]
+fn new_inbox(_event_loop: &Bound<'_, PyAny>) -> PyResult<Option<Arc<Inbox>>> {
+    Ok(None)
 }
 
 /// Runs `work` on the tokio runtime and returns an asyncio future of the running loop that
@@ -91,6 +304,8 @@ where
     T: ToPython,
     F: Future<Output = PyResult<T>> + Send + 'static,
 {
+    let call = trace::next_call();
+    trace::mark(call, "py: spawn entered");
     let get_loop = GET_RUNNING_LOOP.get_or_try_init(py, || {
         py.import("asyncio")?
             .getattr("get_running_loop")
@@ -106,31 +321,27 @@ where
             "voicerag: the event loop is closed",
         ));
     }
-    let resolve = RESOLVE
-        .get_or_try_init(py, || {
-            wrap_pyfunction!(resolve_future, py).map(|f| f.into_any().unbind())
-        })?
-        .clone_ref(py);
+    let target = match inbox_of(&event_loop)? {
+        Some(inbox) => Target::Inbox(inbox),
+        None => Target::Threadsafe(event_loop.clone().unbind()),
+    };
     let future = event_loop.call_method0("create_future")?;
     let future_ref = future.clone().unbind();
-    let loop_ref = event_loop.unbind();
     runtime()?.spawn(async move {
-        let outcome = AssertUnwindSafe(work).catch_unwind().await;
-        Python::attach(|py| {
-            let (ok, value) = match outcome {
-                Ok(Ok(v)) => match v.to_python(py) {
-                    Ok(obj) => (true, obj),
-                    Err(e) => (false, e.into_value(py).into_any()),
-                },
-                Ok(Err(e)) => (false, e.into_value(py).into_any()),
-                Err(panic) => (false, panic_error(panic).into_value(py).into_any()),
-            };
-            // A closed loop refuses the call: nobody can await the future any more, and the
-            // work itself (a memory written, a query served) is already done.
-            let _ = loop_ref
-                .bind(py)
-                .call_method1("call_soon_threadsafe", (resolve, future_ref, ok, value));
+        trace::mark(call, "tokio: task started");
+        let outcome = match AssertUnwindSafe(work).catch_unwind().await {
+            Ok(Ok(v)) => Outcome::Value(Box::new(move |py: Python<'_>| v.to_python(py))),
+            Ok(Err(e)) => Outcome::Error(e),
+            Err(panic) => Outcome::Error(panic_error(panic)),
+        };
+        trace::mark(call, "tokio: work done");
+        target.deliver(Completion {
+            future: future_ref,
+            outcome,
+            call,
         });
+        trace::mark(call, "tokio: delivered");
     });
+    trace::mark(call, "py: spawned");
     Ok(future)
 }

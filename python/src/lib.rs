@@ -16,6 +16,7 @@ mod errors;
 mod finals;
 mod pipeline;
 mod result;
+mod trace;
 mod values;
 
 use pyo3::prelude::*;
@@ -34,6 +35,13 @@ fn _panic_for_tests<'py>(py: Python<'py>, where_: &str) -> PyResult<Bound<'py, P
         }
         Ok(())
     })
+}
+
+/// Benchmark support: an awaitable served by the tokio runtime with no work at all, so awaiting it
+/// times the bridge alone (the caller's thread to tokio and back to the event loop).
+#[pyfunction]
+fn _bench_roundtrip(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    bridge::spawn(py, async { Ok(()) })
 }
 
 /// Keeps the compiler from seeing the async panic as unconditional.
@@ -58,6 +66,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("BusError", py.get_type::<errors::BusError>())?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(_bench_roundtrip, m)?)?;
+    #[cfg(feature = "latency-trace")]
+    m.add_function(wrap_pyfunction!(trace::_trace, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,0 +1,87 @@
+"""The hand-off of Rust results to asyncio: every awaiting caller gets its result, on its own
+loop, however many finish at once; cancelled awaits are left alone; a loop that cannot watch a
+socket still gets its results (call_soon_threadsafe). No models needed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from voicerag import _native
+
+
+def test_many_results_finishing_together_all_arrive():
+    async def run():
+        results = await asyncio.wait_for(asyncio.gather(*(_native._bench_roundtrip() for _ in range(500))), 60)
+        assert results == [None] * 500
+
+    asyncio.run(run())
+
+
+def test_each_event_loop_gets_its_own_results():
+    outcomes: dict[str, object] = {}
+
+    def in_thread(name: str) -> None:
+        async def run():
+            for _ in range(20):
+                await asyncio.wait_for(asyncio.gather(*(_native._bench_roundtrip() for _ in range(20))), 60)
+            return "done"
+
+        try:
+            outcomes[name] = asyncio.run(run())
+        except BaseException as e:  # reported below, in the test's thread
+            outcomes[name] = e
+
+    threads = [threading.Thread(target=in_thread, args=(f"loop{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert outcomes == {f"loop{i}": "done" for i in range(3)}
+    # A new loop on a thread whose previous loop is closed works too.
+    in_thread("again")
+    assert outcomes["again"] == "done"
+
+
+def test_a_cancelled_await_is_left_alone():
+    async def run():
+        errors: list[dict] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        cancelled = _native._bench_roundtrip()
+        cancelled.cancel()
+        # Results are handed over in order of completion; later ones arriving proves the
+        # cancelled one was handed over (and skipped) too.
+        await asyncio.wait_for(asyncio.gather(*(_native._bench_roundtrip() for _ in range(50))), 60)
+        await asyncio.sleep(0)
+        assert cancelled.cancelled()
+        assert errors == []
+
+    asyncio.run(run())
+
+
+class NoReaderLoop(asyncio.SelectorEventLoop):
+    """A loop that cannot watch file descriptors (as some third-party loops)."""
+
+    def add_reader(self, *args, **kwargs):
+        raise NotImplementedError
+
+
+def test_a_loop_that_cannot_watch_a_socket_still_gets_its_results():
+    async def many():
+        return await asyncio.wait_for(asyncio.gather(*(_native._bench_roundtrip() for _ in range(50))), 60)
+
+    async def one():
+        return await _native._bench_roundtrip()
+
+    loop = NoReaderLoop()
+    try:
+        assert loop.run_until_complete(many()) == [None] * 50
+        assert not hasattr(loop, "_voicerag_inbox")  # served by the fallback
+    finally:
+        loop.close()
+    normal = asyncio.new_event_loop()
+    try:
+        normal.run_until_complete(one())
+        assert hasattr(normal, "_voicerag_inbox")
+    finally:
+        normal.close()
