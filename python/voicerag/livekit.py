@@ -25,7 +25,7 @@ from typing import Any
 from livekit.agents.llm import ChatContext, ChatMessage
 
 from voicerag._native import ContextResult, VoiceragError
-from voicerag.memories import ConversationTurns, format_memories, is_memory_message, watch
+from voicerag.memories import ConversationTurns, format_memories, is_memory_message, watch, within
 
 logger = logging.getLogger("voicerag.livekit")
 
@@ -58,7 +58,7 @@ class VoiceragTurnHook(ConversationTurns):
         self._replies_this_turn = 0
         self._turn += 1
         try:
-            result = await asyncio.wait_for(self.source.context(transcript), self.timeout_s)
+            result = await within(self.source.context(transcript), self.timeout_s)
         except asyncio.TimeoutError:
             logger.warning(
                 "voicerag: no context for %s/%s within %ss; the turn goes on without memories",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from voicerag._native import ContextResult
 
@@ -30,6 +30,33 @@ def is_memory_message(content: object) -> bool:
 
 
 _log = logging.getLogger("voicerag")
+
+T = TypeVar("T")
+
+
+async def within(awaitable: Awaitable[T], timeout_s: float) -> T:
+    """``await awaitable``, raising :class:`asyncio.TimeoutError` past ``timeout_s`` (cancelling it).
+
+    ``asyncio.wait_for`` does the same, but (before Python 3.12) through a future of its own
+    completed by a callback: one more event-loop iteration on every turn. Here a timer cancels
+    the awaited future itself; voicerag's awaitables are futures already (nothing is wrapped)."""
+    future = asyncio.ensure_future(awaitable)
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        future.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        if expired:
+            raise asyncio.TimeoutError from None
+        raise
+    finally:
+        timer.cancel()
 
 
 def watch(outcome: Any, what: str) -> None:

@@ -39,7 +39,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from voicerag._native import ContextResult, VoiceragError
-from voicerag.memories import ConversationTurns, format_memories, is_memory_message, watch
+from voicerag.memories import ConversationTurns, format_memories, is_memory_message, watch, within
 
 
 class ContextSource(Protocol):
@@ -91,7 +91,7 @@ class VoiceragMemory(ConversationTurns):
         self._replies_this_turn = 0
         self._turn += 1
         try:
-            result = await asyncio.wait_for(self.source.context(transcript), self.timeout_s)
+            result = await within(self.source.context(transcript), self.timeout_s)
         except asyncio.TimeoutError:
             logger.warning(
                 f"voicerag: no context for {self.conversation}/{transcript['utterance']} within "
