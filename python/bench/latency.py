@@ -17,6 +17,8 @@ Overheads are differences of p50s (issue 12 asks for under 0.2 ms):
 - query: Python p50 - Rust p50;
 - final, processor: voicerag pipeline - pass-through pipeline - Rust final (what the processor
   adds over a processor that does nothing, beyond the Rust call itself);
+- final, inside the processor: from receiving the frame to pushing it on - Rust final (Pipecat's
+  queues excluded; the measure of earlier runs);
 - final, total: voicerag pipeline - Rust final (that, plus Pipecat's own frame hops).
 Timings vary with load: run it on a quiet machine, with a release build of the package
 (`maturin develop --release -m python/Cargo.toml`).
@@ -132,7 +134,8 @@ async def main() -> int:
             print(f"{args.memories} memories stored in {time.perf_counter() - started:.1f} s")
 
             memory = VoiceragMemory(pipeline, namespace="bench", conversation="pipecat", timeout_s=10)
-            voicerag_lane, baseline_lane = Lane(memory.user()), Lane(PassThrough())
+            user = memory.user()
+            voicerag_lane, baseline_lane = Lane(user), Lane(PassThrough())
             runner = WorkerRunner(handle_sigint=False)
             await runner.add_workers(voicerag_lane.worker, baseline_lane.worker)
             running = asyncio.create_task(runner.run())
@@ -157,6 +160,7 @@ async def main() -> int:
                 await baseline_lane.final(q)
             voicerag_lane.micros.clear()
             baseline_lane.micros.clear()
+            user.final_latencies_ms.clear()
             await pipeline._bench_rust("final", QUERIES, "bench", "warmup", 10)
             await timed(10, context)
             await timed(100, bridge)
@@ -190,10 +194,13 @@ async def main() -> int:
             pf = row("final: Python, await pipeline.context", final_py)
             pb = row("final: Pipecat pipeline, pass-through processor", baseline_lane.micros)
             pv = row("final: Pipecat pipeline, voicerag processor", voicerag_lane.micros)
+            pi = row("final: inside voicerag's processor (received -> pushed)",
+                     [ms * 1000 for ms in user.final_latencies_ms])
             print("Python layer's overhead (differences of p50s; issue 12 target: < 0.2 ms):")
             overhead("query (Python - Rust)", pq, rq)
             overhead("final, pipeline.context (Python - Rust)", pf, rf)
             overhead("final, processor (voicerag - pass-through - Rust)", pv, rf, subtract=pb)
+            overhead("final, inside the processor (received -> pushed - Rust)", pi, rf)
             overhead("final, total through Pipecat (voicerag - Rust)", pv, rf)
             print(f"  (Pipecat's own cost for a pass-through processor: {pb:.3f} ms at p50)")
             health = pipeline.health()
