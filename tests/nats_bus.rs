@@ -1115,7 +1115,7 @@ async fn bench_load_generator_accounts_for_every_answer() {
         interval: Duration::from_millis(50),
         duration: Duration::from_secs(1),
         grace: Duration::from_millis(500),
-        namespace: "default".into(),
+        namespaces: vec!["default".into()],
     };
     let subjects = Subjects::new("voice");
     let report = run_load(&nc, &subjects, &spec).await.unwrap();
@@ -1126,8 +1126,8 @@ async fn bench_load_generator_accounts_for_every_answer() {
     );
     assert_eq!(report.answered, report.sent, "{report}");
     assert_eq!(
-        (report.lost, report.duplicates, report.shed),
-        (0, 0, 0),
+        (report.lost, report.duplicates, report.shed, report.foreign),
+        (0, 0, 0, 0),
         "{report}"
     );
     // Every answer waited for the engine's 5 ms at least.
@@ -1846,6 +1846,311 @@ async fn tenant_credentials_work_with_partitioned_transcripts() {
         replica.memories.has_in("alice", "c1/u1")
     })
     .await;
+    assert!(!replica.memories.has_in("bob", "c1/u1"));
+    replica.bus.stop().await.unwrap();
+}
+
+const PARTITIONS_CONF: &str = include_str!("../examples/nats/partitions.conf");
+
+/// A replica of the 3-partition deployment of `examples/nats/partitions.conf` owning `owned`.
+fn sharded_config(url: &str, replica: &str, owned: &[u32]) -> NatsConfig {
+    NatsConfig {
+        partition_count: 3,
+        partitions: owned.to_vec(),
+        ..bus_config(url, replica)
+    }
+}
+
+/// The (namespace, id) pairs expected in the `owned` partitions.
+fn owned_by(
+    expected: &HashMap<u32, HashSet<(String, String)>>,
+    owned: &[u32],
+) -> HashSet<(String, String)> {
+    owned
+        .iter()
+        .flat_map(|p| expected.get(p).cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Publishes a memory and returns the partition the stream stored it under, read back from the
+/// stream (the server's hash, not a copy of it).
+async fn publish_memory_partition(
+    js: &jetstream::Context,
+    namespace: &str,
+    conversation: &str,
+    id: &str,
+    text: &str,
+) -> u32 {
+    let payload =
+        serde_json::to_vec(&json!({"v": 2, "id": id, "text": text, "speaker": "agent"})).unwrap();
+    let ack = js
+        .send_publish(
+            format!("voice.memory.{namespace}.{conversation}"),
+            PublishMessage::build()
+                .payload(payload.into())
+                .message_id(format!("{namespace}.{id}")),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let stream = js.get_stream("VOICE_MEMORY").await.unwrap();
+    let stored = stream.get_raw_message(ack.sequence).await.unwrap();
+    let tokens: Vec<&str> = stored.subject.as_str().split('.').collect();
+    assert_eq!(
+        tokens[2..],
+        [tokens[2], namespace, conversation],
+        "stored as {}",
+        stored.subject
+    );
+    tokens[2].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_replicas_serve_their_partitions_and_a_new_one_catches_up() {
+    let h = start_server(Some(PARTITIONS_CONF));
+    let url = h.server.url();
+    let a = start_replica(sharded_config(&url, "a", &[0, 1]), Duration::ZERO, 0)
+        .await
+        .0;
+    let b = start_replica(sharded_config(&url, "b", &[1, 2]), Duration::ZERO, 0)
+        .await
+        .0;
+    let nc = client(&url).await;
+    let js = jetstream::new(nc.clone());
+    // Namespaces until every partition has at least two; two memories each. Conversation names
+    // carry the namespace, so a hit from a foreign namespace shows.
+    let mut partition_of: HashMap<String, u32> = HashMap::new();
+    let mut expected: HashMap<u32, HashSet<(String, String)>> = HashMap::new();
+    let mut n = 0;
+    while (0..3).any(|p| partition_of.values().filter(|q| **q == p).count() < 2) {
+        assert!(
+            n < 200,
+            "namespaces never filled every partition: {partition_of:?}"
+        );
+        let ns = format!("user{n}");
+        for j in 0..2 {
+            let id = format!("m{j}");
+            let text = format!("{ns} keeps the blue umbrella note {j}");
+            let p = publish_memory_partition(&js, &ns, &format!("c-{ns}"), &id, &text).await;
+            // Every memory of a namespace in the same partition.
+            assert_eq!(*partition_of.entry(ns.clone()).or_insert(p), p, "{ns}");
+            expected.entry(p).or_default().insert((ns.clone(), id));
+        }
+        n += 1;
+    }
+    let holds_exactly = |replica: &Replica, want: &HashSet<(String, String)>| {
+        replica.memories.len() == want.len()
+            && want.iter().all(|(ns, id)| replica.memories.has_in(ns, id))
+    };
+    eventually(
+        "a holds partitions 0 and 1, b 1 and 2, nothing else",
+        || {
+            holds_exactly(&a, &owned_by(&expected, &[0, 1]))
+                && holds_exactly(&b, &owned_by(&expected, &[1, 2]))
+        },
+    )
+    .await;
+
+    // Every namespace's query is served by an owner of its partition, once, with its own hits.
+    for ns in partition_of.keys() {
+        let v = request_json(
+            &nc,
+            &format!("voice.query.{ns}"),
+            json!({"v": 2, "text": "blue umbrella", "top_k": 10}),
+        )
+        .await;
+        let hits = v["hits"].as_array().unwrap_or_else(|| panic!("{v}"));
+        assert_eq!(hits.len(), 2, "{ns}: {v}");
+        for hit in hits {
+            assert_eq!(
+                hit["conversation"],
+                format!("c-{ns}"),
+                "{ns}: foreign hit {v}"
+            );
+        }
+    }
+    let answered = |r: &Replica| r.bus.stats().queries_answered.load(Ordering::SeqCst);
+    assert_eq!(answered(&a) + answered(&b), partition_of.len() as u64);
+
+    // A final of every namespace: answered once, by an owner, on the namespace's context subject.
+    let mut contexts = nc.subscribe("voice.context.*.*").await.unwrap();
+    nc.flush().await.unwrap();
+    for ns in partition_of.keys() {
+        publish_transcript_in(
+            &nc,
+            ns,
+            &format!("c-{ns}"),
+            "u1",
+            "hello there friend",
+            true,
+        )
+        .await;
+    }
+    let mut answered_ns = HashSet::new();
+    for _ in 0..partition_of.len() {
+        let v = next_json(&mut contexts).await;
+        let ns = v["namespace"].as_str().unwrap().to_string();
+        assert_eq!(v["conversation"], format!("c-{ns}"));
+        for hit in v["hits"].as_array().unwrap() {
+            assert_eq!(hit["conversation"], format!("c-{ns}"), "foreign hit {v}");
+        }
+        assert!(answered_ns.insert(ns.clone()), "{ns} answered twice");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), contexts.next())
+            .await
+            .is_err(),
+        "a final answered twice"
+    );
+    // Their finals became memories (republished), in their partitions.
+    for (ns, p) in &partition_of {
+        expected
+            .get_mut(p)
+            .unwrap()
+            .insert((ns.clone(), format!("c-{ns}/u1")));
+    }
+
+    // Forget one conversation of a partition-2 namespace: the stream (transformed subjects) and
+    // its owner forget it.
+    let forgotten = partition_of
+        .iter()
+        .find(|(_, p)| **p == 2)
+        .map(|(ns, _)| ns.clone())
+        .unwrap();
+    eventually("b holds the finals of its partitions", || {
+        holds_exactly(&b, &owned_by(&expected, &[1, 2]))
+    })
+    .await;
+    let reply = request_json(
+        &nc,
+        &format!("voice.forget.{forgotten}"),
+        json!({"v": 2, "conversation": format!("c-{forgotten}")}),
+    )
+    .await;
+    assert_eq!(reply["replica"], "b", "{reply}");
+    assert_eq!(reply["forgotten"], 3, "{reply}");
+    assert_eq!(reply["stream_purged"], 3, "{reply}");
+    expected
+        .get_mut(&2)
+        .unwrap()
+        .retain(|(ns, _)| *ns != forgotten);
+    eventually("a and b converge", || {
+        holds_exactly(&a, &owned_by(&expected, &[0, 1]))
+            && holds_exactly(&b, &owned_by(&expected, &[1, 2]))
+    })
+    .await;
+
+    // A third replica, added later, catches up partitions 2 and 0 from the stream's beginning:
+    // all of their memories (the forgotten conversation not), none of partition 1's.
+    let c = start_replica(sharded_config(&url, "c", &[2, 0]), Duration::ZERO, 0)
+        .await
+        .0;
+    eventually("c caught up partitions 2 and 0", || {
+        holds_exactly(&c, &owned_by(&expected, &[2, 0]))
+    })
+    .await;
+    let health = request_json(&nc, "voice.health", json!({})).await;
+    assert_eq!(health["partition_count"], 3, "{health}");
+    assert_eq!(
+        health["stream"]["consumers"].as_array().map(Vec::len),
+        Some(2),
+        "one consumer per owned partition: {health}"
+    );
+    a.bus.stop().await.unwrap();
+    b.bus.stop().await.unwrap();
+    // Alone, c serves its partitions from what it caught up; partition 1 has no owner left.
+    for (ns, p) in &partition_of {
+        let subject = format!("voice.query.{ns}");
+        let payload = serde_json::to_vec(&json!({"v": 2, "text": "blue umbrella"})).unwrap();
+        let reply = tokio::time::timeout(WAIT, nc.request(subject, payload.into()))
+            .await
+            .expect("timed out");
+        if *p == 1 {
+            assert!(reply.is_err(), "{ns}: answered without an owner");
+            continue;
+        }
+        let v: Value = serde_json::from_slice(&reply.unwrap().payload).unwrap();
+        let want = if *ns == forgotten { 0 } else { 2 };
+        assert_eq!(v["hits"].as_array().map(Vec::len), Some(want), "{ns}: {v}");
+    }
+    c.bus.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_sharded_otherwise_is_refused() {
+    let h = start_server(Some(PARTITIONS_CONF));
+    let url = h.server.url();
+    let full = bus_config(&url, "full");
+    let connection = BusConnection::connect(full.clone(), WAIT).await.unwrap();
+    drop(connection);
+    // The stream exists unsharded: a sharded replica refuses it, naming the difference.
+    let Err(e) = BusConnection::connect(sharded_config(&url, "s", &[0]), WAIT).await else {
+        panic!("a sharded replica accepted an unsharded stream");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("partition_count = 3") && e.contains("none"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_credentials_work_with_sharded_partitions() {
+    // The server maps transcripts, queries and forgets to partitions before it checks publish
+    // permissions: tenants.conf allows the mapped forms of alice's own subjects only.
+    let h = start_server(Some(&format!("{TENANTS_CONF}\n{PARTITIONS_CONF}\n")));
+    let url = h.server.url();
+    let config = NatsConfig {
+        user: Some("voicerag".into()),
+        password: Some("voicerag-secret".into()),
+        ..sharded_config(&url, "r1", &[0, 1, 2])
+    };
+    let (replica, _) = start_replica(config, Duration::ZERO, 0).await;
+    let (alice, mut alice_errors) =
+        tenant_agent(&url, "alice-agent", "alice-secret", "_INBOX_alice").await;
+    let mut ctx = alice.subscribe("voice.context.alice.c1").await.unwrap();
+    alice.flush().await.unwrap();
+    publish_transcript_in(&alice, "alice", "c1", "u1", "hello there", true).await;
+    let v = next_json(&mut ctx).await;
+    assert_eq!(
+        (v["namespace"].as_str(), v["final"].as_bool()),
+        (Some("alice"), Some(true))
+    );
+    eventually("alice's final stored", || {
+        replica.memories.has_in("alice", "c1/u1")
+    })
+    .await;
+    let mine = request_json(
+        &alice,
+        "voice.query.alice",
+        json!({"v": 2, "text": "hello"}),
+    )
+    .await;
+    assert_eq!(mine["hits"][0]["id"], "c1/u1", "{mine}");
+    let forgot = request_json(&alice, "voice.forget.alice", json!({"v": 2, "id": "c1/u1"})).await;
+    assert_eq!(forgot["forgotten"], 1, "{forgot}");
+    no_violation(&mut alice_errors);
+    for subject in ["voice.query.bob", "voice.forget.bob"] {
+        request_refused(&alice, subject, json!({"v": 2, "text": "hello", "id": "x"})).await;
+        let e = tokio::time::timeout(WAIT, alice_errors.recv())
+            .await
+            .expect("a permission error")
+            .unwrap();
+        assert!(
+            e.contains(&format!("Permissions Violation for Publish to \"{subject}")),
+            "{e}"
+        );
+    }
+    publish_transcript_in(&alice, "bob", "c1", "u1", "hello there", true).await;
+    let e = tokio::time::timeout(WAIT, alice_errors.recv())
+        .await
+        .expect("a permission error")
+        .unwrap();
+    assert!(
+        e.contains("Permissions Violation for Publish to \"voice.transcript.bob.c1."),
+        "{e}"
+    );
     assert!(!replica.memories.has_in("bob", "c1/u1"));
     replica.bus.stop().await.unwrap();
 }

@@ -1,6 +1,8 @@
 //! `voicerag bench nats`: C conversations each send a final transcript every T ms for S seconds
 //! over NATS on loopback; the report gives throughput, context latency p50/p99 as the sender sees
-//! it (publish to context received), answers lost (must be 0), shed and degraded counts.
+//! it (publish to context received), answers lost (must be 0), hits from a foreign namespace (must
+//! be 0), shed and degraded counts. `--replicas N --partitions P` runs N replicas sharded into P
+//! namespace partitions, each owned by two replicas (round robin).
 
 use anyhow::Context as _;
 use clap::Args;
@@ -9,6 +11,7 @@ use rand::SeedableRng;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +25,6 @@ use crate::bus::{
 };
 use crate::config::Config;
 use crate::engines::{Engines, StoreAccess};
-use crate::ingest;
 
 /// What the load generator sends.
 #[derive(Debug, Clone)]
@@ -32,7 +34,14 @@ pub struct LoadSpec {
     pub duration: Duration,
     /// How long to wait for the last answers after sending stopped.
     pub grace: Duration,
-    pub namespace: String,
+    /// Conversation `c` belongs to namespace `c % len`. Every memory a namespace has is in a
+    /// conversation named `...-<namespace>-...`: a hit of another is foreign.
+    pub namespaces: Vec<String>,
+}
+
+/// Whether a hit of `conversation` belongs to `namespace` under the benchmark's naming.
+fn owned_by(conversation: &str, namespace: &str) -> bool {
+    conversation.contains(&format!("-{namespace}-"))
 }
 
 /// What the sender saw.
@@ -47,6 +56,12 @@ pub struct LoadReport {
     pub lost: u64,
     /// Answered more than once: must be 0.
     pub duplicates: u64,
+    /// Hits from another namespace than the transcript's: must be 0.
+    pub foreign: u64,
+    pub namespaces: usize,
+    pub replicas: usize,
+    /// Namespace partitions (0: not sharded).
+    pub partitions: u32,
     pub shed: u64,
     /// Degraded for any reason (shed included).
     pub degraded: u64,
@@ -64,16 +79,21 @@ impl std::fmt::Display for LoadReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "bench nats: {} conversations x 1 transcript/{} ms for {:.1} s: sent {}, answered {}, \
-             lost {}, duplicates {}, shed {}, degraded {} {:?}, deadline missed {}; {:.1} answers/s; \
-             context latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "bench nats: {} replica(s), {} partition(s); {} conversations in {} namespace(s) x 1 \
+             transcript/{} ms for {:.1} s: sent {}, answered {}, lost {}, duplicates {}, foreign \
+             hits {}, shed {}, degraded {} {:?}, deadline missed {}; {:.1} answers/s; context \
+             latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.replicas,
+            self.partitions,
             self.conversations,
+            self.namespaces,
             self.interval_ms,
             self.seconds,
             self.sent,
             self.answered,
             self.lost,
             self.duplicates,
+            self.foreign,
             self.shed,
             self.degraded,
             self.degraded_reasons,
@@ -108,9 +128,10 @@ pub async fn run_load(
     subjects: &Subjects,
     spec: &LoadSpec,
 ) -> anyhow::Result<LoadReport> {
+    anyhow::ensure!(!spec.namespaces.is_empty(), "the load needs a namespace");
     let run = format!("bench{}", std::process::id());
     let mut contexts = client
-        .subscribe(subjects.context(&spec.namespace, "*"))
+        .subscribe(subjects.context("*", "*"))
         .await
         .context("subscribe to contexts")?;
     client.flush().await.context("flush")?;
@@ -121,8 +142,9 @@ pub async fn run_load(
     for c in 0..spec.conversations {
         let client = client.clone();
         let pending = pending.clone();
-        let conversation = format!("{run}-c{c}");
-        let subject = subjects.transcript(&spec.namespace, &conversation);
+        let namespace = &spec.namespaces[c % spec.namespaces.len()];
+        let conversation = format!("{run}-{namespace}-c{c}");
+        let subject = subjects.transcript(namespace, &conversation);
         let spec = spec.clone();
         // Stagger the conversations over one interval, as independent callers would be.
         let offset = spec
@@ -160,6 +182,7 @@ pub async fn run_load(
 
     let mut report = LoadReport {
         conversations: spec.conversations,
+        namespaces: spec.namespaces.len(),
         interval_ms: spec.interval.as_millis() as u64,
         ..Default::default()
     };
@@ -197,6 +220,13 @@ pub async fn run_load(
         let Some(key) = v["id"].as_str().filter(|k| k.starts_with(&run)) else {
             continue;
         };
+        let namespace = v["namespace"].as_str().unwrap_or_default();
+        if let Some(hits) = v["hits"].as_array() {
+            report.foreign += hits
+                .iter()
+                .filter(|h| !owned_by(h["conversation"].as_str().unwrap_or_default(), namespace))
+                .count() as u64;
+        }
         let sent_at = pending.lock().ok().and_then(|mut p| p.remove(key));
         match sent_at {
             Some(at) => {
@@ -230,22 +260,83 @@ pub async fn run_load(
     Ok(report)
 }
 
-/// The whole benchmark: a private `nats-server` (unless `nats_url` names one), the bus serving
-/// the engine that `build` makes from the bus's [`JetStreamWriter`], the load, a graceful stop.
-pub async fn run_with<E, S, F, Fut>(
+/// How the benchmark's replicas share the namespaces: `partitions` = 0 is one full replica;
+/// otherwise partition `p` is owned by replicas `p % replicas` and `(p + 1) % replicas` (two
+/// owners, round robin; one when there is one replica).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topology {
+    pub replicas: usize,
+    pub partitions: u32,
+}
+
+impl Topology {
+    /// Checks that the topology can serve: several replicas need partitions (full replicas
+    /// would each answer every transcript), and every replica must own one.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.replicas >= 1, "--replicas must be at least 1");
+        anyhow::ensure!(
+            self.replicas == 1 || self.partitions >= 1,
+            "--replicas {} needs --partitions: unsharded replicas would each answer every \
+             transcript",
+            self.replicas
+        );
+        for i in 0..self.replicas {
+            anyhow::ensure!(
+                self.partitions == 0 || !self.owned(i).is_empty(),
+                "with --partitions {} and two owners each, replica {i} of {} owns none: use at \
+                 least {} partitions",
+                self.partitions,
+                self.replicas,
+                self.replicas.div_ceil(2)
+            );
+        }
+        Ok(())
+    }
+
+    /// The partitions replica `i` owns (empty when not sharded).
+    pub fn owned(&self, i: usize) -> Vec<u32> {
+        let n = self.replicas;
+        (0..self.partitions)
+            .filter(|p| {
+                let p = *p as usize;
+                p % n == i || (n > 1 && (p + 1) % n == i)
+            })
+            .collect()
+    }
+
+    /// Replica `i`'s `[nats]` settings.
+    pub fn replica_config(&self, base: &NatsConfig, i: usize) -> NatsConfig {
+        NatsConfig {
+            replica_id: format!("{}-r{i}", base.replica_id),
+            partition_count: self.partitions,
+            partitions: self.owned(i),
+            ..base.clone()
+        }
+    }
+}
+
+/// The whole benchmark: a private `nats-server` (unless `nats_url` names one; sharded, it starts
+/// with the partition mappings), one bus per replica serving the engine that `build` makes for
+/// replica `i` from its [`JetStreamWriter`], the seed memories published to the stream and
+/// consumed by their partitions' owners, the load, a graceful stop.
+pub async fn run_replicas<E, S, F, Fut>(
     mut nats: NatsConfig,
     nats_url: Option<&str>,
+    topology: Topology,
+    seed: &[Memory],
     spec: &LoadSpec,
-    build: F,
+    mut build: F,
 ) -> anyhow::Result<LoadReport>
 where
     E: ContextService,
     S: MemorySink,
-    F: FnOnce(JetStreamWriter) -> Fut,
+    F: FnMut(usize, JetStreamWriter) -> Fut,
     Fut: Future<Output = anyhow::Result<(Arc<E>, Arc<S>)>>,
 {
+    topology.validate()?;
     let store_dir =
         std::env::temp_dir().join(format!("voicerag-bench-nats-{}", std::process::id()));
+    let subjects = Subjects::new(&nats.subject_prefix);
     let server = match nats_url {
         Some(urls) => {
             nats.urls = urls.split(',').map(|u| u.trim().to_string()).collect();
@@ -254,21 +345,40 @@ where
         None => {
             std::fs::create_dir_all(&store_dir)
                 .with_context(|| format!("create {}", store_dir.display()))?;
-            let server = LocalNatsServer::start(&store_dir)?;
+            let mappings =
+                (topology.partitions > 0).then(|| subjects.server_mappings(topology.partitions));
+            let server = LocalNatsServer::start_with_config(&store_dir, mappings.as_deref())?;
             nats.urls = vec![server.url()];
             Some(server)
         }
     };
-    let connection = BusConnection::connect(nats.clone(), Duration::from_secs(30)).await?;
-    let subjects = connection.subjects().clone();
-    let (engine, sink) = build(connection.writer()).await?;
-    let bus = connection.start(engine, sink).await?;
-    // The load comes from its own connection, as an agent's would.
+    // The load (and the seeding) come from their own connection, as an agent's would.
     let client = async_nats::connect(nats.urls.clone())
         .await
         .context("load client")?;
-    let report = run_load(&client, &subjects, spec).await;
-    bus.stop().await?;
+    let mut beats = client
+        .subscribe(subjects.heartbeat("*"))
+        .await
+        .context("subscribe to heartbeats")?;
+    let mut buses = Vec::new();
+    for i in 0..topology.replicas {
+        let config = topology.replica_config(&nats, i);
+        let connection = BusConnection::connect(config, Duration::from_secs(30)).await?;
+        let (engine, sink) = build(i, connection.writer()).await?;
+        buses.push(connection.start(engine, sink).await?);
+    }
+    let report = async {
+        seed_stream(&client, &subjects, seed).await?;
+        caught_up(&mut beats, topology.replicas, nats.heartbeat()).await?;
+        let mut report = run_load(&client, &subjects, spec).await?;
+        report.replicas = topology.replicas;
+        report.partitions = topology.partitions;
+        Ok::<_, anyhow::Error>(report)
+    }
+    .await;
+    for bus in buses {
+        bus.stop().await?;
+    }
     // Close the load connection before the server goes, or it logs reconnect attempts.
     let _ = client.drain().await;
     drop(client);
@@ -279,6 +389,68 @@ where
     report
 }
 
+/// Publishes the seed memories to the stream, as agents do, and waits for every ack.
+async fn seed_stream(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    seed: &[Memory],
+) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(client.clone());
+    for chunk in seed.chunks(256) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for m in chunk {
+            let payload = serde_json::to_vec(&serde_json::json!({
+                "v": 2,
+                "id": m.id,
+                "text": m.text,
+                "speaker": m.speaker,
+                "ts": m.ts_ms as f64 / 1000.0,
+            }))?;
+            acks.push(
+                js.send_publish(
+                    subjects.memory(&m.namespace, &m.conversation),
+                    async_nats::jetstream::message::PublishMessage::build()
+                        .payload(payload.into())
+                        .message_id(format!("{}.{}", m.namespace, m.id)),
+                )
+                .await
+                .context("seed publish")?,
+            );
+        }
+        for ack in futures::future::join_all(acks.into_iter().map(|a| a.into_future())).await {
+            ack.context("seed memory not acknowledged")?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every replica reports its memory consumers caught up (no lag, nothing unacked),
+/// in a heartbeat sent well after the seeding ended.
+async fn caught_up(
+    beats: &mut async_nats::Subscriber,
+    replicas: usize,
+    heartbeat: Duration,
+) -> anyhow::Result<()> {
+    let seeded = Instant::now();
+    let until = seeded + Duration::from_secs(1800);
+    let mut done = HashSet::new();
+    while done.len() < replicas {
+        let left = until.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, beats.next())
+            .await
+            .context("replicas never caught up with the seed memories")?
+            .context("heartbeat subscription closed")?;
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&message.payload) else {
+            continue;
+        };
+        let fresh = seeded.elapsed() > heartbeat * 2;
+        if fresh && v["stream"]["lag"] == 0 && v["stream"]["ack_pending"] == 0 {
+            done.insert(v["replica"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Args)]
 pub struct BenchNatsArgs {
     #[arg(long, default_value_t = 8)]
@@ -287,80 +459,154 @@ pub struct BenchNatsArgs {
     pub interval_ms: u64,
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
+    /// Users the conversations belong to (round robin); their memories are seeded too.
+    #[arg(long, default_value_t = 12)]
+    pub namespaces: usize,
+    /// voicerag replicas serving the load (in this process, each with its own store).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// Namespace partitions (0: not sharded, one full replica); each owned by two replicas.
+    #[arg(long, default_value_t = 0)]
+    pub partitions: u32,
+    /// Memories seeded through the stream before the load, spread over the namespaces.
+    #[arg(long, default_value_t = 2000)]
+    pub seed: usize,
     #[arg(long, value_name = "URL")]
     pub nats_url: Option<String>,
 }
 
-/// Memories in the benchmark's store, so that retrieval does real work.
-const SEED_MEMORIES: usize = 2000;
-const NAMESPACE: &str = "bench";
-
-/// `voicerag bench nats`: the real models and a fresh store in a temporary directory, served over
-/// a private `nats-server` (or `--nats-url`). Fails (exit 1) if any answer was lost or duplicated.
+/// `voicerag bench nats`: the real models and fresh stores in a temporary directory, served over
+/// a private `nats-server` (or `--nats-url`). Fails (exit 1) if any answer was lost or duplicated,
+/// or a hit came from a foreign namespace.
 pub async fn run(config: &Config, args: &BenchNatsArgs) -> anyhow::Result<ExitCode> {
     let data =
         std::env::temp_dir().join(format!("voicerag-bench-nats-store-{}", std::process::id()));
-    let mut config = config.clone();
-    config.store.data_dir = data.display().to_string();
-    let result = bench(&config, args).await;
+    let result = bench(config, args, &data).await;
     let _ = std::fs::remove_dir_all(&data);
     let report = result?;
     println!("{report}");
     println!("{}", serde_json::to_string(&report)?);
-    Ok(if report.lost == 0 && report.duplicates == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if report.lost == 0 && report.duplicates == 0 && report.foreign == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
-async fn bench(config: &Config, args: &BenchNatsArgs) -> anyhow::Result<LoadReport> {
-    let engines = Engines::load(config, StoreAccess::ReadWrite, true)?;
+async fn bench(config: &Config, args: &BenchNatsArgs, data: &Path) -> anyhow::Result<LoadReport> {
+    let topology = Topology {
+        replicas: args.replicas,
+        partitions: args.partitions,
+    };
+    topology.validate()?;
+    anyhow::ensure!(args.namespaces >= 1, "--namespaces must be at least 1");
+    let namespaces: Vec<String> = (0..args.namespaces).map(|i| format!("n{i}")).collect();
     let started = Instant::now();
+    let mut engines = Vec::with_capacity(topology.replicas);
+    let mut configs = Vec::with_capacity(topology.replicas);
+    for i in 0..topology.replicas {
+        let mut replica = config.clone();
+        replica.store.data_dir = data.join(format!("r{i}")).display().to_string();
+        engines.push(Engines::load(&replica, StoreAccess::ReadWrite, true)?);
+        configs.push(replica);
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let seed: Vec<Memory> = (0..SEED_MEMORIES)
-        .map(|i| Memory {
-            id: format!("seed{i}"),
-            namespace: NAMESPACE.into(),
-            conversation: format!("earlier{}", i / 20),
-            speaker: if i % 2 == 0 {
-                "user".into()
-            } else {
-                "agent".into()
-            },
-            text: synthetic_utterance(&mut rng),
-            ts_ms: 1_700_000_000_000 + i as i64 * 1000,
-            supersedes: Vec::new(),
-            expires_at_ms: None,
+    let seed: Vec<Memory> = (0..args.seed)
+        .map(|i| {
+            let namespace = &namespaces[i % namespaces.len()];
+            Memory {
+                id: format!("seed{i}"),
+                namespace: namespace.clone(),
+                conversation: format!("earlier-{namespace}-{}", i / 20),
+                speaker: if i % 2 == 0 {
+                    "user".into()
+                } else {
+                    "agent".into()
+                },
+                text: synthetic_utterance(&mut rng),
+                ts_ms: 1_700_000_000_000 + i as i64 * 1000,
+                supersedes: Vec::new(),
+                expires_at_ms: None,
+            }
         })
         .collect();
-    for chunk in seed.chunks(512) {
-        let prepared = ingest::embed_memories(&engines.embedder, chunk.to_vec())?;
-        engines.store.add(prepared)?;
-    }
-    engines.store.flush()?;
     eprintln!(
-        "bench nats: {SEED_MEMORIES} memories stored in {:.1} s; reranker {}",
+        "bench nats: {} replica(s) loaded in {:.1} s, {} partition(s); reranker {}; seeding {} \
+         memories through the stream",
+        topology.replicas,
         started.elapsed().as_secs_f64(),
-        if engines.reranker.is_some() {
+        topology.partitions,
+        if engines.iter().any(|e| e.reranker.is_some()) {
             "on"
         } else {
             "off"
-        }
+        },
+        seed.len()
     );
     let spec = LoadSpec {
         conversations: args.conversations,
         interval: Duration::from_millis(args.interval_ms),
         duration: Duration::from_secs(args.seconds),
         grace: Duration::from_secs(10),
-        namespace: NAMESPACE.into(),
+        namespaces,
     };
     let mut nats = config.nats.clone();
     nats.replica_id = format!("bench-{}", std::process::id());
-    let engines = &engines;
-    run_with(nats, args.nats_url.as_deref(), &spec, |writer| async move {
-        let handle = engines.start(config, Arc::new(writer)).await?;
-        Ok((Arc::new(handle), engines.store_writer()))
-    })
+    nats.heartbeat_ms = 200;
+    let (engines, configs) = (&engines, &configs);
+    run_replicas(
+        nats,
+        args.nats_url.as_deref(),
+        topology,
+        &seed,
+        &spec,
+        move |i, writer| {
+            let (engines, config) = (&engines[i], &configs[i]);
+            async move {
+                let handle = engines.start(config, Arc::new(writer)).await?;
+                Ok((Arc::new(handle), engines.store_writer()))
+            }
+        },
+    )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Topology;
+
+    #[test]
+    fn every_partition_has_two_owners_round_robin() {
+        let t = Topology {
+            replicas: 3,
+            partitions: 3,
+        };
+        t.validate().unwrap();
+        assert_eq!(t.owned(0), vec![0, 2]);
+        assert_eq!(t.owned(1), vec![0, 1]);
+        assert_eq!(t.owned(2), vec![1, 2]);
+        for p in 0..3 {
+            assert_eq!((0..3).filter(|i| t.owned(*i).contains(&p)).count(), 2);
+        }
+        let one = Topology {
+            replicas: 1,
+            partitions: 0,
+        };
+        one.validate().unwrap();
+        assert!(one.owned(0).is_empty());
+        let alone = Topology {
+            replicas: 1,
+            partitions: 3,
+        };
+        assert_eq!(alone.owned(0), vec![0, 1, 2]);
+        for bad in [(2, 0), (3, 1), (0, 0)] {
+            let t = Topology {
+                replicas: bad.0,
+                partitions: bad.1,
+            };
+            assert!(t.validate().is_err(), "{t:?}");
+        }
+    }
 }

@@ -54,12 +54,18 @@ pub struct NatsConfig {
     pub max_payload_bytes: usize,
     /// Period of the `voice.health.<replica>` heartbeat.
     pub heartbeat_ms: u64,
-    /// Transcript partitions this replica owns, with server-side subject mapping
-    /// `voice.transcript.*.*` -> `voice.transcript.{{wildcard(1)}}.{{wildcard(2)}}.{{partition(N,1,2)}}`.
-    /// Empty: subscribe to every conversation (one replica, or no mapping).
+    /// Partitions this replica owns. With `partition_count` set: namespace partitions (sharding,
+    /// see README "Scale-out"); each must be below `partition_count`. Without it: transcript
+    /// partitions only (the server maps `voice.transcript.*.*` to a partition token; every
+    /// replica still keeps every memory). Empty: no partitions (a full replica).
     pub partitions: Vec<u32>,
-    /// Queue group that spreads `voice.query.<namespace>` over replicas (and answers wire v1
-    /// subjects with an error once).
+    /// Namespace partitions of the deployment (0: no sharding, every replica is a full replica).
+    /// Must equal the N of the server's `partition(N,1)` mappings and of the memory stream's
+    /// subject transform (voicerag creates a missing stream with it, and refuses a stream whose
+    /// transform differs).
+    pub partition_count: u32,
+    /// Queue group that spreads `voice.query.<namespace>` over full replicas (and answers wire v1
+    /// subjects with an error once). Sharded replicas use one group per partition, `voicerag-p<k>`.
     pub query_group: String,
     /// Queries answered at once by this replica; more wait in the subscription.
     pub max_concurrent_queries: usize,
@@ -103,6 +109,7 @@ impl Default for NatsConfig {
             max_payload_bytes: 64 * 1024,
             heartbeat_ms: 5000,
             partitions: Vec::new(),
+            partition_count: 0,
             query_group: "voicerag-query".into(),
             max_concurrent_queries: 16,
             republish_finals: false,
@@ -167,6 +174,7 @@ impl fmt::Debug for NatsConfig {
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("partitions", &self.partitions)
+            .field("partition_count", &self.partition_count)
             .field("query_group", &self.query_group)
             .field("max_concurrent_queries", &self.max_concurrent_queries)
             .field("republish_finals", &self.republish_finals)
@@ -245,6 +253,36 @@ impl NatsConfig {
                 "must be 1 to 5 (JetStream's limit)".into(),
             );
         }
+        if self.partition_count > 0 {
+            if self.partitions.is_empty() {
+                return bad(
+                    "partitions",
+                    format!(
+                        "is empty but nats.partition_count is {}: list the partitions this \
+                         replica owns (0 to {})",
+                        self.partition_count,
+                        self.partition_count - 1
+                    ),
+                );
+            }
+            if let Some(p) = self.partitions.iter().find(|p| **p >= self.partition_count) {
+                return bad(
+                    "partitions",
+                    format!(
+                        "partition {p} is not below nats.partition_count {}",
+                        self.partition_count
+                    ),
+                );
+            }
+        }
+        let mut owned = self.partitions.clone();
+        owned.sort_unstable();
+        if let Some(twice) = owned.windows(2).find(|w| w[0] == w[1]) {
+            return bad(
+                "partitions",
+                format!("partition {} is listed twice", twice[0]),
+            );
+        }
         if self.stream_max_bytes < 0 {
             return bad(
                 "stream_max_bytes",
@@ -313,9 +351,34 @@ impl NatsConfig {
         Duration::from_millis(self.drain_timeout_ms)
     }
 
-    /// The durable consumer of this replica: one per replica, so each keeps a full memory copy.
-    pub fn durable_name(&self) -> String {
-        format!("voicerag-{}", self.replica_id)
+    /// The namespace partition count when this deployment is sharded.
+    pub fn sharding(&self) -> Option<u32> {
+        (self.partition_count > 0).then_some(self.partition_count)
+    }
+
+    /// What this replica consumes from the memory stream: everything (`None`, a full replica),
+    /// or each owned partition on its own (sharded).
+    pub fn memory_partitions(&self) -> Vec<Option<u32>> {
+        match self.sharding() {
+            None => vec![None],
+            Some(_) => self.partitions.iter().copied().map(Some).collect(),
+        }
+    }
+
+    /// The durable consumer of this replica for `partition` (`None`: the whole stream). Named from
+    /// the replica id, so a restart resumes where it stopped and a new replica starts from the
+    /// stream's beginning.
+    pub fn durable_name(&self, partition: Option<u32>) -> String {
+        match partition {
+            None => format!("voicerag-{}", self.replica_id),
+            Some(p) => format!("voicerag-{}-p{p}", self.replica_id),
+        }
+    }
+
+    /// The queue group of partition `p`'s transcripts, queries and forgets: the replicas owning
+    /// `p` share it, so each message is served once, by any live owner.
+    pub fn partition_group(&self, p: u32) -> String {
+        format!("voicerag-p{p}")
     }
 }
 
@@ -431,11 +494,56 @@ mod tests {
                 },
                 "nats.stream",
             ),
+            (
+                NatsConfig {
+                    partition_count: 3,
+                    ..Default::default()
+                },
+                "nats.partitions",
+            ),
+            (
+                NatsConfig {
+                    partition_count: 3,
+                    partitions: vec![0, 3],
+                    ..Default::default()
+                },
+                "nats.partitions",
+            ),
+            (
+                NatsConfig {
+                    partitions: vec![1, 1],
+                    ..Default::default()
+                },
+                "nats.partitions",
+            ),
         ];
         for (config, key) in cases {
             let e = config.validate().unwrap_err().to_string();
             assert!(e.contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn sharding_names_consumers_and_groups_per_partition() {
+        let full = NatsConfig {
+            replica_id: "r1".into(),
+            partitions: vec![0],
+            ..Default::default()
+        };
+        full.validate().unwrap();
+        assert_eq!(full.sharding(), None);
+        assert_eq!(full.memory_partitions(), vec![None]);
+        assert_eq!(full.durable_name(None), "voicerag-r1");
+        let sharded = NatsConfig {
+            partition_count: 3,
+            partitions: vec![2, 0],
+            ..full
+        };
+        sharded.validate().unwrap();
+        assert_eq!(sharded.sharding(), Some(3));
+        assert_eq!(sharded.memory_partitions(), vec![Some(2), Some(0)]);
+        assert_eq!(sharded.durable_name(Some(2)), "voicerag-r1-p2");
+        assert_eq!(sharded.partition_group(2), "voicerag-p2");
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!    how many memories it forgot and how many stream messages it removed.
 //!
 //! A replica built later from the stream never sees a forgotten memory; a marker whose data is
-//! gone already forgets nothing.
+//! gone already forgets nothing. Sharded, the stream's transform puts the marker in its
+//! namespace's partition with the memories, so the owners of that partition apply it; the replica
+//! that took the request owns it too (the server mapped the request to the same partition).
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::stream::DeleteMessageErrorKind;
@@ -211,8 +213,9 @@ async fn purge_before(state: &BusState, forget: &Forget, marker: u64) -> Result<
         .map_err(|e| format!("stream {}: {e}", state.config.stream))?;
     let filter = match &forget.scope {
         ForgetScope::Id(id) => return delete_id(state, &stream, forget, id, marker).await,
-        ForgetScope::Conversation(c) => state.subjects.memory(&forget.namespace, c),
-        ForgetScope::Namespace => state.subjects.memory_namespace(&forget.namespace),
+        // As the stream stores them: behind the partition token when sharded.
+        ForgetScope::Conversation(c) => state.subjects.stored_memory(&forget.namespace, c),
+        ForgetScope::Namespace => state.subjects.stored_memory_namespace(&forget.namespace),
     };
     let response = stream
         .purge()
@@ -234,7 +237,7 @@ async fn delete_id(
 ) -> Result<u64, String> {
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
-            filter_subject: state.subjects.memory_namespace(&forget.namespace),
+            filter_subject: state.subjects.stored_memory_namespace(&forget.namespace),
             deliver_policy: jetstream::consumer::DeliverPolicy::All,
             ..Default::default()
         })

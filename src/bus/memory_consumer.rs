@@ -7,7 +7,7 @@
 
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use futures::{FutureExt, StreamExt};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -20,8 +20,9 @@ use super::subjects::Subjects;
 use super::wire::{MemoryOrigin, WireDefaults, WireError, decode_forget, decode_memory};
 use super::{BusError, MemorySink};
 
-/// Gets the memory stream, creating it when missing; an existing stream is never recreated or
-/// reconfigured (its messages are the durable memory).
+/// Gets the memory stream, creating it when missing (sharded: with the subject transform that puts
+/// each memory's namespace partition in its subject); an existing stream is never recreated or
+/// reconfigured (its messages are the durable memory), and must be sharded as configured.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     config: &NatsConfig,
@@ -29,6 +30,13 @@ pub async fn ensure_stream(
 ) -> Result<stream::Stream, BusError> {
     let unlimited = |v: i64| if v == 0 { -1 } else { v };
     let wanted = subjects.memory_wildcard();
+    let transform =
+        subjects
+            .memory_transform()
+            .map(|(source, destination)| stream::SubjectTransform {
+                source,
+                destination,
+            });
     let stream = js
         .get_or_create_stream(stream::Config {
             name: config.stream.clone(),
@@ -41,6 +49,7 @@ pub async fn ensure_stream(
             duplicate_window: Duration::from_secs(config.duplicate_window_s),
             num_replicas: config.stream_replicas,
             description: Some("voicerag memories".into()),
+            subject_transform: transform.clone(),
             ..Default::default()
         })
         .await
@@ -53,6 +62,27 @@ pub async fn ensure_stream(
              wire v2 memory subjects): fix nats.stream or nats.subject_prefix, or see \
              \"Migrating from wire v1\" in the README",
             config.stream
+        )));
+    }
+    let existing = stream.cached_info().config.subject_transform.as_ref();
+    let shown = |t: Option<&stream::SubjectTransform>| match t {
+        Some(t) => format!("{} -> {}", t.source, t.destination),
+        None => "none".to_string(),
+    };
+    let same = match (existing, transform.as_ref()) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.source == b.source && a.destination == b.destination,
+        _ => false,
+    };
+    if !same {
+        return Err(BusError::Config(format!(
+            "stream {} has the subject transform {}, but nats.partition_count = {} needs {}: \
+             every replica must agree with the stream on the partitions (a sharded deployment \
+             starts on a new stream; see README \"Scale-out\")",
+            config.stream,
+            shown(existing),
+            config.partition_count,
+            shown(transform.as_ref()),
         )));
     }
     Ok(stream)
@@ -100,21 +130,32 @@ fn subject_covers(pattern: &str, subject: &str) -> bool {
     }
 }
 
-/// This replica's durable consumer (one per replica: each replica keeps a full copy). An existing
-/// one keeps its position; its ack_wait and max_ack_pending follow the configuration, so a
-/// shorter ack_wait (faster recovery after a crash) applies to consumers made before.
+/// This replica's durable consumer of `partition` (`None`: of the whole stream, a full copy;
+/// sharded: one per owned partition, filtered to it). A new one starts at the stream's beginning,
+/// which is how a replica added later catches up its partitions. An existing one keeps its
+/// position; its ack_wait and max_ack_pending follow the configuration, so a shorter ack_wait
+/// (faster recovery after a crash) applies to consumers made before.
 pub async fn ensure_consumer(
     stream: &stream::Stream,
     config: &NatsConfig,
+    subjects: &Subjects,
+    partition: Option<u32>,
 ) -> Result<jetstream::consumer::PullConsumer, BusError> {
-    let durable = config.durable_name();
+    let durable = config.durable_name(partition);
+    let filter_subject = partition
+        .map(|p| subjects.stored_memory_partition(p))
+        .unwrap_or_default();
     let wanted = pull::Config {
         durable_name: Some(durable.clone()),
+        filter_subject: filter_subject.clone(),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         deliver_policy: jetstream::consumer::DeliverPolicy::All,
         ack_wait: Duration::from_millis(config.ack_wait_ms),
         max_ack_pending: (config.memory_batch * 4) as i64,
-        description: Some(format!("memory replica {}", config.replica_id)),
+        description: Some(match partition {
+            None => format!("memory replica {}", config.replica_id),
+            Some(p) => format!("memory replica {}, partition {p}", config.replica_id),
+        }),
         ..Default::default()
     };
     let mut consumer: jetstream::consumer::PullConsumer = stream
@@ -122,6 +163,14 @@ pub async fn ensure_consumer(
         .await
         .map_err(|e| BusError::JetStream(format!("consumer {durable}: {e}")))?;
     let existing = &consumer.cached_info().config;
+    if existing.filter_subject != filter_subject {
+        // A durable with this name but another filter would feed this replica other memories.
+        return Err(BusError::Config(format!(
+            "consumer {durable} exists with filter {:?}, not {filter_subject:?}: delete it \
+             (`nats consumer rm {} {durable}`) to rebuild it from the stream",
+            existing.filter_subject, config.stream
+        )));
+    }
     if existing.ack_wait != wanted.ack_wait || existing.max_ack_pending != wanted.max_ack_pending {
         let update = pull::Config {
             // Fields the configuration does not set stay as the consumer has them.
@@ -137,15 +186,21 @@ pub async fn ensure_consumer(
     Ok(consumer)
 }
 
+/// The live durable consumers of one replica by partition (`None`: the whole stream), for the
+/// stream lag in health reports.
+pub(crate) type LiveConsumers =
+    Arc<tokio::sync::Mutex<BTreeMap<Option<u32>, jetstream::consumer::PullConsumer>>>;
+
 pub(crate) struct MemoryConsumer<S> {
     pub js: jetstream::Context,
     pub config: NatsConfig,
     pub subjects: Subjects,
+    /// What this consumer takes from the stream: one partition, or everything (`None`).
+    pub partition: Option<u32>,
     pub sink: Arc<S>,
     pub stats: Arc<BusStats>,
     pub errors: ErrorPublisher,
-    /// The live consumer, for the stream lag in health reports.
-    pub current: Arc<tokio::sync::Mutex<Option<jetstream::consumer::PullConsumer>>>,
+    pub current: LiveConsumers,
     /// Where applied forget markers are reported (to the forget request waiting for one).
     pub ledger: Arc<ForgetLedger>,
 }
@@ -177,8 +232,12 @@ impl<S: MemorySink> MemoryConsumer<S> {
 
     async fn consume(&self, stop: &mut watch::Receiver<bool>) -> Result<(), BusError> {
         let stream = ensure_stream(&self.js, &self.config, &self.subjects).await?;
-        let consumer = ensure_consumer(&stream, &self.config).await?;
-        *self.current.lock().await = Some(consumer.clone());
+        let consumer =
+            ensure_consumer(&stream, &self.config, &self.subjects, self.partition).await?;
+        self.current
+            .lock()
+            .await
+            .insert(self.partition, consumer.clone());
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.config.memory_batch)
@@ -187,7 +246,7 @@ impl<S: MemorySink> MemoryConsumer<S> {
             .messages()
             .await
             .map_err(|e| BusError::JetStream(format!("pull: {e}")))?;
-        tracing::info!(consumer = %self.config.durable_name(), "consuming memories");
+        tracing::info!(consumer = %self.config.durable_name(self.partition), "consuming memories");
         // Delivered, not yet in a commit: pulled ahead while the previous commit runs.
         let mut waiting: VecDeque<jetstream::Message> = VecDeque::new();
         loop {

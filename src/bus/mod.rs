@@ -4,7 +4,9 @@
 //! - [`subjects`]: subject names under the configurable prefix.
 //! - [`config`]: the `[nats]` section and connection options.
 //! - [`writer`]: [`JetStreamWriter`], the pipeline's `MemoryWriter` in bus mode.
-//! - [`memory_consumer`]: the durable pull consumer that feeds a [`MemorySink`].
+//! - [`memory_consumer`]: the memory stream and the durable pull consumers that feed a
+//!   [`MemorySink`]: one for the whole stream, or one per owned partition when sharded
+//!   (`nats.partition_count`, README "Scale-out").
 //! - [`context_service`]: [`ContextService`] for the pipeline's `PipelineHandle`.
 //! - [`service`]: [`serve`], [`BusConnection`], [`RunningBus`]: the connection lifecycle and the
 //!   graceful stop.

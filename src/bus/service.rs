@@ -5,14 +5,14 @@ use async_nats::{Client, jetstream};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::config::{NatsConfig, reconnect_delay};
 use super::contexts::results_loop;
 use super::forget::{ForgetLedger, forget_loop};
 use super::health::health_loop;
-use super::memory_consumer::{MemoryConsumer, ensure_stream};
+use super::memory_consumer::{LiveConsumers, MemoryConsumer, ensure_stream};
 use super::queries::query_loop;
 use super::state::{BusState, InFlight};
 use super::stats::{BusStats, ErrorPublisher};
@@ -46,7 +46,8 @@ impl BusConnection {
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .build(client.clone());
-        let subjects = Subjects::new(&config.subject_prefix);
+        let subjects =
+            Subjects::new(&config.subject_prefix).with_partition_count(config.sharding());
         let until = Instant::now() + startup_timeout;
         let ceiling = Duration::from_millis(config.reconnect_max_delay_ms);
         let mut attempts = 1;
@@ -125,7 +126,7 @@ impl BusConnection {
             stats: stats.clone(),
         };
         let writer = Arc::new(self.writer());
-        let consumer_slot = Arc::new(Mutex::new(None));
+        let consumers = LiveConsumers::default();
         let ledger = Arc::new(ForgetLedger::default());
         let state = Arc::new(BusState {
             config: self.config.clone(),
@@ -137,7 +138,7 @@ impl BusConnection {
             errors: errors.clone(),
             inflight: inflight.clone(),
             started: Instant::now(),
-            consumer: consumer_slot.clone(),
+            consumers: consumers.clone(),
             store_stats: {
                 let sink = sink.clone();
                 Arc::new(move || sink.stats())
@@ -146,21 +147,80 @@ impl BusConnection {
         let nats = |e: async_nats::SubscribeError| BusError::Nats(e.to_string());
 
         let mut intake_tasks = Vec::new();
-        let partitions: Vec<Option<u32>> = if self.config.partitions.is_empty() {
-            vec![None]
-        } else {
-            self.config.partitions.iter().copied().map(Some).collect()
-        };
-        let mut transcript_subs = Vec::new();
-        for partition in partitions {
-            let subject = self.subjects.transcript_subscription(partition);
-            transcript_subs.push(self.client.subscribe(subject).await.map_err(nats)?);
-        }
-        // Wire v1 subjects get an error naming the v2 subject (from one replica of the group).
         let group = self.config.query_group.clone();
+        let mut transcript_subs = Vec::new();
+        let mut query_subs = Vec::new();
+        let mut forget_subs = Vec::new();
+        match self.config.sharding() {
+            // Full replica: queries and forgets of every namespace in one group; transcripts of
+            // every conversation, or of the transcript partitions the server maps to this one.
+            None => {
+                if self.config.partitions.is_empty() {
+                    let subject = self.subjects.transcript_subscription(None);
+                    transcript_subs.push(self.client.subscribe(subject).await.map_err(nats)?);
+                }
+                for p in &self.config.partitions {
+                    let subject = self.subjects.transcript_subscription(Some(*p));
+                    transcript_subs.push(self.client.subscribe(subject).await.map_err(nats)?);
+                }
+                let queries = self.subjects.query_subscription(None);
+                query_subs.push(
+                    self.client
+                        .queue_subscribe(queries, group.clone())
+                        .await
+                        .map_err(nats)?,
+                );
+                let forgets = self.subjects.forget_subscription(None);
+                forget_subs.push(
+                    self.client
+                        .queue_subscribe(forgets, group.clone())
+                        .await
+                        .map_err(nats)?,
+                );
+            }
+            // Sharded: only the owned partitions, each in its own queue group, so a partition
+            // owned by two replicas is served once per message, and still when one is down.
+            Some(_) => {
+                for p in &self.config.partitions {
+                    let partition_group = self.config.partition_group(*p);
+                    for (subject, subs) in [
+                        (
+                            self.subjects.transcript_subscription(Some(*p)),
+                            &mut transcript_subs,
+                        ),
+                        (self.subjects.query_subscription(Some(*p)), &mut query_subs),
+                        (
+                            self.subjects.forget_subscription(Some(*p)),
+                            &mut forget_subs,
+                        ),
+                    ] {
+                        subs.push(
+                            self.client
+                                .queue_subscribe(subject, partition_group.clone())
+                                .await
+                                .map_err(nats)?,
+                        );
+                    }
+                }
+            }
+        }
+        // Wire v1 subjects and a forget without a namespace get an error naming the v2 subject
+        // (from one replica of the group).
         transcript_subs.push(
             self.client
                 .queue_subscribe(self.subjects.transcript_v1_subscription(), group.clone())
+                .await
+                .map_err(nats)?,
+        );
+        query_subs.push(
+            self.client
+                .queue_subscribe(self.subjects.query_v1(), group.clone())
+                .await
+                .map_err(nats)?,
+        );
+        forget_subs.push(
+            self.client
+                .queue_subscribe(self.subjects.forget_without_namespace(), group.clone())
                 .await
                 .map_err(nats)?,
         );
@@ -173,12 +233,7 @@ impl BusConnection {
                 intake.clone(),
             )));
         }
-        for subject in [self.subjects.query_subscription(), self.subjects.query_v1()] {
-            let queries = self
-                .client
-                .queue_subscribe(subject, group.clone())
-                .await
-                .map_err(nats)?;
+        for queries in query_subs {
             intake_tasks.push(tokio::spawn(query_loop(
                 queries,
                 state.clone(),
@@ -186,15 +241,7 @@ impl BusConnection {
                 intake.clone(),
             )));
         }
-        for subject in [
-            self.subjects.forget_subscription(),
-            self.subjects.forget_without_namespace(),
-        ] {
-            let forgets = self
-                .client
-                .queue_subscribe(subject, group.clone())
-                .await
-                .map_err(nats)?;
+        for forgets in forget_subs {
             intake_tasks.push(tokio::spawn(forget_loop(
                 forgets,
                 state.clone(),
@@ -217,19 +264,23 @@ impl BusConnection {
             engine.results(),
             output.clone(),
         ));
-        let memory_task = tokio::spawn(
-            MemoryConsumer {
-                js: self.js.clone(),
-                config: self.config.clone(),
-                subjects: self.subjects.clone(),
-                sink,
-                stats: stats.clone(),
-                errors,
-                current: consumer_slot,
-                ledger,
-            }
-            .run(output),
-        );
+        let mut output_tasks = vec![health_task, results_task];
+        for partition in self.config.memory_partitions() {
+            output_tasks.push(tokio::spawn(
+                MemoryConsumer {
+                    js: self.js.clone(),
+                    config: self.config.clone(),
+                    subjects: self.subjects.clone(),
+                    partition,
+                    sink: sink.clone(),
+                    stats: stats.clone(),
+                    errors: errors.clone(),
+                    current: consumers.clone(),
+                    ledger: ledger.clone(),
+                }
+                .run(output.clone()),
+            ));
+        }
         // Make sure the server has the subscriptions before callers start publishing.
         self.client
             .flush()
@@ -244,7 +295,7 @@ impl BusConnection {
             stop_intake,
             stop_output,
             intake_tasks,
-            output_tasks: vec![health_task, results_task, memory_task],
+            output_tasks,
             engine_shutdown: Box::pin(async move { engine.shutdown().await }),
         })
     }

@@ -6,10 +6,10 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
 
 use super::config::NatsConfig;
 use super::forget::ForgetLedger;
+use super::memory_consumer::LiveConsumers;
 use super::stats::{BusStats, ErrorPublisher};
 use super::subjects::Subjects;
 use super::wire::WireDefaults;
@@ -68,7 +68,7 @@ pub(super) struct BusState {
     pub(super) errors: ErrorPublisher,
     pub(super) inflight: Arc<InFlight>,
     pub(super) started: Instant,
-    pub(super) consumer: Arc<Mutex<Option<jetstream::consumer::PullConsumer>>>,
+    pub(super) consumers: LiveConsumers,
     pub(super) store_stats: Arc<dyn Fn() -> Value + Send + Sync>,
 }
 

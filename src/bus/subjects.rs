@@ -5,14 +5,25 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {
     prefix: String,
+    /// Namespace partitions of a sharded deployment: the memory stream stores
+    /// `voice.memory.<partition>.<namespace>.<conversation>` (its subject transform).
+    partition_count: Option<u32>,
 }
 
 impl Subjects {
-    /// `prefix` must be validated (see [`validate_prefix`]).
+    /// `prefix` must be validated (see [`validate_prefix`]). Not sharded.
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_string(),
+            partition_count: None,
         }
+    }
+
+    /// The subjects of a deployment sharded into `partition_count` namespace partitions (`None`:
+    /// not sharded). Only what the memory stream stores changes; publishers' subjects do not.
+    pub fn with_partition_count(mut self, partition_count: Option<u32>) -> Self {
+        self.partition_count = partition_count;
+        self
     }
 
     pub fn prefix(&self) -> &str {
@@ -55,9 +66,13 @@ impl Subjects {
         format!("{}.query.{namespace}", self.prefix)
     }
 
-    /// What replicas subscribe to for queries (in a queue group).
-    pub fn query_subscription(&self) -> String {
-        format!("{}.query.*", self.prefix)
+    /// What replicas subscribe to for queries (in a queue group): every namespace, or, with the
+    /// server's partition mapping, those of partition `p` (`voice.query.*.<p>`).
+    pub fn query_subscription(&self, partition: Option<u32>) -> String {
+        match partition {
+            None => format!("{}.query.*", self.prefix),
+            Some(p) => format!("{}.query.*.{p}", self.prefix),
+        }
     }
 
     /// The wire v1 query subject (`voice.query`): answered with an error naming the v2 subject.
@@ -80,14 +95,65 @@ impl Subjects {
         format!("{}.memory.*.*", self.prefix)
     }
 
-    /// The namespace and conversation tokens of a memory subject, unvalidated.
-    pub fn names_of_memory<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
-        self.two_tokens_after(subject, "memory")
+    /// The memory stream's subject transform when sharded (source, destination): the partition
+    /// of the namespace token goes first, `voice.memory.<p>.<namespace>.<conversation>`, with the
+    /// same `partition(N,1)` function as the server's mappings of transcripts and queries.
+    pub fn memory_transform(&self) -> Option<(String, String)> {
+        self.partition_count.map(|n| {
+            (
+                self.memory_wildcard(),
+                format!(
+                    "{}.memory.{{{{partition({n},1)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}",
+                    self.prefix
+                ),
+            )
+        })
     }
 
-    /// `voice.memory.<namespace>.*`: every memory (and forget marker) of one namespace.
-    pub fn memory_namespace(&self, namespace: &str) -> String {
-        format!("{}.memory.{namespace}.*", self.prefix)
+    /// The nats-server `mappings` block of a deployment sharded into `count` namespace
+    /// partitions: transcripts, queries and forgets get the partition of their namespace token
+    /// (`examples/nats/partitions.conf` is this for 3).
+    pub fn server_mappings(&self, count: u32) -> String {
+        let p = &self.prefix;
+        let part = format!("{{{{partition({count},1)}}}}");
+        format!(
+            "mappings = {{\n  \"{p}.transcript.*.*\": \"{p}.transcript.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{part}\"\n  \
+             \"{p}.query.*\": \"{p}.query.{{{{wildcard(1)}}}}.{part}\"\n  \
+             \"{p}.forget.*\": \"{p}.forget.{{{{wildcard(1)}}}}.{part}\"\n}}\n"
+        )
+    }
+
+    /// The stream subjects of partition `p` (`voice.memory.<p>.*.*`): one sharded consumer's filter.
+    pub fn stored_memory_partition(&self, p: u32) -> String {
+        format!("{}.memory.{p}.*.*", self.prefix)
+    }
+
+    /// The namespace and conversation tokens of a subject as the memory stream stores it
+    /// (after the partition token when sharded), unvalidated.
+    pub fn names_of_memory<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        let (first, second) = self.two_tokens_after(subject, "memory")?;
+        if self.partition_count.is_none() {
+            return Some((first, second));
+        }
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".memory.")?;
+        let mut tokens = rest.split('.').skip(1);
+        Some((tokens.next()?, tokens.next()?))
+    }
+
+    /// How the stream stores one conversation's memories, as a filter (the partition token a
+    /// wildcard when sharded: the server computes it).
+    pub fn stored_memory(&self, namespace: &str, conversation: &str) -> String {
+        match self.partition_count {
+            None => self.memory(namespace, conversation),
+            Some(_) => format!("{}.memory.*.{namespace}.{conversation}", self.prefix),
+        }
+    }
+
+    /// Every memory (and forget marker) of one namespace as the stream stores them.
+    pub fn stored_memory_namespace(&self, namespace: &str) -> String {
+        self.stored_memory(namespace, "*")
     }
 
     /// `voice.forget.<namespace>`: request/reply.
@@ -100,9 +166,13 @@ impl Subjects {
         format!("{}.forget", self.prefix)
     }
 
-    /// What replicas subscribe to for forget requests (in a queue group).
-    pub fn forget_subscription(&self) -> String {
-        format!("{}.forget.*", self.prefix)
+    /// What replicas subscribe to for forget requests (in a queue group): every namespace, or
+    /// those of partition `p` (`voice.forget.*.<p>`).
+    pub fn forget_subscription(&self, partition: Option<u32>) -> String {
+        match partition {
+            None => format!("{}.forget.*", self.prefix),
+            Some(p) => format!("{}.forget.*.{p}", self.prefix),
+        }
     }
 
     /// The namespace token of a forget subject, unvalidated.
@@ -206,7 +276,42 @@ mod tests {
         assert_eq!(s.forget("bob"), "acme.voice.forget.bob");
         assert_eq!(s.namespace_of_forget("acme.voice.forget.bob"), Some("bob"));
         assert_eq!(s.namespace_of_forget("acme.voice.forget"), None);
-        assert_eq!(s.memory_namespace("bob"), "acme.voice.memory.bob.*");
+        assert_eq!(s.stored_memory_namespace("bob"), "acme.voice.memory.bob.*");
+        assert_eq!(s.memory_transform(), None);
+        assert_eq!(s.query_subscription(Some(1)), "acme.voice.query.*.1");
+        assert_eq!(s.forget_subscription(None), "acme.voice.forget.*");
+    }
+
+    #[test]
+    fn sharded_memory_subjects_carry_the_partition_first() {
+        let s = Subjects::new("voice").with_partition_count(Some(3));
+        assert_eq!(
+            s.memory_transform(),
+            Some((
+                "voice.memory.*.*".to_string(),
+                "voice.memory.{{partition(3,1)}}.{{wildcard(1)}}.{{wildcard(2)}}".to_string()
+            ))
+        );
+        // Publishers keep the unsharded subject; the stream stores it with the partition.
+        assert_eq!(s.memory("alice", "c1"), "voice.memory.alice.c1");
+        assert_eq!(
+            s.names_of_memory("voice.memory.2.alice.c1"),
+            Some(("alice", "c1"))
+        );
+        // A namespace that looks like a partition number is still the namespace.
+        assert_eq!(s.names_of_memory("voice.memory.0.7.c1"), Some(("7", "c1")));
+        assert_eq!(s.names_of_memory("voice.memory.alice.c1"), None);
+        assert_eq!(s.stored_memory("alice", "c1"), "voice.memory.*.alice.c1");
+        assert_eq!(s.stored_memory_namespace("alice"), "voice.memory.*.alice.*");
+        assert_eq!(s.stored_memory_partition(2), "voice.memory.2.*.*");
+        assert_eq!(s.forget_subscription(Some(0)), "voice.forget.*.0");
+    }
+
+    #[test]
+    fn server_mappings_are_the_shipped_example() {
+        let example = include_str!("../../examples/nats/partitions.conf");
+        let block = &example[example.find("mappings = {").unwrap()..];
+        assert_eq!(Subjects::new("voice").server_mappings(3), block);
     }
 
     #[test]
