@@ -56,6 +56,8 @@ pub struct LoadReport {
     pub lost: u64,
     /// Answered more than once: must be 0.
     pub duplicates: u64,
+    /// Hits in all answers (what `foreign` is out of).
+    pub hits: u64,
     /// Hits from another namespace than the transcript's: must be 0.
     pub foreign: u64,
     pub namespaces: usize,
@@ -81,7 +83,7 @@ impl std::fmt::Display for LoadReport {
             f,
             "bench nats: {} replica(s), {} partition(s); {} conversations in {} namespace(s) x 1 \
              transcript/{} ms for {:.1} s: sent {}, answered {}, lost {}, duplicates {}, foreign \
-             hits {}, shed {}, degraded {} {:?}, deadline missed {}; {:.1} answers/s; context \
+             hits {} of {}, shed {}, degraded {} {:?}, deadline missed {}; {:.1} answers/s; context \
              latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             self.replicas,
             self.partitions,
@@ -94,6 +96,7 @@ impl std::fmt::Display for LoadReport {
             self.lost,
             self.duplicates,
             self.foreign,
+            self.hits,
             self.shed,
             self.degraded,
             self.degraded_reasons,
@@ -222,6 +225,7 @@ pub async fn run_load(
         };
         let namespace = v["namespace"].as_str().unwrap_or_default();
         if let Some(hits) = v["hits"].as_array() {
+            report.hits += hits.len() as u64;
             report.foreign += hits
                 .iter()
                 .filter(|h| !owned_by(h["conversation"].as_str().unwrap_or_default(), namespace))
