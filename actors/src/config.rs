@@ -46,8 +46,16 @@ pub struct PipelineConfig {
     /// moment are embedded together (partials' speculative ones in runs of their own, after them);
     /// an idle embedder takes the first request at once (default 16).
     pub embed_batch_max: usize,
-    /// Memories per write batch (default 32).
+    /// Memories queued that start a write at once; fewer wait up to `writer_flush_ms` for
+    /// company (default 32).
     pub writer_batch_size: usize,
+    /// Most memories in one write: a backlog is written in batches as large as it is, up to
+    /// this, so one embedding pass and one commit serve many memories (default 512).
+    pub writer_batch_max: usize,
+    /// Most text bytes in one write (a single longer memory is written alone), so a backlog of
+    /// long memories still makes writes of bounded duration, well inside
+    /// `writer_unresponsive_ms` (default 262144).
+    pub writer_batch_max_bytes: usize,
     /// Most memories waiting in RAM for the writer (in bus mode: for the stream's ack). When
     /// full, new agent replies and new finals are refused with `PipelineError::MemoryBacklog`
     /// instead of waiting in RAM without bound; finals already accepted are still queued, so the
@@ -102,6 +110,8 @@ impl Default for PipelineConfig {
             max_in_flight: 32,
             embed_batch_max: 16,
             writer_batch_size: 32,
+            writer_batch_max: 512,
+            writer_batch_max_bytes: 256 * 1024,
             memory_queue_max: 10_000,
             shed_optional_at: 1_000,
             writer_flush_ms: 50,
@@ -200,6 +210,8 @@ impl PipelineConfig {
             ("max_in_flight", self.max_in_flight as u64),
             ("embed_batch_max", self.embed_batch_max as u64),
             ("writer_batch_size", self.writer_batch_size as u64),
+            ("writer_batch_max", self.writer_batch_max as u64),
+            ("writer_batch_max_bytes", self.writer_batch_max_bytes as u64),
             ("memory_queue_max", self.memory_queue_max as u64),
             ("writer_flush_ms", self.writer_flush_ms),
             ("writer_retry_ms", self.writer_retry_ms),
@@ -239,6 +251,12 @@ impl PipelineConfig {
             return Err(format!(
                 "pipeline.candidates: must be >= pipeline.top_k ({})",
                 self.top_k
+            ));
+        }
+        if self.writer_batch_max < self.writer_batch_size {
+            return Err(format!(
+                "pipeline.writer_batch_max: must be >= pipeline.writer_batch_size ({})",
+                self.writer_batch_size
             ));
         }
         if self.restart.backoff_max_ms < self.restart.backoff_initial_ms {

@@ -158,6 +158,9 @@ impl Coordinator {
                 },
                 _ = sweep.tick() => self.expire(now()),
             }
+            self.state
+                .utterances_tracked
+                .store(self.utterances.len(), Ordering::Relaxed);
         }
     }
 

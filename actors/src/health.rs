@@ -65,6 +65,9 @@ pub struct Counters {
     /// Partials ignored because their utterance was already final.
     pub partials_ignored: u64,
     pub memories_written: u64,
+    /// Writes that made memories durable: `memories_written / memory_batches` is the mean batch,
+    /// which grows with the writer's backlog.
+    pub memory_batches: u64,
     pub memory_write_failures: u64,
     /// Agent replies and finals refused because the memory queue was full.
     pub memories_refused_backlog: u64,
@@ -82,6 +85,9 @@ pub struct Health {
     pub latency_p99_ms: f64,
     pub in_flight: usize,
     pub memories_pending: usize,
+    /// Utterances the coordinator holds state for; each leaves `speculative_ttl_ms` after it
+    /// was last touched.
+    pub utterances_tracked: usize,
     /// Abandoned calls of every stage whose threads still run.
     pub abandoned_calls: usize,
 }
@@ -99,6 +105,7 @@ pub(crate) struct Stats {
     rerank_skipped_budget: AtomicU64,
     partials_ignored: AtomicU64,
     memories_written: AtomicU64,
+    memory_batches: AtomicU64,
     memory_write_failures: AtomicU64,
     memories_refused_backlog: AtomicU64,
     latencies_us: Mutex<VecDeque<u64>>,
@@ -164,8 +171,11 @@ impl Stats {
         bump(&self.partials_ignored);
     }
 
-    pub(crate) fn memories_written(&self, n: usize) {
+    /// One write made `n` memories durable.
+    pub(crate) fn memory_batch_written(&self, n: usize) {
         self.memories_written.fetch_add(n as u64, Ordering::Relaxed);
+        bump(&self.memory_batches);
+        metrics::histogram!("voicerag_memory_batch_size").record(n as f64);
     }
 
     pub(crate) fn memory_write_failed(&self) {
@@ -194,6 +204,7 @@ impl Stats {
             rerank_failed: get(&self.rerank[4]),
             partials_ignored: get(&self.partials_ignored),
             memories_written: get(&self.memories_written),
+            memory_batches: get(&self.memory_batches),
             memory_write_failures: get(&self.memory_write_failures),
             memories_refused_backlog: get(&self.memories_refused_backlog),
         }

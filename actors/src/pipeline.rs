@@ -67,6 +67,10 @@ impl Pipeline {
             queue: Arc::clone(&memories),
             stats: Arc::clone(&stats),
             batch_size: config.writer_batch_size,
+            batch_limit: crate::writer::BatchLimit {
+                memories: config.writer_batch_max,
+                bytes: config.writer_batch_max_bytes,
+            },
             flush_after: config.writer_flush(),
             retry_initial: config.writer_retry(),
             retry_max: Duration::from_millis(config.restart.backoff_max_ms),
@@ -91,6 +95,7 @@ impl Pipeline {
             cost: Arc::new(Mutex::new(cost)),
             embeds,
             permits: Arc::new(Semaphore::new(config.max_in_flight)),
+            utterances_tracked: Default::default(),
             hub: ResultHub::default(),
             stats,
             memories,
@@ -353,6 +358,11 @@ impl PipelineHandle {
         .map_err(|_| PipelineError::Stopped)
     }
 
+    /// Memories accepted and not yet durable (cheap: `health` also sorts the latency window).
+    pub fn memories_pending(&self) -> usize {
+        self.inner.state.memories.len()
+    }
+
     /// Stage states, counters and latency.
     pub fn health(&self) -> Health {
         let state = &self.inner.state;
@@ -370,6 +380,7 @@ impl PipelineHandle {
             latency_p99_ms: p99,
             in_flight: state.config.max_in_flight - state.permits.available_permits(),
             memories_pending: state.memories.len(),
+            utterances_tracked: state.utterances_tracked.load(Ordering::Relaxed),
             abandoned_calls,
         }
     }

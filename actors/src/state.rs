@@ -32,6 +32,10 @@ pub(crate) struct PipelineState {
     pub embeds: EmbedQueue,
     /// One permit per request being served (`max_in_flight`).
     pub permits: Arc<Semaphore>,
+    /// Utterances the coordinator keeps state for (speculation, "already final"), for health:
+    /// each is dropped `speculative_ttl_ms` after it was last touched, so conversations that
+    /// come and go leave nothing behind.
+    pub utterances_tracked: std::sync::atomic::AtomicUsize,
 }
 
 /// The pipeline's clock: tokio's, so tests can pause it; the same as `std` outside tests.

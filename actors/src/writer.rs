@@ -4,6 +4,13 @@
 //! The queue lives outside the actor and a batch leaves it only once the writer has returned Ok, so
 //! a writer that fails, panics or is restarted loses nothing: the next instance writes the same
 //! memories again (writes are idempotent by id).
+//!
+//! Batches follow the backlog: a short queue is written as it is (at once from
+//! `writer_batch_size` memories, else after `writer_flush_ms`), and a queue that grew while a
+//! write ran is taken whole in the next write, up to `writer_batch_max` memories and
+//! `writer_batch_max_bytes` of text. One write has fixed costs (a commit, its fsync, index
+//! bookkeeping) that a larger batch shares, so a writer that falls behind catches up instead of
+//! staying behind.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::VecDeque;
@@ -45,9 +52,11 @@ impl MemoryQueue {
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
-    /// Copies of the oldest `n` memories (the next batch).
-    fn peek(&self, n: usize) -> Vec<Memory> {
-        self.lock().iter().take(n).cloned().collect()
+    /// Copies of the oldest memories, as many as `limit` lets into one batch.
+    fn peek(&self, limit: BatchLimit) -> Vec<Memory> {
+        let q = self.lock();
+        let n = limit.take(q.iter().map(|m| m.text.len()));
+        q.iter().take(n).cloned().collect()
     }
     /// Drops the oldest `n`, once written. Only the writer removes, so these are the peeked ones.
     fn pop(&self, n: usize) {
@@ -57,13 +66,42 @@ impl MemoryQueue {
     }
 }
 
+/// How large one write may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchLimit {
+    /// Most memories.
+    pub memories: usize,
+    /// Most text bytes; a single longer memory still makes a batch of its own.
+    pub bytes: usize,
+}
+
+impl BatchLimit {
+    /// How many of the oldest memories (their text lengths, oldest first) make the next batch:
+    /// as many as are queued within both limits, and at least one if any is queued.
+    fn take(self, text_lens: impl Iterator<Item = usize>) -> usize {
+        let mut n = 0;
+        let mut bytes = 0usize;
+        for len in text_lens.take(self.memories.max(1)) {
+            bytes = bytes.saturating_add(len);
+            if n > 0 && bytes > self.bytes {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct WriterArgs {
     /// Read when a write starts: after a hang it may have been renewed.
     pub writer: Arc<crate::engines::EngineCell<dyn MemoryWriter>>,
     pub queue: Arc<MemoryQueue>,
     pub stats: Arc<Stats>,
+    /// Queued memories that start a write at once (fewer wait `flush_after`).
     pub batch_size: usize,
+    /// How large one write may grow when a backlog is queued.
+    pub batch_limit: BatchLimit,
     pub flush_after: Duration,
     pub retry_initial: Duration,
     pub retry_max: Duration,
@@ -146,14 +184,14 @@ async fn flush(
     state: &mut WriterState,
 ) -> Result<(), ActorProcessingErr> {
     loop {
-        let batch = state.args.queue.peek(state.args.batch_size);
+        let batch = state.args.queue.peek(state.args.batch_limit);
         if batch.is_empty() {
             return Ok(());
         }
         match write_batch(&state.args, batch).await? {
             Ok(n) => {
                 state.args.queue.pop(n);
-                state.args.stats.memories_written(n);
+                state.args.stats.memory_batch_written(n);
                 state.retry_delay = state.args.retry_initial;
             }
             Err(e) => {
@@ -203,14 +241,14 @@ pub(crate) async fn flush_all(
 ) -> Result<(), (usize, String)> {
     let mut delay = args.retry_initial;
     loop {
-        let batch = args.queue.peek(args.batch_size);
+        let batch = args.queue.peek(args.batch_limit);
         if batch.is_empty() {
             return Ok(());
         }
         let last_error = match write_batch(args, batch).await {
             Ok(Ok(n)) => {
                 args.queue.pop(n);
-                args.stats.memories_written(n);
+                args.stats.memory_batch_written(n);
                 continue;
             }
             Ok(Err(e)) => e.to_string(),
@@ -222,5 +260,54 @@ pub(crate) async fn flush_all(
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(args.retry_max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: BatchLimit = BatchLimit {
+        memories: 4,
+        bytes: 100,
+    };
+
+    #[test]
+    fn a_batch_takes_what_is_queued_up_to_the_count_limit() {
+        assert_eq!(LIMIT.take([10; 0].into_iter()), 0);
+        assert_eq!(LIMIT.take([10; 3].into_iter()), 3);
+        assert_eq!(LIMIT.take([10; 9].into_iter()), 4);
+    }
+
+    #[test]
+    fn a_batch_stops_before_the_byte_limit_but_never_stays_empty() {
+        // 40 + 40 fits, the third would make 120 > 100.
+        assert_eq!(LIMIT.take([40, 40, 40, 1].into_iter()), 2);
+        // Exactly at the limit still fits.
+        assert_eq!(LIMIT.take([50, 50, 1].into_iter()), 2);
+        // One memory over the byte limit is written alone, not held back forever.
+        assert_eq!(LIMIT.take([500, 1, 1].into_iter()), 1);
+        assert_eq!(LIMIT.take([1, 500].into_iter()), 1);
+    }
+
+    #[test]
+    fn the_queue_hands_out_the_oldest_memories_within_the_limit() {
+        let q = MemoryQueue::new(100);
+        for (i, len) in [30, 30, 30, 30, 30].into_iter().enumerate() {
+            q.push(Memory {
+                id: format!("m{i}"),
+                namespace: "ns".into(),
+                conversation: "c".into(),
+                speaker: "user".into(),
+                text: "x".repeat(len),
+                ts_ms: 0,
+                supersedes: Vec::new(),
+                expires_at_ms: None,
+            });
+        }
+        let ids = |v: Vec<Memory>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+        assert_eq!(ids(q.peek(LIMIT)), ["m0", "m1", "m2"]);
+        q.pop(3);
+        assert_eq!(ids(q.peek(LIMIT)), ["m3", "m4"]);
     }
 }

@@ -1269,3 +1269,33 @@ async fn a_memory_backlog_sheds_reranking_and_speculation_until_the_writer_catch
     assert_ne!(next(&mut results).await.rerank, backlog);
     p.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn utterance_state_leaves_after_its_ttl_however_many_conversations_came() {
+    // A deployment sees new conversations without end: what the coordinator keeps per utterance
+    // (speculation, "already final") must leave with time, not pile up.
+    let f = Fakes::new(no_faults());
+    let config = PipelineConfig {
+        speculative_ttl_ms: 1_000,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(false), config).await.unwrap();
+    let mut results = p.results();
+    for c in 0..300 {
+        let conv = format!("c{c}");
+        p.submit(transcript(&conv, "u1", "q1 where is my key", false))
+            .unwrap();
+        p.submit(transcript(&conv, "u1", "q1 where is my key", true))
+            .unwrap();
+        let r = next(&mut results).await;
+        assert_eq!(r.conversation, conv);
+    }
+    assert!(
+        until(|| p.health().utterances_tracked == 300, 10_000).await,
+        "{:?}",
+        p.health()
+    );
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(p.health().utterances_tracked, 0);
+    p.shutdown().await.unwrap();
+}
