@@ -70,6 +70,12 @@ pub(crate) struct ExactVectors {
     spaces: RwLock<HashMap<String, NsVectors>>,
 }
 
+/// What a loaded namespace counts against `store.exact_cache_vectors`: its vectors, and one for
+/// the entry itself.
+fn budget_share(v: &NsVectors) -> usize {
+    v.chunks.len() + 1
+}
+
 /// `(chunk, cosine)` best first.
 pub type Scored = Vec<(u32, f32)>;
 
@@ -91,8 +97,11 @@ impl ExactVectors {
     }
 
     /// Drops least recently searched namespaces until `incoming` more vectors fit the budget.
+    /// Each namespace also counts as one vector: its entry (name, maps) costs less than one, and
+    /// so namespaces searched while empty, one per new user, cannot pile up without bound.
     fn make_room(&self, spaces: &mut HashMap<String, NsVectors>, incoming: usize) {
-        let mut total: usize = spaces.values().map(|v| v.chunks.len()).sum();
+        let mut total: usize = spaces.values().map(budget_share).sum();
+        let incoming = incoming + 1;
         while total + incoming > self.budget {
             let Some(oldest) = spaces
                 .iter()
@@ -102,9 +111,15 @@ impl ExactVectors {
                 break;
             };
             if let Some(v) = spaces.remove(&oldest) {
-                total -= v.chunks.len();
+                total -= budget_share(&v);
             }
         }
+    }
+
+    /// Vectors held in RAM now (over every loaded namespace): this cache's share of the
+    /// process's memory is about `dim * 4` bytes each.
+    pub fn cached_vectors(&self) -> u64 {
+        self.read().values().map(|v| v.chunks.len() as u64).sum()
     }
 
     /// Whether a namespace of `len` vectors is searched exactly.
@@ -168,12 +183,20 @@ impl ExactVectors {
         Ok(self.scan(v, query, filter, n))
     }
 
-    /// Adds committed vectors of `ns` (writer only; a namespace not loaded is left to load).
-    pub fn apply_add(&self, ns: &str, vectors: &[(u32, &[f32])]) {
+    /// Adds committed vectors, namespace by namespace (writer only; a namespace not loaded is
+    /// left to load). One write lock for a whole committed batch: searches wait once, briefly,
+    /// rather than once per memory of it.
+    pub fn apply_adds<'a, V>(&self, adds: impl IntoIterator<Item = (&'a str, V)>)
+    where
+        V: IntoIterator<Item = (u32, &'a [f32])>,
+    {
         let mut spaces = self.write();
-        if let Some(v) = spaces.get_mut(ns) {
+        for (ns, vectors) in adds {
+            let Some(v) = spaces.get_mut(ns) else {
+                continue;
+            };
             for (chunk, vector) in vectors {
-                v.push(*chunk, vector);
+                v.push(chunk, vector);
             }
             if v.chunks.len() > self.max {
                 // Grew past exact search: its trees serve it from now on.
@@ -317,7 +340,8 @@ mod tests {
 
     #[test]
     fn the_least_recently_searched_namespaces_leave_first() {
-        let exact = ExactVectors::new(1, 10, 5, true);
+        // Each namespace counts one more than its vectors: a, b, c weigh 3, 3, 2.
+        let exact = ExactVectors::new(1, 10, 8, true);
         let space = |n: u32| {
             let mut v = NsVectors::default();
             for c in 0..n {
@@ -339,5 +363,21 @@ mod tests {
         // More than the whole budget: everything goes, the newcomer still loads.
         exact.make_room(&mut spaces, 9);
         assert!(spaces.is_empty());
+    }
+
+    #[test]
+    fn empty_namespaces_cannot_pile_up() {
+        // A new user's first search loads an empty namespace; a million users must not leave a
+        // million entries behind.
+        let exact = ExactVectors::new(1, 10, 50, true);
+        let mut spaces = HashMap::new();
+        for user in 0..1000 {
+            exact.make_room(&mut spaces, 0);
+            let v = NsVectors::default();
+            exact.touch(&v);
+            spaces.insert(format!("user{user}"), v);
+        }
+        assert!(spaces.len() <= 50, "{} entries kept", spaces.len());
+        assert!(spaces.contains_key("user999"), "the newest stays");
     }
 }

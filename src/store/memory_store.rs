@@ -42,6 +42,9 @@ pub struct StoreStats {
     /// Operations BM25 has yet to apply.
     pub bm25_lag: u64,
     pub bm25_docs: u64,
+    /// Vectors held in RAM for exact search (`dimension * 4` bytes each): grows with the
+    /// memories of small namespaces, up to `store.exact_cache_vectors`.
+    pub exact_cached_vectors: u64,
     pub model: String,
     pub dimension: usize,
 }
@@ -175,14 +178,13 @@ impl MemoryStore {
         }
         wb.commit().map_err(&full)?;
         // Before `add` returns, so an acknowledged memory is found by the very next search.
-        for (ns, chunks, ids) in &fresh {
-            let vectors: Vec<(u32, &[f32])> = ids
+        s.exact.apply_adds(fresh.iter().map(|(ns, chunks, ids)| {
+            let vectors = ids
                 .iter()
                 .zip(chunks)
-                .map(|(id, (_, v))| (*id, v.as_slice()))
-                .collect();
-            s.exact.apply_add(ns, &vectors);
-        }
+                .map(|(id, (_, v))| (*id, v.as_slice()));
+            (ns.as_str(), vectors)
+        }));
         s.signal.notify();
         Ok(report)
     }
@@ -278,6 +280,7 @@ impl MemoryStore {
             bm25_watermark: watermark,
             bm25_lag: lmdb_seq.saturating_sub(watermark),
             bm25_docs: s.bm25.num_docs(),
+            exact_cached_vectors: s.exact.cached_vectors(),
             model: s.model.name.clone(),
             dimension: s.model.dimension,
         })
