@@ -82,9 +82,13 @@ impl SentenceEmbedder {
     /// length, at most `batch_size` at a time, so little is padded. Texts longer than `max_length` tokens
     /// are truncated (see [`Self::chunk`]).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
+        // One by one on the calling thread: `encode_batch` hands the texts to rayon's global pool,
+        // which arroy's tree builds also use, so a final's tokenizing could wait behind a build
+        // (and for a few short texts the hand-off costs more than the work).
+        let encodings = texts
+            .iter()
+            .map(|text| self.tokenizer.encode(*text, true))
+            .collect::<Result<Vec<Encoding>, _>>()
             .map_err(|e| ModelError::Tokenize(e.to_string()))?;
         let lengths: Vec<usize> = encodings.iter().map(Encoding::len).collect();
         let options = RunOptions::new().map_err(|e| self.inference_error(e.to_string()))?;
