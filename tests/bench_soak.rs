@@ -87,18 +87,59 @@ fn check(s: &serde_json::Value, mode: &str) {
     );
     assert!(f("total_ms_p99") <= f("total_ms_max"), "{s}");
     assert!(f("rss_mb_start") > 0.0 && f("rss_mb_end") > 0.0, "{s}");
+    for k in [
+        "rss_anon_mb_start",
+        "rss_anon_mb_end",
+        "rss_file_mb_start",
+        "rss_file_mb_end",
+    ] {
+        assert!(
+            f(k) > 0.0 && f(k) <= f("rss_mb_end").max(f("rss_mb_start")),
+            "{k}: {s}"
+        );
+    }
     assert!(n("threads_start") > 0 && n("threads_end") > 0, "{s}");
     // Every final (the user's) is written as a memory, and in process every agent reply too (over
     // the bus the agent publishes its replies to the memory stream itself).
     let written = if mode == "bus" { sent } else { 2 * sent };
     assert_eq!(n("memories_written"), written, "{s}");
+    assert_eq!(n("memories_refused"), 0, "{s}");
+    let batches = n("memory_batches");
+    assert!(batches >= 1 && batches <= written, "{s}");
+    let mean = f("memory_batch_mean");
+    assert!((mean - written as f64 / batches as f64).abs() < 1e-6, "{s}");
+    assert!(n("memory_queue_peak") <= written, "{s}");
+    // Each utterance is remembered for speculative_ttl_ms (10 s) at most: a 2-second run holds
+    // at most what it sent (a final and a reply per utterance, partials on the final's).
+    assert!(n("utterances_tracked_end") <= sent, "{s}");
     assert_eq!(n("abandoned_calls"), 0, "{s}");
+    // The store as the load found it (the seed) and as it left it, to read RSS against.
+    let store = |at: &str, k: &str| {
+        s[at][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{at}.{k} in {s}"))
+    };
+    assert_eq!(store("store_start", "memories"), SEED as f64, "{s}");
+    // Over the bus the stream's consumer may still be committing when the load ends.
+    assert!(store("store_end", "memories") >= SEED as f64, "{s}");
+    assert!(
+        store("store_end", "disk_mb") >= store("store_start", "disk_mb"),
+        "{s}"
+    );
+    assert!(store("store_start", "lmdb_used_mb") > 0.0, "{s}");
+    assert!(
+        store("store_end", "chunks") >= store("store_end", "memories"),
+        "{s}"
+    );
 }
 
 #[test]
 fn a_short_soak_in_process_answers_every_final_and_remembers_every_turn() {
     let s = soak(&[]);
     check(&s, "in-process");
+    // In process a memory is committed before its write returns: the load's are in the store
+    // when it ends.
+    assert!(s["store_end"]["memories"].as_u64().unwrap() > SEED, "{s}");
     // In process the writer commits to the store before shutdown returns.
     assert_eq!(
         s["memories_stored"].as_u64(),

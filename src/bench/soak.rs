@@ -126,12 +126,78 @@ pub struct SoakReport {
     pub memories_written: u64,
     /// Memories in the store after the pipeline stopped (the seed memories included).
     pub memories_stored: u64,
+    /// Agent replies and finals refused because `pipeline.memory_queue_max` memories waited for
+    /// the writer (a refused final is never answered: it is also in `lost`). Must be 0.
+    pub memories_refused: u64,
+    /// Writes that made the memories durable, and the mean memories per write (it grows with
+    /// the writer's backlog).
+    pub memory_batches: u64,
+    pub memory_batch_mean: f64,
+    /// Most memories waiting for the writer, sampled while the load ran.
+    pub memory_queue_peak: usize,
+    /// Utterances the pipeline held state for when the load ended: bounded by what arrived
+    /// within `pipeline.speculative_ttl_ms`, however long the soak runs.
+    pub utterances_tracked_end: usize,
     /// Stage calls given up on whose threads still ran at the end.
     pub abandoned_calls: usize,
     pub rss_mb_start: f64,
     pub rss_mb_end: f64,
+    /// RSS split: heap and other anonymous memory (a leak shows here) ...
+    pub rss_anon_mb_start: f64,
+    pub rss_anon_mb_end: f64,
+    /// ... and mapped file pages (LMDB's map, tantivy's segments: they grow with the store).
+    pub rss_file_mb_start: f64,
+    pub rss_file_mb_end: f64,
     pub threads_start: u64,
     pub threads_end: u64,
+    /// The store when the load started and when it ended, to read RSS against.
+    pub store_start: StoreUsage,
+    pub store_end: StoreUsage,
+}
+
+/// How big the store is: what RSS grows with when nothing leaks.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct StoreUsage {
+    pub memories: u64,
+    pub chunks: u64,
+    /// Bytes on disk under the data directory, in MiB.
+    pub disk_mb: f64,
+    /// LMDB pages in use, in MiB.
+    pub lmdb_used_mb: f64,
+    /// The BM25 index on disk, in MiB.
+    pub bm25_mb: f64,
+    /// Vectors held in RAM for exact search, and the MiB they take (dimension x 4 bytes each).
+    pub exact_cached_vectors: u64,
+    pub exact_cache_mb: f64,
+}
+
+impl StoreUsage {
+    fn of(store: &crate::store::MemoryStore) -> Self {
+        const MIB: f64 = 1024.0 * 1024.0;
+        match store.stats() {
+            Ok(s) => Self {
+                memories: s.memories,
+                chunks: s.chunks,
+                disk_mb: s.disk_bytes as f64 / MIB,
+                lmdb_used_mb: s.lmdb_used_bytes as f64 / MIB,
+                bm25_mb: s.bm25_bytes as f64 / MIB,
+                exact_cached_vectors: s.exact_cached_vectors,
+                exact_cache_mb: (s.exact_cached_vectors * s.dimension as u64 * 4) as f64 / MIB,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "soak: store stats unreadable");
+                Self::default()
+            }
+        }
+    }
+
+    /// Read on the blocking pool: stats walk the data directory.
+    async fn read(store: &Arc<crate::store::MemoryStore>) -> Self {
+        let store = Arc::clone(store);
+        tokio::task::spawn_blocking(move || Self::of(&store))
+            .await
+            .unwrap_or_default()
+    }
 }
 
 /// One answer as the soak sees it, from either path.
@@ -184,9 +250,22 @@ fn rerank_label(kind: &str, detail: &serde_json::Value) -> String {
     }
 }
 
-/// (RSS in MiB, thread count) of this process, from /proc/self/status (zeros elsewhere).
-fn process_usage() -> (f64, u64) {
+/// RSS (whole, anonymous, file-backed; MiB) and thread count of this process, from
+/// /proc/self/status (zeros elsewhere).
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    rss_mb: f64,
+    rss_anon_mb: f64,
+    rss_file_mb: f64,
+    threads: u64,
+}
+
+fn process_usage() -> Usage {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    usage_from_status(&status)
+}
+
+fn usage_from_status(status: &str) -> Usage {
     let field = |name: &str| -> u64 {
         status
             .lines()
@@ -195,7 +274,13 @@ fn process_usage() -> (f64, u64) {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
-    (field("VmRSS:") as f64 / 1024.0, field("Threads:"))
+    let mb = |name: &str| field(name) as f64 / 1024.0;
+    Usage {
+        rss_mb: mb("VmRSS:"),
+        rss_anon_mb: mb("RssAnon:"),
+        rss_file_mb: mb("RssFile:"),
+        threads: field("Threads:"),
+    }
 }
 
 /// Where the load goes: the pipeline in process, or the bus.
@@ -326,15 +411,18 @@ pub async fn run(config: &Config, args: &BenchSoakArgs) -> anyhow::Result<ExitCo
                 .and_then(|v| Answer::of_json(&v))
         });
         let target = Target::Bus { client, subjects };
-        let report = soak(&config, args, &target, Box::pin(answers)).await;
+        let probe = Probe {
+            pipeline: &pipeline,
+            store: &engines.store,
+        };
+        let report = soak(&config, args, &target, Box::pin(answers), probe).await;
         bus.stop().await?;
         if let Target::Bus { client, .. } = target {
             let _ = client.drain().await;
         }
         drop(server);
         let mut report = report?;
-        report.memories_written = pipeline.health().counters.memories_written;
-        report.abandoned_calls = pipeline.health().abandoned_calls;
+        report.writer_counters(&pipeline.health());
         report
     } else {
         let handle = engines.start(&config, engines.store_writer()).await?;
@@ -342,11 +430,14 @@ pub async fn run(config: &Config, args: &BenchSoakArgs) -> anyhow::Result<ExitCo
             .results()
             .filter_map(|r| futures::future::ready(Answer::of_result(&r)));
         let target = Target::InProcess(handle.clone());
-        let report = soak(&config, args, &target, Box::pin(answers)).await;
+        let probe = Probe {
+            pipeline: &handle,
+            store: &engines.store,
+        };
+        let report = soak(&config, args, &target, Box::pin(answers), probe).await;
         handle.shutdown().await?;
         let mut report = report?;
-        report.memories_written = handle.health().counters.memories_written;
-        report.abandoned_calls = handle.health().abandoned_calls;
+        report.writer_counters(&handle.health());
         report
     };
     let mut report = report;
@@ -394,23 +485,53 @@ pub async fn run(config: &Config, args: &BenchSoakArgs) -> anyhow::Result<ExitCo
         report.replies
     );
     println!(
-        "  memories written {}, in the store {}; abandoned calls {}; RSS {:.1} -> {:.1} MiB, threads {} -> {}",
+        "  memories written {} in {} writes (mean {:.1}), refused {}, queue peak {}, in the store {}; abandoned calls {}; utterances tracked at the end {}",
         report.memories_written,
+        report.memory_batches,
+        report.memory_batch_mean,
+        report.memories_refused,
+        report.memory_queue_peak,
         report.memories_stored,
         report.abandoned_calls,
+        report.utterances_tracked_end,
+    );
+    println!(
+        "  RSS {:.1} -> {:.1} MiB (anonymous {:.1} -> {:.1}, files {:.1} -> {:.1}), threads {} -> {}",
         report.rss_mb_start,
         report.rss_mb_end,
+        report.rss_anon_mb_start,
+        report.rss_anon_mb_end,
+        report.rss_file_mb_start,
+        report.rss_file_mb_end,
         report.threads_start,
         report.threads_end
+    );
+    let (a, b) = (&report.store_start, &report.store_end);
+    println!(
+        "  store {} -> {} memories, disk {:.1} -> {:.1} MiB (LMDB used {:.1} -> {:.1}, BM25 {:.1} -> {:.1}), exact-search vectors in RAM {} -> {} ({:.1} -> {:.1} MiB)",
+        a.memories,
+        b.memories,
+        a.disk_mb,
+        b.disk_mb,
+        a.lmdb_used_mb,
+        b.lmdb_used_mb,
+        a.bm25_mb,
+        b.bm25_mb,
+        a.exact_cached_vectors,
+        b.exact_cached_vectors,
+        a.exact_cache_mb,
+        b.exact_cache_mb
     );
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     }
-    Ok(if report.lost == 0 && report.duplicates == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if report.lost == 0 && report.duplicates == 0 && report.memories_refused == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 /// Stores `n` synthetic memories, spread over the users' namespaces (on the blocking pool).
@@ -442,19 +563,39 @@ async fn seed(engines: &Arc<Engines>, n: usize, namespaces: Vec<String>) -> anyh
 
 type Answers = std::pin::Pin<Box<dyn futures::Stream<Item = Answer> + Send>>;
 
+/// What the soak watches besides the answers: the pipeline's memory queue and the store.
+struct Probe<'a> {
+    pipeline: &'a PipelineHandle,
+    store: &'a Arc<crate::store::MemoryStore>,
+}
+
+impl SoakReport {
+    /// The memory writer's counters, read once the pipeline has stopped.
+    fn writer_counters(&mut self, health: &voicerag_actors::Health) {
+        let c = &health.counters;
+        self.memories_written = c.memories_written;
+        self.memories_refused = c.memories_refused_backlog;
+        self.memory_batches = c.memory_batches;
+        self.memory_batch_mean = c.memories_written as f64 / c.memory_batches.max(1) as f64;
+        self.abandoned_calls = health.abandoned_calls;
+    }
+}
+
 /// Sends the load through `target` and gathers the finals' answers from `answers`.
 async fn soak(
     config: &Config,
     args: &BenchSoakArgs,
     target: &Target,
     mut answers: Answers,
+    probe: Probe<'_>,
 ) -> anyhow::Result<SoakReport> {
     let duration = match (args.seconds, args.minutes) {
         (Some(s), _) => Duration::from_secs(s),
         (None, Some(m)) => Duration::from_secs(m * 60),
         (None, None) => Duration::from_secs(600),
     };
-    let (rss_mb_start, threads_start) = process_usage();
+    let usage_start = process_usage();
+    let store_start = StoreUsage::read(probe.store).await;
     let run = format!("soak{}", std::process::id());
     let pending: Arc<Mutex<HashSet<String>>> = Arc::default();
     let replies = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -477,8 +618,11 @@ async fn soak(
         reply_sentences: args.reply_sentences.max(1),
         embed_batch_max: config.pipeline.embed_batch_max,
         budget_ms: config.pipeline.budget_ms,
-        rss_mb_start,
-        threads_start,
+        rss_mb_start: usage_start.rss_mb,
+        rss_anon_mb_start: usage_start.rss_anon_mb,
+        rss_file_mb_start: usage_start.rss_file_mb,
+        threads_start: usage_start.threads,
+        store_start,
         ..Default::default()
     };
     let mut totals = Vec::new();
@@ -539,6 +683,9 @@ async fn soak(
     let mut sent = None;
     let mut answer_by = None;
     loop {
+        report.memory_queue_peak = report
+            .memory_queue_peak
+            .max(probe.pipeline.memories_pending());
         if sent.is_some() && pending.lock().map(|p| p.is_empty()).unwrap_or(true) {
             break;
         }
@@ -581,7 +728,13 @@ async fn soak(
             }
         }
     }
-    (report.rss_mb_end, report.threads_end) = process_usage();
+    let usage_end = process_usage();
+    report.utterances_tracked_end = probe.pipeline.health().utterances_tracked;
+    report.rss_mb_end = usage_end.rss_mb;
+    report.rss_anon_mb_end = usage_end.rss_anon_mb;
+    report.rss_file_mb_end = usage_end.rss_file_mb;
+    report.threads_end = usage_end.threads;
+    report.store_end = StoreUsage::read(probe.store).await;
     report.sent = sent.unwrap_or(0);
     report.lost = report.sent.saturating_sub(report.answered);
     report.replies = replies.load(std::sync::atomic::Ordering::Relaxed);
@@ -594,4 +747,22 @@ async fn soak(
     report.embed_ms_p50 = percentile(&embeds, 0.5);
     report.embed_ms_p99 = percentile(&embeds, 0.99);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_read_from_proc_status_in_mib() {
+        let status = "Name:\tvoicerag\nVmRSS:\t  204800 kB\nRssAnon:\t  153600 kB\n\
+                      RssFile:\t   51200 kB\nRssShmem:\t       0 kB\nThreads:\t17\n";
+        let u = usage_from_status(status);
+        assert_eq!(
+            (u.rss_mb, u.rss_anon_mb, u.rss_file_mb, u.threads),
+            (200.0, 150.0, 50.0, 17)
+        );
+        let none = usage_from_status("");
+        assert_eq!((none.rss_mb, none.threads), (0.0, 0));
+    }
 }
