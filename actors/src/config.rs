@@ -50,7 +50,7 @@ pub struct PipelineConfig {
     /// company (default 32).
     pub writer_batch_size: usize,
     /// Most memories in one write: a backlog is written in batches as large as it is, up to
-    /// this, so one embedding pass and one commit serve many memories (default 512).
+    /// this, so one embedding pass and one commit serve many memories (default 128).
     pub writer_batch_max: usize,
     /// Most text bytes in one write (a single longer memory is written alone), so a backlog of
     /// long memories still makes writes of bounded duration, well inside
@@ -110,7 +110,7 @@ impl Default for PipelineConfig {
             max_in_flight: 32,
             embed_batch_max: 16,
             writer_batch_size: 32,
-            writer_batch_max: 512,
+            writer_batch_max: 128,
             writer_batch_max_bytes: 256 * 1024,
             memory_queue_max: 10_000,
             shed_optional_at: 1_000,
