@@ -3,11 +3,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use voicerag_actors::{AfterHang, Memory, MemoryWriter, PipelineHandle, StageError, Stages};
 
 use crate::bus::{Forget, ForgetScope, MemorySink, Refused, SinkError};
 use crate::config::Config;
+use crate::final_embeddings::{DEFAULT_CAPACITY, FinalEmbeddings, OfferingWriter};
 use crate::ingest;
 use crate::models::{CrossEncoder, ModelError, SentenceEmbedder};
 use crate::store::{MemoryStore, ModelInfo, StoreError};
@@ -43,6 +45,9 @@ pub struct Engines {
     pub store: Arc<MemoryStore>,
     /// `store.max_text_bytes`: longer memories are refused before embedding.
     pub max_text_bytes: usize,
+    /// Finals' query embeddings, offered by the pipeline, taken by the store writer: a final's
+    /// memory is not embedded a second time.
+    pub final_embeddings: Arc<FinalEmbeddings>,
 }
 
 impl Engines {
@@ -69,7 +74,10 @@ impl Engines {
             }
             StoreAccess::ReadOnly => embedder.clone(),
         };
+        let final_embeddings =
+            Arc::new(FinalEmbeddings::new(embedder.identity(), DEFAULT_CAPACITY));
         Ok(Self {
+            final_embeddings,
             embedder,
             memory_embedder,
             reranker,
@@ -98,15 +106,21 @@ impl Engines {
             embedder: self.memory_embedder.clone(),
             store: self.store.clone(),
             max_text_bytes: self.max_text_bytes,
+            final_embeddings: Some(self.final_embeddings.clone()),
+            texts_embedded: AtomicU64::new(0),
+            vectors_reused: AtomicU64::new(0),
         })
     }
 
-    /// Starts the actor pipeline over these engines, writing memories through `writer`.
+    /// Starts the actor pipeline over these engines, writing memories through `writer`. Finals'
+    /// query embeddings are offered to [`Engines::final_embeddings`], for this process's store
+    /// writer (in process, or the bus's memory consumer).
     pub async fn start(
         &self,
         config: &Config,
         writer: Arc<dyn MemoryWriter>,
     ) -> Result<PipelineHandle, EngineStartError> {
+        let writer = Arc::new(OfferingWriter::new(writer, self.final_embeddings.clone()));
         let stages = Stages {
             embedder: self.embedder.clone(),
             retriever: self.store.clone(),
@@ -157,6 +171,11 @@ pub struct StoreWriter {
     embedder: Arc<SentenceEmbedder>,
     store: Arc<MemoryStore>,
     max_text_bytes: usize,
+    /// Where a final's query embedding waits for its memory; `None`: every memory is embedded.
+    final_embeddings: Option<Arc<FinalEmbeddings>>,
+    /// Texts (chunks) this writer embedded, and memories that took a final's vector instead.
+    texts_embedded: AtomicU64,
+    vectors_reused: AtomicU64,
 }
 
 impl MemoryWriter for StoreWriter {
@@ -223,8 +242,7 @@ impl StoreWriter {
             }
         }
         if !valid.is_empty() {
-            let prepared =
-                ingest::embed_memories(&self.embedder, valid).map_err(|e| e.to_string())?;
+            let prepared = self.embed(valid).map_err(|e| e.to_string())?;
             let report = self.store.add(prepared).map_err(|e| e.to_string())?;
             for (i, reason) in report.rejected {
                 if let Some(&index) = origin.get(i) {
@@ -238,6 +256,37 @@ impl StoreWriter {
         }
         refused.sort_by_key(|r| r.index);
         Ok(refused)
+    }
+
+    /// Chunks and embeds, taking a final's query embedding for a memory where one waits.
+    fn embed(&self, memories: Vec<Memory>) -> Result<Vec<crate::store::NewMemory>, ModelError> {
+        let (model, dimension) = (self.embedder.identity(), self.embedder.dimension());
+        let mut reused = 0u64;
+        let (prepared, embedded) = ingest::embed_memories_reusing(&self.embedder, memories, |m| {
+            let v = self.final_embeddings.as_ref()?.take(
+                &model,
+                dimension,
+                &m.namespace,
+                &m.id,
+                &m.text,
+            );
+            reused += u64::from(v.is_some());
+            v
+        })?;
+        self.texts_embedded
+            .fetch_add(embedded as u64, Ordering::Relaxed);
+        self.vectors_reused.fetch_add(reused, Ordering::Relaxed);
+        Ok(prepared)
+    }
+
+    /// Texts (chunks) this writer has embedded.
+    pub fn texts_embedded(&self) -> u64 {
+        self.texts_embedded.load(Ordering::Relaxed)
+    }
+
+    /// Memories this writer stored with a final's query embedding instead of embedding them.
+    pub fn vectors_reused(&self) -> u64 {
+        self.vectors_reused.load(Ordering::Relaxed)
     }
 }
 

@@ -143,25 +143,62 @@ pub fn embed_memories(
     embedder: &SentenceEmbedder,
     memories: Vec<Memory>,
 ) -> Result<Vec<NewMemory>, ModelError> {
+    embed_memories_reusing(embedder, memories, |_| None).map(|(prepared, _)| prepared)
+}
+
+/// [`embed_memories`], except that a memory stored as one chunk of exactly its text takes the
+/// vector `known` has for it (a final's query embedding, same model), instead of being embedded
+/// again. Returns the memories and how many texts were embedded.
+pub fn embed_memories_reusing(
+    embedder: &SentenceEmbedder,
+    memories: Vec<Memory>,
+    mut known: impl FnMut(&Memory) -> Option<Vec<f32>>,
+) -> Result<(Vec<NewMemory>, usize), ModelError> {
     let chunked: Vec<Vec<String>> = memories
         .iter()
         .map(|m| embedder.chunk(&m.text, CHUNK_OVERLAP_TOKENS))
         .collect();
-    let flat: Vec<&str> = chunked.iter().flatten().map(String::as_str).collect();
-    let mut vectors = embedder.embed(&flat)?.into_iter();
+    // Only a whole-text chunk was embedded as the query was (the query is truncated, chunks are not).
+    let reused: Vec<Option<Vec<f32>>> = memories
+        .iter()
+        .zip(&chunked)
+        .map(|(m, chunks)| match chunks.as_slice() {
+            [only] if *only == m.text => known(m),
+            _ => None,
+        })
+        .collect();
+    let flat: Vec<&str> = chunked
+        .iter()
+        .zip(&reused)
+        .filter(|(_, r)| r.is_none())
+        .flat_map(|(chunks, _)| chunks.iter().map(String::as_str))
+        .collect();
+    let embedded = flat.len();
+    let mut vectors = if flat.is_empty() {
+        Vec::new().into_iter()
+    } else {
+        embedder.embed(&flat)?.into_iter()
+    };
     let mut out = Vec::with_capacity(memories.len());
-    for (memory, chunks) in memories.into_iter().zip(chunked) {
-        let chunks = chunks
-            .into_iter()
-            .filter_map(|text| {
-                vectors
-                    .next()
-                    .map(|embedding| ChunkInput { text, embedding })
-            })
-            .collect();
+    for ((memory, chunks), reused) in memories.into_iter().zip(chunked).zip(reused) {
+        let chunks = match reused {
+            Some(embedding) => chunks
+                .into_iter()
+                .zip(std::iter::once(embedding))
+                .map(|(text, embedding)| ChunkInput { text, embedding })
+                .collect(),
+            None => chunks
+                .into_iter()
+                .filter_map(|text| {
+                    vectors
+                        .next()
+                        .map(|embedding| ChunkInput { text, embedding })
+                })
+                .collect(),
+        };
         out.push(NewMemory { memory, chunks });
     }
-    Ok(out)
+    Ok((out, embedded))
 }
 
 /// Memories per unit of bulk work. Fixed, so how many sessions share the work never changes a

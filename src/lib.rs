@@ -8,6 +8,7 @@
 //!   [`engines::Engines::start_pipeline`], the in-process entry point.
 //! - [`bus`]: the NATS edge.
 //! - [`bench`]: the benchmarks behind `voicerag bench` (models, store, pipeline, NATS load).
+//! - [`final_embeddings`]: finals' query embeddings handed to the memory writer (embedded once).
 //! - [`eval`]: retrieval quality of a memory set (`voicerag eval`).
 //! - [`time_expr`]: English time expressions in a query ("last week") read as a time window.
 //! - [`config`]: one configuration, one precedence rule (flag, then environment, then file, then default).
@@ -17,6 +18,7 @@ pub mod bus;
 pub mod config;
 pub mod engines;
 pub mod eval;
+pub mod final_embeddings;
 pub mod fusion;
 pub mod ingest;
 pub mod models;

@@ -18,10 +18,10 @@ use tokio::time::{Instant, timeout_at};
 use crate::cancel::CancelToken;
 use crate::embed_batch::lane;
 use crate::health::ResultKind;
-use crate::messages::{ContextResult, SearchFilter, Transcript};
+use crate::messages::{ContextResult, SearchFilter, Transcript, memory_id};
 use crate::request::{Request, assemble, retrieve, serve};
 use crate::speculation::{Retrieval, SharedRetrieval};
-use crate::state::{PipelineState, now};
+use crate::state::{PipelineState, becomes_memory, now};
 
 pub(crate) enum Control {
     /// Serve what is queued, wait for everything in flight, then reply.
@@ -91,6 +91,7 @@ pub(crate) fn request_for(state: &PipelineState, t: &Transcript) -> Request {
         mode: state.config.mode,
         filter,
         cap_context: true,
+        memory_id: becomes_memory(t).then(|| memory_id(&t.conversation, &t.utterance)),
     }
 }
 

@@ -322,6 +322,7 @@ impl PipelineHandle {
             mode: q.mode.unwrap_or(state.config.mode),
             filter: q.filter,
             cap_context: false,
+            memory_id: None,
         };
         let stop_by = state.stop_by(req.deadline);
         let permit = match timeout_at(stop_by, Arc::clone(&state.permits).acquire_owned()).await {

@@ -38,6 +38,8 @@ pub(crate) struct Request {
     pub filter: SearchFilter,
     /// Whether `max_context_chars` applies (context for a prompt) or not (a one-off query).
     pub cap_context: bool,
+    /// The id of the memory this request's text becomes (a user's final), if it becomes one.
+    pub memory_id: Option<String>,
 }
 
 /// How a stage call ended.
@@ -135,6 +137,7 @@ pub(crate) async fn retrieve(
             }
         }
     };
+    out.embedding = embedding.clone();
     let search = SearchRequest {
         namespace: req.namespace.clone(),
         text: req.text.clone(),
@@ -398,6 +401,7 @@ pub(crate) async fn serve(
             },
         }
     };
+    offer_embedding(state, req, &retrieval);
     let candidates = retrieval.hits.clone();
     let (hits, outcome, extra, took) = if req.text.trim().is_empty() {
         (candidates, state.no_rerank("empty"), None, Duration::ZERO)
@@ -407,4 +411,17 @@ pub(crate) async fn serve(
     // Whatever is still queued for this request is stale now.
     cancel.cancel();
     assemble(state, req, retrieval, hits, outcome, extra, took)
+}
+
+/// Hands a final's query embedding to the memory writer, so the memory the final becomes need not
+/// be embedded again. A speculation a final reuses was embedded from the same text.
+fn offer_embedding(state: &PipelineState, req: &Request, retrieval: &Retrieval) {
+    if let (Some(id), Some(vector)) = (&req.memory_id, &retrieval.embedding) {
+        state.registry.engines.writer.current().offer_embedding(
+            &req.namespace,
+            id,
+            &req.text,
+            vector,
+        );
+    }
 }

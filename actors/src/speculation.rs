@@ -19,6 +19,8 @@ pub(crate) struct Retrieval {
     pub search: Duration,
     /// The time window the search read from the query, if any.
     pub time_window: Option<TimeWindow>,
+    /// The query's embedding, when it was embedded: a final's is offered to the memory writer.
+    pub embedding: Option<Vec<f32>>,
 }
 
 impl Retrieval {

@@ -78,6 +78,11 @@ pub trait Reranker: Send + Sync + 'static {
 pub trait MemoryWriter: Send + Sync + 'static {
     /// Returns once the batch is durable. Re-writing the same id is idempotent.
     fn write(&self, batch: &[Memory]) -> Result<(), StageError>;
+    /// The query embedding of a final that will be queued as memory `id` of `namespace` with
+    /// exactly `text`, offered before it is queued: a writer that embeds memories with the same
+    /// model may store this vector instead of embedding the same text again. Called on the async
+    /// runtime: must not block. Default: ignored (the memory is embedded as usual).
+    fn offer_embedding(&self, _namespace: &str, _id: &str, _text: &str, _vector: &[f32]) {}
     /// Called (off the async runtime) after a write hung. Blocking. Memories wait in the queue
     /// while the writer is down; nothing is lost.
     fn after_hang(&self) -> Result<AfterHang<dyn MemoryWriter>, StageError> {

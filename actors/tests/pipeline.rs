@@ -1299,3 +1299,98 @@ async fn utterance_state_leaves_after_its_ttl_however_many_conversations_came() 
     assert_eq!(p.health().utterances_tracked, 0);
     p.shutdown().await.unwrap();
 }
+
+/// Records the embeddings the pipeline offers for memories to come, and stores like [`FakeWriter`].
+struct OfferedWriter {
+    inner: Arc<FakeWriter>,
+    offers: std::sync::Mutex<Vec<(String, String, String, Vec<f32>)>>,
+}
+
+impl MemoryWriter for OfferedWriter {
+    fn write(&self, batch: &[Memory]) -> Result<(), StageError> {
+        self.inner.write(batch)
+    }
+    fn offer_embedding(&self, namespace: &str, id: &str, text: &str, vector: &[f32]) {
+        self.offers.lock().unwrap().push((
+            namespace.into(),
+            id.into(),
+            text.into(),
+            vector.to_vec(),
+        ));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_users_final_offers_its_query_embedding_for_its_memory_and_nothing_else_does() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let writer = Arc::new(OfferedWriter {
+        inner: f.writer.clone(),
+        offers: Default::default(),
+    });
+    let stages = Stages {
+        writer: writer.clone(),
+        ..f.stages(false)
+    };
+    let p = Pipeline::start(stages, PipelineConfig::default())
+        .await
+        .unwrap();
+    let mut results = p.results();
+    // A final embedded afresh, and one that takes over its partial's embedding.
+    p.submit(transcript("c", "u1", "q1 my dog is Rex", true))
+        .unwrap();
+    next(&mut results).await;
+    p.submit(transcript("c", "u2", "q2 the vet on Friday", false))
+        .unwrap();
+    tokio::time::sleep(MS).await;
+    p.submit(transcript("c", "u2", "q2 the vet on Friday", true))
+        .unwrap();
+    next(&mut results).await;
+    // Nothing to offer: an agent's final, a one-off query, a partial without its final.
+    let mut agent = transcript("c", "u3", "q3 noted", true);
+    agent.speaker = "agent".into();
+    p.submit(agent).unwrap();
+    next(&mut results).await;
+    p.query(QueryRequest {
+        namespace: "ns".into(),
+        text: "q4 what pets".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    p.submit(transcript("c", "u5", "q5 unfinished", false))
+        .unwrap();
+    tokio::time::sleep(MS).await;
+    p.shutdown().await.unwrap();
+
+    let offers = writer.offers.lock().unwrap().clone();
+    let fake_vector = |text: &str| vec![text.len() as f32, 1.0];
+    assert_eq!(
+        offers,
+        vec![
+            (
+                "ns".to_string(),
+                memory_id("c", "u1"),
+                "q1 my dog is Rex".to_string(),
+                fake_vector("q1 my dog is Rex")
+            ),
+            (
+                "ns".to_string(),
+                memory_id("c", "u2"),
+                "q2 the vet on Friday".to_string(),
+                fake_vector("q2 the vet on Friday")
+            ),
+        ]
+    );
+    assert_eq!(
+        f.embedder.calls_for("q2 the vet on Friday"),
+        1,
+        "the offered vector is the partial's, not a second run"
+    );
+    // What was offered is what became the memory: same namespace, id and text.
+    let stored = f.writer.stored.lock().unwrap();
+    for (ns, id, text, _) in &offers {
+        let m = &stored[id];
+        assert_eq!((&m.namespace, &m.text), (ns, text));
+    }
+}

@@ -103,6 +103,7 @@ pub async fn run(config: &Config, args: &BenchPipelineArgs) -> anyhow::Result<Ex
             reranker,
             store: engines.store.clone(),
             max_text_bytes: engines.max_text_bytes,
+            final_embeddings: engines.final_embeddings.clone(),
         };
         let handle = run_engines
             .start(&run_config, Arc::new(crate::engines::ReadOnlyWriter))

@@ -154,6 +154,17 @@ impl SentenceEmbedder {
         self.dimension
     }
 
+    /// What makes two sessions' vectors interchangeable: the model file, the token limit and the
+    /// dimension.
+    pub fn identity(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.session.path().display(),
+            self.max_length,
+            self.dimension
+        )
+    }
+
     /// The model directory's name, e.g. "all-MiniLM-L6-v2".
     pub fn model_name(&self) -> &str {
         &self.name
