@@ -86,7 +86,9 @@ pub struct PipelineConfig {
     /// Time kept before the deadline for a BM25-only search when the embedder is late (default 20).
     pub search_reserve_ms: u64,
     /// The coordinator stops waiting for stages this long before the deadline, so the result it
-    /// then builds still leaves by the deadline; tokio's timers have 1 ms granularity (default 2).
+    /// then builds still leaves by the deadline; tokio's timers have 1 ms granularity. On saturated
+    /// cores it stops as much earlier again as recent wake-ups at a stop point ran late (at most a
+    /// quarter of the budget, fading by half every 2 s) (default 2).
     pub deadline_guard_ms: u64,
     /// `shutdown()` gives up flushing memories after this long (default 10000).
     pub shutdown_timeout_ms: u64,

@@ -215,6 +215,7 @@ impl Coordinator {
         let state = Arc::clone(&self.state);
         let req = request_for(&state, &t);
         let stop_by = state.stop_by(req.deadline);
+        let queued_past_stop = now() >= stop_by;
         // A permit is awaited only until the deadline: a final never leaves late for want of one.
         let permit = match timeout_at(stop_by, Arc::clone(&state.permits).acquire_owned()).await {
             Ok(Ok(permit)) => Some(permit),
@@ -223,7 +224,12 @@ impl Coordinator {
         };
         let Some(permit) = permit.filter(|_| now() < stop_by) else {
             // Its deadline passed while it queued: answer now rather than late.
-            state.emit(state.shed_result(&t), ResultKind::Final);
+            let shed = state.shed_result(&t);
+            if !queued_past_stop {
+                // It woke at its stop point: how late that ran is the lag to keep.
+                state.observe_stop(stop_by, shed.finished_at);
+            }
+            state.emit(shed, ResultKind::Final);
             state.remember_transcript(&t);
             return;
         };
@@ -282,7 +288,8 @@ impl Coordinator {
         let emit = state.config.emit_partials.then(|| {
             let (shared, cancel) = (shared.clone(), cancel.clone());
             tokio::spawn(async move {
-                let retrieval = match timeout_at(state.stop_by(req.deadline), shared.result).await {
+                let stop_by = state.stop_by(req.deadline);
+                let retrieval = match timeout_at(stop_by, shared.result).await {
                     Ok(Some(r)) => r,
                     Ok(None) => return, // superseded
                     Err(_) => Retrieval::failed("timeout"),
@@ -300,6 +307,7 @@ impl Coordinator {
                     None,
                     Duration::ZERO,
                 );
+                state.observe_stop(stop_by, result.finished_at);
                 state.emit(result, ResultKind::Partial);
             })
             .abort_handle()

@@ -120,6 +120,7 @@ mod stage_actor;
 pub mod stages;
 mod state;
 mod supervisor;
+mod wake_lag;
 mod writer;
 
 pub use cancel::CancelToken;

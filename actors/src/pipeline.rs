@@ -23,6 +23,7 @@ use crate::results::{ResultHub, ResultStream};
 use crate::stages::{Embedder, MemoryWriter, Reranker, Retriever};
 use crate::state::{PipelineState, becomes_memory, now, unix_ms};
 use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::wake_lag::WakeLag;
 use crate::writer::{MemoryQueue, WriterArgs, flush_all};
 
 /// The stage implementations the pipeline runs. No reranker: results say `rerank: Off`.
@@ -96,6 +97,7 @@ impl Pipeline {
             embeds,
             permits: Arc::new(Semaphore::new(config.max_in_flight)),
             utterances_tracked: Default::default(),
+            wake_lag: WakeLag::new(config.deadline_guard(), config.budget() / 4),
             hub: ResultHub::default(),
             stats,
             memories,
@@ -343,6 +345,7 @@ impl PipelineHandle {
             };
             let mut r = state.shed_result(&t);
             r.deadline = req.deadline.into_std();
+            state.observe_stop(stop_by, r.finished_at);
             state.stats.record_result(&r, ResultKind::Query);
             return Ok(r);
         };

@@ -410,7 +410,9 @@ pub(crate) async fn serve(
     };
     // Whatever is still queued for this request is stale now.
     cancel.cancel();
-    assemble(state, req, retrieval, hits, outcome, extra, took)
+    let result = assemble(state, req, retrieval, hits, outcome, extra, took);
+    state.observe_stop(stop_by, result.finished_at);
+    result
 }
 
 /// Hands a final's query embedding to the memory writer, so the memory the final becomes need not

@@ -15,6 +15,7 @@ use crate::messages::{ContextResult, Memory, RerankOutcome, Transcript, memory_i
 use crate::registry::Registry;
 use crate::rerank::RerankCost;
 use crate::results::ResultHub;
+use crate::wake_lag::WakeLag;
 use crate::writer::{MemoryQueue, WriterMsg};
 
 /// Speakers whose finals are not remembered as transcripts (agent speech arrives via `reply`).
@@ -36,6 +37,8 @@ pub(crate) struct PipelineState {
     /// each is dropped `speculative_ttl_ms` after it was last touched, so conversations that
     /// come and go leave nothing behind.
     pub utterances_tracked: std::sync::atomic::AtomicUsize,
+    /// How late wake-ups at a stop point run on busy cores: kept before the deadline too.
+    pub wake_lag: WakeLag,
 }
 
 /// The pipeline's clock: tokio's, so tests can pause it; the same as `std` outside tests.
@@ -44,11 +47,16 @@ pub(crate) fn now() -> Instant {
 }
 
 impl PipelineState {
-    /// When the coordinator stops waiting for a request's stages.
+    /// When the coordinator stops waiting for a request's stages: the guard, and as much more as
+    /// wake-ups have recently run late (see [`WakeLag`]).
     pub(crate) fn stop_by(&self, deadline: Instant) -> Instant {
-        deadline
-            .checked_sub(self.config.deadline_guard())
-            .unwrap_or(deadline)
+        let keep = self.config.deadline_guard() + self.wake_lag.allowance(now());
+        deadline.checked_sub(keep).unwrap_or(deadline)
+    }
+
+    /// A request that stopped waiting at `stop_by` finished its result at `finished`.
+    pub(crate) fn observe_stop(&self, stop_by: Instant, finished: std::time::Instant) {
+        self.wake_lag.observe(stop_by, Instant::from_std(finished));
     }
 
     /// Sends a result (finals and partials to the stream) and counts it.
