@@ -11,7 +11,7 @@ use crate::bus::{Forget, ForgetScope, MemorySink, Refused, SinkError};
 use crate::config::Config;
 use crate::final_embeddings::{DEFAULT_CAPACITY, FinalEmbeddings, OfferingWriter};
 use crate::ingest;
-use crate::models::{CrossEncoder, ModelError, SentenceEmbedder};
+use crate::models::{CrossEncoder, ModelError, QueryEmbedder, SentenceEmbedder};
 use crate::store::{MemoryStore, ModelInfo, StoreError};
 
 /// Loading or starting the engines failed.
@@ -36,8 +36,11 @@ pub enum StoreAccess {
 
 /// The loaded engines: embedder, optional cross-encoder, memory store.
 pub struct Engines {
-    /// Embeds transcripts and queries.
+    /// Embeds transcripts and queries (and opens the store, seeds benchmarks, ...).
     pub embedder: Arc<SentenceEmbedder>,
+    /// The pipeline's embedder stage: `embedder` and `runtime.query_sessions - 1` more sessions,
+    /// over which queued queries are split (one session for a read-only process).
+    pub query_embedder: Arc<QueryEmbedder>,
     /// Embeds memories for the writer, in a session of its own: a session runs one batch at a
     /// time, so a final never waits behind a batch of memories (read-only engines share one).
     pub memory_embedder: Arc<SentenceEmbedder>,
@@ -74,10 +77,24 @@ impl Engines {
             }
             StoreAccess::ReadOnly => embedder.clone(),
         };
+        // A read-only process serves the odd query: one session is enough.
+        let query_runtime = crate::models::RuntimeConfig {
+            query_sessions: match access {
+                StoreAccess::ReadWrite => config.runtime.query_sessions,
+                StoreAccess::ReadOnly => 1,
+            },
+            ..config.runtime.clone()
+        };
+        let query_embedder = Arc::new(QueryEmbedder::load(
+            embedder.clone(),
+            &query_runtime,
+            &config.embedder,
+        )?);
         let final_embeddings =
             Arc::new(FinalEmbeddings::new(embedder.identity(), DEFAULT_CAPACITY));
         Ok(Self {
             final_embeddings,
+            query_embedder,
             embedder,
             memory_embedder,
             reranker,
@@ -122,7 +139,7 @@ impl Engines {
     ) -> Result<PipelineHandle, EngineStartError> {
         let writer = Arc::new(OfferingWriter::new(writer, self.final_embeddings.clone()));
         let stages = Stages {
-            embedder: self.embedder.clone(),
+            embedder: self.query_embedder.clone(),
             retriever: self.store.clone(),
             reranker: self
                 .reranker

@@ -578,3 +578,47 @@ fn the_memory_writer_embeds_in_a_session_of_its_own() {
     let reader = Engines::load(&config, StoreAccess::ReadOnly, false).unwrap();
     assert!(Arc::ptr_eq(&reader.embedder, &reader.memory_embedder));
 }
+
+/// Queued queries split over two sessions come back in input order, each as one session alone
+/// embeds it; after a hang the stage gets fresh sessions that do the same.
+#[test]
+fn a_query_batch_split_over_sessions_keeps_order_and_vectors() {
+    use std::sync::Arc;
+    use voicerag::actors::AfterHang;
+    use voicerag::models::QueryEmbedder;
+    let config = EmbedderConfig {
+        model_dir: TINY_EMBEDDER.into(),
+        max_length: 128,
+        batch_size: 32,
+    };
+    let runtime = RuntimeConfig {
+        query_sessions: 2,
+        ..RuntimeConfig::default()
+    };
+    let first = Arc::new(SentenceEmbedder::load(&runtime, &config).unwrap());
+    let split = QueryEmbedder::load(first.clone(), &runtime, &config).unwrap();
+    assert_eq!(split.sessions(), 2);
+    let texts = [
+        "my dog Rex loves the beach",
+        "train to Lisbon on Friday",
+        "hi",
+        "remind me to call the vet about the appointment",
+        "what did I say about the garden yesterday",
+    ];
+    let check = |embedder: &dyn Embedder| {
+        let vectors = embedder.embed(&texts).unwrap();
+        assert_eq!(vectors.len(), texts.len());
+        for (v, text) in vectors.iter().zip(texts) {
+            let alone = first.embed(&[text]).unwrap().remove(0);
+            let cosine: f32 = v.iter().zip(&alone).map(|(a, b)| a * b).sum();
+            assert!(cosine > 0.999, "{text}: cosine {cosine}");
+        }
+        assert_eq!(embedder.embed(&["hi"]).unwrap().len(), 1);
+        assert!(embedder.embed(&[]).unwrap().is_empty());
+    };
+    check(&split);
+    let Ok(AfterHang::Fresh(fresh)) = Embedder::after_hang(&split) else {
+        panic!("fresh sessions after a hang");
+    };
+    check(fresh.as_ref());
+}

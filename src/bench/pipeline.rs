@@ -99,6 +99,7 @@ pub async fn run(config: &Config, args: &BenchPipelineArgs) -> anyhow::Result<Ex
         };
         let run_engines = Engines {
             embedder: engines.embedder.clone(),
+            query_embedder: engines.query_embedder.clone(),
             memory_embedder: engines.memory_embedder.clone(),
             reranker,
             store: engines.store.clone(),

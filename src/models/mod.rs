@@ -4,12 +4,14 @@ pub mod cross_encoder;
 pub mod embedder;
 pub mod error;
 mod model_dir;
+pub mod query_embedder;
 pub mod runtime;
 mod session;
 
 pub use cross_encoder::CrossEncoder;
 pub use embedder::SentenceEmbedder;
 pub use error::ModelError;
+pub use query_embedder::QueryEmbedder;
 
 use serde::Deserialize;
 
@@ -31,6 +33,9 @@ pub struct RuntimeConfig {
     /// Embedding sessions working side by side on bulk work (ingest, reindex, eval), each with
     /// `threads` threads; 0: one per core. Live serving is not affected.
     pub bulk_sessions: usize,
+    /// Embedding sessions for live queries: texts that queued for the embedder together are
+    /// split over them, side by side, one thread each (default 2; 1: one session).
+    pub query_sessions: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -41,6 +46,7 @@ impl Default for RuntimeConfig {
             execution_providers: vec!["cpu".into()],
             allow_cpu_fallback: false,
             bulk_sessions: 0,
+            query_sessions: 2,
         }
     }
 }
