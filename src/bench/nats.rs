@@ -560,7 +560,7 @@ async fn bench(config: &Config, args: &BenchNatsArgs, data: &Path) -> anyhow::Re
     nats.replica_id = format!("bench-{}", std::process::id());
     nats.heartbeat_ms = 200;
     let (engines, configs) = (&engines, &configs);
-    run_replicas(
+    let report = run_replicas(
         nats,
         args.nats_url.as_deref(),
         topology,
@@ -574,7 +574,15 @@ async fn bench(config: &Config, args: &BenchNatsArgs, data: &Path) -> anyhow::Re
             }
         },
     )
-    .await
+    .await;
+    let (offered, reused) = engines
+        .iter()
+        .map(|e| e.final_embeddings.counts())
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    eprintln!(
+        "bench nats: finals' query embeddings offered {offered}, stored as their memories' vectors {reused}"
+    );
+    report
 }
 
 #[cfg(test)]
