@@ -1,11 +1,15 @@
 //! Issue 14's capabilities on the conversational set (`fixtures/eval/conversational`, built by
 //! `tools/make_conversational_set.py`: three users, six weeks, three time zones), with the real
 //! int8 MiniLM, each group held against its own run with the capability off:
-//! - time: questions naming a time recall their memory far more often with time windows;
+//! - time: questions naming a topic that came up on several days, and the time that says which
+//!   day ("what did I have for dinner yesterday?"), recall their memory in the top 3 at least
+//!   twice as often with time windows as without (issue 14's target);
+//! - time_mentioned: questions naming a time whose other words mostly find the memory anyway;
 //! - changed: a replaced or expired fact never ranks above its replacement (and does when
 //!   `--include-superseded` brings the replaced ones back: the check can fail);
-//! - misheard: names as a recogniser hears them; held loosely (the set does not separate the
-//!   phonetic ranking: it scores the same with it off).
+//! - misheard: names as a recogniser hears them, beside another person's memory on the same
+//!   topic; held against the phonetic ranking off (it must not lose; at its default weight it
+//!   changes no rank here, see the README).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,6 +19,10 @@ fn root() -> PathBuf {
 }
 
 fn eval(flags: &[&str]) -> Option<serde_json::Value> {
+    eval_with(flags, &[])
+}
+
+fn eval_with(flags: &[&str], env: &[(&str, &str)]) -> Option<serde_json::Value> {
     let model = root().join("models/all-MiniLM-L6-v2/model.onnx");
     if !model.exists() {
         assert!(
@@ -29,6 +37,7 @@ fn eval(flags: &[&str]) -> Option<serde_json::Value> {
         .current_dir(root())
         // Quality, not latency: a debug build must not run out of budget.
         .env("VOICERAG_PIPELINE__BUDGET_MS", "10000")
+        .envs(env.iter().copied())
         .arg("--config")
         .arg(root().join("config.toml"))
         .args(["eval", "--json", "--top-k", "10"])
@@ -67,28 +76,54 @@ fn conversational_set_holds_each_capability_against_its_absence() {
         "with everything: {on}\ntime windows off: {no_time}\nsuperseded included: {stale_back}"
     );
 
-    // Time (25 questions). Measured: recall@1 0.80 on vs 0.30 off, recall@3 1.00 vs 0.66.
+    // Time-dependent questions (26): dinner, lunch, the pool, yoga or calls with mum on the day
+    // the question names. Measured: recall@3 0.962 on vs 0.346 off, recall@1 0.808 vs 0.077. The
+    // target: at least twice the recall@3.
     let (t_on, t_off) = (group(&on, "time"), group(&no_time, "time"));
-    assert_eq!(t_on["queries"], 25);
+    assert_eq!(t_on["queries"], 26);
+    assert!(
+        f(t_on, "recall@3") >= 2.0 * f(t_off, "recall@3"),
+        "time recall@3 {} on vs {} off",
+        f(t_on, "recall@3"),
+        f(t_off, "recall@3")
+    );
     assert!(
         f(t_on, "recall@1") >= 2.0 * f(t_off, "recall@1"),
         "time recall@1 {} on vs {} off",
         f(t_on, "recall@1"),
         f(t_off, "recall@1")
     );
-    // Top 3 of five or so memories on a topic already holds the right one often without a
-    // window: the gain there is smaller than twofold (see the README), held with a margin of
-    // two questions.
+    // Measured minus two questions of 26.
     assert!(
-        f(t_on, "recall@3") >= 1.0 - 0.08,
+        f(t_on, "recall@3") >= 0.962 - 0.08,
         "time recall@3 {}",
         f(t_on, "recall@3")
     );
+
+    // Time mentioned, topic enough (25): measured recall@1 0.88 on vs 0.22 off, recall@3 1.00
+    // vs 0.66: the window still puts the day's memory first, and the top 3 already held it
+    // two times in three without it.
+    let (m_on, m_off) = (
+        group(&on, "time_mentioned"),
+        group(&no_time, "time_mentioned"),
+    );
+    assert_eq!(m_on["queries"], 25);
     assert!(
-        f(t_on, "recall@3") >= f(t_off, "recall@3") + 0.2,
-        "time recall@3 {} on vs {} off",
-        f(t_on, "recall@3"),
-        f(t_off, "recall@3")
+        f(m_on, "recall@1") >= 2.0 * f(m_off, "recall@1"),
+        "time_mentioned recall@1 {} on vs {} off",
+        f(m_on, "recall@1"),
+        f(m_off, "recall@1")
+    );
+    assert!(
+        f(m_on, "recall@3") >= 1.0 - 0.08,
+        "time_mentioned recall@3 {}",
+        f(m_on, "recall@3")
+    );
+    assert!(
+        f(m_on, "recall@3") >= f(m_off, "recall@3") + 0.2,
+        "time_mentioned recall@3 {} on vs {} off",
+        f(m_on, "recall@3"),
+        f(m_off, "recall@3")
     );
 
     // Facts that change (8 questions): the replacement always wins; without supersedes and
@@ -108,9 +143,19 @@ fn conversational_set_holds_each_capability_against_its_absence() {
         "{stale_back}"
     );
 
-    // Misheard names (11 questions): measured recall@3 0.95 (recall@1 0.86) with the phonetic
-    // ranking on and off alike: MiniLM and the other words of the question find these already.
-    // A loose floor: the set does not separate the phonetic ranking (see the README).
+    // Misheard names (11 questions), each beside another person's memory on its topic.
+    // Measured: recall@1 0.59, recall@3 0.95, with the phonetic ranking on and off alike (at
+    // its default weight it moves no answer above the namesake's memory; see the README).
     let misheard = group(&on, "misheard");
-    assert!(f(misheard, "recall@3") >= 0.8, "{misheard}");
+    assert!(f(misheard, "recall@3") >= 0.95 - 0.1, "{misheard}");
+    let Some(no_phonetic) = eval_with(&[], &[("VOICERAG_RETRIEVAL__PHONETIC_WEIGHT", "0")]) else {
+        return;
+    };
+    let unheard = group(&no_phonetic, "misheard");
+    for key in ["recall@1", "recall@3", "mrr@10"] {
+        assert!(
+            f(misheard, key) >= f(unheard, key) - 1e-9,
+            "misheard {key}: {misheard} with the phonetic ranking, {unheard} without"
+        );
+    }
 }

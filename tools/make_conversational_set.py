@@ -3,15 +3,21 @@
 weeks (Feb-Mar 2026, three time zones), and questions each user asks at the end of their
 timeline, tagged by group:
 
-- time: the question names a time ("last week", "on Monday", "yesterday") and the same topic
-  recurs on other days (a weekly class, runs, the dentist);
+- time: the question names a topic and a time, the topic came up on several days with different
+  details (dinner, lunch, the pool, yoga, calls with mum), and only the time says which day is
+  meant ("what did I have for dinner yesterday?" with dinner on eight days);
+- time_mentioned: the question names a time, but its other words mostly find the memory alone
+  (the set's first time questions, kept to show that the window does not hurt there);
 - changed: a fact was replaced (`supersedes`) or ran out (`expires_at`); `stale` lists what the
   answer replaced, which must never rank above it;
 - misheard: a name as a speech recogniser hears it ("Martha" for "Marta", "Diego" for
-  "Tiago"); the memories spell it right.
+  "Tiago"); the memories spell it right, and another person has a memory on the same topic
+  (`NAMESAKES`: Marta's birthday beside Tiago's), so only the name tells the answer.
 
 The sessions were written first, as a person would talk over six weeks; the questions after, as
 that person would ask them, with the memory that answers each. Nothing here was tuned to a run.
+The recurring topics (`RECURRING`) were added for the `time` group: sessions of their own, merged
+with the others in time order.
 Agent replies are memories too (speaker "agent"): short, on topic, never restating a fact.
 
     tools/make_conversational_set.py [--out fixtures/eval/conversational]
@@ -186,19 +192,125 @@ USERS = {
     ]),
 }
 
+# Topics that recur with different details each day: user -> sessions, as in USERS.
+RECURRING = {
+    "ana": [
+        ("2026-02-03 20:30", [("dinner1", "user", "For dinner I made a mushroom risotto, it came out a bit too salty.", {})]),
+        ("2026-02-04 07:30", [("swim1", "user", "Went swimming before work, twenty lengths at the municipal pool.", {})]),
+        ("2026-02-11 21:00", [("dinner2", "user", "Dinner tonight was grilled sardines with boiled potatoes.", {})]),
+        ("2026-02-13 07:15", [
+            ("swim2", "user", "Swimming this morning: I tried butterfly for the first time, it was exhausting.", {}),
+            (None, "agent", "Butterfly is a tough stroke, well done for trying.", {}),
+        ]),
+        ("2026-02-18 20:45", [("dinner3", "user", "I tried a new recipe for dinner: chickpea curry with spinach.", {})]),
+        ("2026-02-20 07:20", [("swim3", "user", "No swimming today, the pool was closed for cleaning, so I walked along the river instead.", {})]),
+        ("2026-02-25 20:15", [("dinner4", "user", "Dinner was leftover soup, I was too tired to cook.", {})]),
+        ("2026-02-27 07:30", [("swim4", "user", "Went swimming, thirty lengths, my best so far.", {})]),
+        ("2026-03-03 20:40", [("dinner5", "user", "I cooked bacalhau a Bras for dinner, Rex begged for some the whole time.", {})]),
+        ("2026-03-06 07:10", [("swim5", "user", "After swimming I lost my goggles in the changing room.", {})]),
+        ("2026-03-08 19:30", [
+            ("dinner6", "user", "Dinner at my parents' house: my mother made roast chicken.", {}),
+            (None, "agent", "That sounds like a cosy Sunday.", {}),
+        ]),
+        ("2026-03-09 07:30", [("swim6", "user", "Swimming this morning: a lifeguard gave me tips on breathing on both sides.", {})]),
+        ("2026-03-10 20:30", [("dinner7", "user", "For dinner I made pasta with pesto and cherry tomatoes.", {})]),
+        ("2026-03-11 21:00", [("dinner8", "user", "Dinner tonight was a takeaway pizza, the kitchen sink is blocked.", {})]),
+    ],
+    "ben": [
+        ("2026-02-04 12:30", [("lunch1", "user", "Lunch was a turkey sandwich at my desk again.", {})]),
+        ("2026-02-07 11:00", [("mom1", "user", "My mom called, her hip surgery is scheduled for the end of February.", {})]),
+        ("2026-02-10 13:00", [("lunch2", "user", "Had lunch at the new ramen place on Fifth, the broth was excellent.", {})]),
+        ("2026-02-15 18:00", [
+            ("mom2", "user", "Talked to my mom on the phone, she's nervous about the surgery.", {}),
+            (None, "agent", "It's natural to be nervous, I hope it goes well.", {}),
+        ]),
+        ("2026-02-18 12:45", [("lunch3", "user", "Lunch at the Greek diner, the souvlaki was dry.", {})]),
+        ("2026-02-26 12:15", [("lunch4", "user", "Skipped lunch because a meeting ran over.", {})]),
+        ("2026-02-27 20:00", [("mom3", "user", "My mom called from the hospital, the surgery went well.", {})]),
+        ("2026-03-04 12:30", [("lunch5", "user", "Lunch was tacos from the food truck outside the office.", {})]),
+        ("2026-03-06 19:00", [("mom4", "user", "Mom called, she's walking with a cane now.", {})]),
+        ("2026-03-08 17:00", [("mom5", "user", "Called my mom, she started physical therapy and complains about the exercises.", {})]),
+        ("2026-03-09 12:40", [("lunch6", "user", "Had a salad for lunch, trying to eat lighter before the race.", {})]),
+        ("2026-03-10 13:10", [("lunch7", "user", "Lunch was leftover lasagna from the weekend.", {})]),
+        ("2026-03-11 12:20", [
+            ("lunch8", "user", "For lunch I tried the Vietnamese place, the banh mi was great.", {}),
+            (None, "agent", "Good to find a new lunch spot.", {}),
+        ]),
+    ],
+    "chloe": [
+        ("2026-02-07 10:00", [("yoga1", "user", "Went to a yoga class at the studio near the canal, lots of stretching.", {})]),
+        ("2026-02-09 20:00", [("cook1", "user", "For dinner I made potato soup with sausages.", {})]),
+        ("2026-02-14 10:00", [("yoga2", "user", "Yoga was hard today, the teacher had us hold a plank for two minutes.", {})]),
+        ("2026-02-17 20:30", [("cook2", "user", "Dinner was a lentil salad with feta, quick and good.", {})]),
+        ("2026-02-21 10:30", [("yoga3", "user", "Skipped yoga because of a headache.", {})]),
+        ("2026-02-25 20:00", [("cook3", "user", "I made Spaetzle with cheese for dinner, far too heavy.", {})]),
+        ("2026-03-02 07:00", [("yoga4", "user", "Tried a morning yoga video at home before work.", {})]),
+        ("2026-03-04 20:15", [
+            ("cook4", "user", "Cooked a Thai green curry for dinner, too spicy for me.", {}),
+            (None, "agent", "Maybe less chili next time.", {}),
+        ]),
+        ("2026-03-07 10:00", [("yoga5", "user", "At yoga I finally managed a headstand against the wall.", {})]),
+        ("2026-03-09 20:00", [("cook5", "user", "Dinner with my flatmate: we made homemade pizza.", {})]),
+        ("2026-03-11 19:00", [("yoga6", "user", "Yoga in the evening, a slow class with candles, very relaxing.", {})]),
+        ("2026-03-12 21:30", [("cook6", "user", "Late dinner, just bread, cheese and an apple.", {})]),
+        ("2026-03-13 07:30", [("yoga7", "user", "Yoga this morning: my lower back felt much better afterwards.", {})]),
+    ],
+}
+
+# The misheard questions' topics told of another person of the user's life, so that the name is
+# what decides (without these, "When is Diego's birthday?" finds the only birthday by its other
+# words, and the misheard name does not matter).
+NAMESAKES = {
+    "ana": [
+        ("2026-02-14 11:00", [
+            ("martabday", "user", "Marta's birthday is on May 9th, she'd like a cookbook.", {}),
+            ("martabook", "user", "Marta recommended a novel called The Elegance of the Hedgehog.", {}),
+        ]),
+        ("2026-03-01 10:30", [
+            ("tiagolives", "user", "Tiago lives in Braga now, near his parents.", {}),
+            ("martajob", "user", "Marta started a new job as a nurse at the children's hospital.", {}),
+            (None, "agent", "Good news for Marta.", {}),
+        ]),
+    ],
+    "ben": [
+        ("2026-02-20 16:00", [
+            ("joaquimbudget", "user", "Joaquim approved the budget draft for the sales team.", {}),
+            ("siobhanreview", "user", "Siobhan is reviewing the hiring plan this week.", {}),
+        ]),
+    ],
+    "chloe": [
+        ("2026-02-16 19:30", [
+            ("aoifelead", "user", "Aoife is leading the choir at her church now.", {}),
+            ("zofiawedding", "user", "Zofia's wedding is in September in Krakow.", {}),
+        ]),
+        ("2026-03-08 12:00", [
+            ("aoifeholiday", "user", "Aoife is on holiday in Spain until the end of the month.", {}),
+        ]),
+    ],
+}
+
 # user -> [(group, question, [answer keys], [stale keys])]
 QUESTIONS = {
     "ana": [
-        ("time", "What did I tell you about pottery class last week?", ["pottery4"], []),
-        ("time", "What did I make at pottery on Monday?", ["pottery5"], []),
-        ("time", "What did the dentist do three weeks ago?", ["dent2"], []),
-        ("time", "What did the dentist tell me last week?", ["dent3"], []),
-        ("time", "What did the dentist say in early February?", ["dent1"], []),
-        ("time", "What did I tell you yesterday about Tiago?", ["tiagojob"], []),
-        ("time", "What did I say this morning?", ["rexfood", "dent4"], []),
-        ("time", "What did the vet say on Friday?", ["vet3", "vet4"], []),
-        ("time", "What did we learn at the first pottery class in February?", ["pottery1"], []),
-        ("time", "How was Rex doing in mid February?", ["rex0"], []),
+        ("time_mentioned", "What did I tell you about pottery class last week?", ["pottery4"], []),
+        ("time_mentioned", "What did I make at pottery on Monday?", ["pottery5"], []),
+        ("time_mentioned", "What did the dentist do three weeks ago?", ["dent2"], []),
+        ("time_mentioned", "What did the dentist tell me last week?", ["dent3"], []),
+        ("time_mentioned", "What did the dentist say in early February?", ["dent1"], []),
+        ("time_mentioned", "What did I tell you yesterday about Tiago?", ["tiagojob"], []),
+        ("time_mentioned", "What did I say this morning?", ["rexfood", "dent4"], []),
+        ("time_mentioned", "What did the vet say on Friday?", ["vet3", "vet4"], []),
+        ("time_mentioned", "What did we learn at the first pottery class in February?", ["pottery1"], []),
+        ("time_mentioned", "How was Rex doing in mid February?", ["rex0"], []),
+        ("time", "What did I have for dinner yesterday?", ["dinner8"], []),
+        ("time", "What was dinner two days ago?", ["dinner7"], []),
+        ("time", "What did I eat for dinner on Sunday?", ["dinner6"], []),
+        ("time", "What did I have for dinner on March 3rd?", ["dinner5"], []),
+        ("time", "What did I have for dinner about three weeks ago?", ["dinner3"], []),
+        ("time", "How was swimming on Monday?", ["swim6"], []),
+        ("time", "What happened when I went swimming last Friday?", ["swim5"], []),
+        ("time", "How did swimming go two weeks ago?", ["swim4"], []),
+        ("time", "What did I tell you about swimming on February 13th?", ["swim2"], []),
         ("changed", "When is Rex's vet appointment?", ["vet2"], ["vet1"]),
         ("changed", "When does Marta arrive?", ["marta2"], ["marta1"]),
         ("changed", "What is the gate code for the office?", ["gate2"], ["gate1"]),
@@ -208,14 +320,22 @@ QUESTIONS = {
         ("misheard", "What's Diego's new job?", ["tiagojob"], []),
     ],
     "ben": [
-        ("time", "What did I say about running last week?", ["run7"], []),
-        ("time", "What did Joaquim find yesterday?", ["joaquim2"], []),
-        ("time", "What did I tell you about the budget on Monday?", ["budget4"], []),
-        ("time", "How did my run go two weeks ago?", ["run6"], []),
-        ("time", "What did Siobhan do with the budget in February?", ["budget2"], []),
-        ("time", "What did I say about the car last week?", ["car2"], []),
-        ("time", "What did I buy over the weekend?", ["market"], []),
-        ("time", "What did I tell you this morning?", ["niamh3"], []),
+        ("time_mentioned", "What did I say about running last week?", ["run7"], []),
+        ("time_mentioned", "What did Joaquim find yesterday?", ["joaquim2"], []),
+        ("time_mentioned", "What did I tell you about the budget on Monday?", ["budget4"], []),
+        ("time_mentioned", "How did my run go two weeks ago?", ["run6"], []),
+        ("time_mentioned", "What did Siobhan do with the budget in February?", ["budget2"], []),
+        ("time_mentioned", "What did I say about the car last week?", ["car2"], []),
+        ("time_mentioned", "What did I buy over the weekend?", ["market"], []),
+        ("time_mentioned", "What did I tell you this morning?", ["niamh3"], []),
+        ("time", "What did I have for lunch today?", ["lunch8"], []),
+        ("time", "What did I eat for lunch yesterday?", ["lunch7"], []),
+        ("time", "What was lunch on Monday?", ["lunch6"], []),
+        ("time", "What did I have for lunch last week?", ["lunch5"], []),
+        ("time", "Where did I go for lunch on February 10th?", ["lunch2"], []),
+        ("time", "What did my mom say on Friday?", ["mom4"], []),
+        ("time", "What did my mom tell me on Sunday?", ["mom5"], []),
+        ("time", "What did my mom tell me two weeks ago?", ["mom3"], []),
         ("changed", "When is Niamh's piano recital?", ["niamh2"], ["niamh1"]),
         ("changed", "What's my wifi password?", ["wifi2"], ["wifi1"]),
         ("misheard", "Did Shivon approve the budget draft?", ["budget3"], []),
@@ -224,13 +344,22 @@ QUESTIONS = {
         ("misheard", "What did Neve's piano teacher say?", ["niamh3"], []),
     ],
     "chloe": [
-        ("time", "What did I say about Spanish yesterday?", ["spanish4"], []),
-        ("time", "What did I tell you about the heating last week?", ["heat2"], []),
-        ("time", "What happened in my Spanish class last Friday?", ["spanish3"], []),
-        ("time", "What did I book earlier today?", ["flight"], []),
-        ("time", "What did I say about the heating in February?", ["heat1"], []),
-        ("time", "What did I tell you about Aoife's wedding this week?", ["aoife2", "flight"], []),
-        ("time", "What was I learning in Spanish about a month ago?", ["spanish1", "spanish2"], []),
+        ("time_mentioned", "What did I say about Spanish yesterday?", ["spanish4"], []),
+        ("time_mentioned", "What did I tell you about the heating last week?", ["heat2"], []),
+        ("time_mentioned", "What happened in my Spanish class last Friday?", ["spanish3"], []),
+        ("time_mentioned", "What did I book earlier today?", ["flight"], []),
+        ("time_mentioned", "What did I say about the heating in February?", ["heat1"], []),
+        ("time_mentioned", "What did I tell you about Aoife's wedding this week?", ["aoife2", "flight"], []),
+        ("time_mentioned", "What was I learning in Spanish about a month ago?", ["spanish1", "spanish2"], []),
+        ("time", "How was yoga this morning?", ["yoga7"], []),
+        ("time", "What did I say about yoga on Wednesday?", ["yoga6"], []),
+        ("time", "How did yoga go last Saturday?", ["yoga5"], []),
+        ("time", "What happened at yoga on February 14th?", ["yoga2"], []),
+        ("time", "What did I have for dinner yesterday?", ["cook6"], []),
+        ("time", "What was dinner on Monday?", ["cook5"], []),
+        ("time", "What did I have for dinner last week?", ["cook4"], []),
+        ("time", "What did I eat for dinner three weeks ago?", ["cook2"], []),
+        ("time", "What did I have for dinner on February 25th?", ["cook3"], []),
         ("changed", "How much will my rent be from April?", ["rent2"], ["rent1"]),
         ("changed", "When is the Lisbon project deadline?", ["zofia3"], ["zofia2"]),
         ("changed", "Which platform does my train leave from?", ["train2"], ["train1"]),
@@ -249,6 +378,10 @@ def build():
     corpus, queries = [], []
     for user, (zone, asked, sessions) in USERS.items():
         ids = {}
+        # In time order (the recurring topics' sessions among the others).
+        sessions = sorted(
+            sessions + RECURRING.get(user, []) + NAMESAKES.get(user, []), key=lambda s: s[0]
+        )
         for n, (start, turns) in enumerate(sessions, 1):
             conv = f"{user}-s{n:02d}"
             t0 = local(zone, start)
