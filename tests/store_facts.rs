@@ -5,11 +5,12 @@
 
 mod store_support;
 
+use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
 
 use store_support::*;
 use voicerag::actors::messages::{SearchMode, SearchRequest, TimeWindowUse};
-use voicerag::store::{MemoryStore, NewMemory, RetrievalConfig};
+use voicerag::store::{MemoryStore, NewMemory, RetrievalConfig, StoreConfig};
 
 const MODES: [SearchMode; 3] = [SearchMode::Hybrid, SearchMode::Vector, SearchMode::Bm25];
 const DAY: i64 = 86_400_000;
@@ -691,4 +692,271 @@ fn superseded_memories_take_no_place_in_a_bm25_page() {
         vec!["new"],
         "the replaced ones rank first"
     );
+}
+
+/// Ids per mode for `text` in `ns` at `now`.
+fn search_at(
+    store: &MemoryStore,
+    ns: &str,
+    text: &str,
+    now: i64,
+    include: bool,
+) -> Vec<Vec<String>> {
+    MODES
+        .iter()
+        .map(|m| {
+            let mut req = request(ns, text, *m, 10);
+            req.filter.time.now_ms = Some(now);
+            req.filter.include_superseded = include;
+            ids(&store.search(&req).unwrap())
+        })
+        .collect()
+}
+
+const READER_DIR_ENV: &str = "VOICERAG_HIDDEN_READER_DIR";
+const READER_EXACT_ENV: &str = "VOICERAG_HIDDEN_READER_EXACT_MAX";
+
+/// With `READER_DIR_ENV` set, this test binary is a read-only process beside the test's writer
+/// (LMDB allows one handle per process): it opens the store once, then answers each stdin line
+/// `ns|text|now|include` with `HITS <json ids per mode>`.
+fn reader_if_asked() {
+    let Ok(dir) = std::env::var(READER_DIR_ENV) else {
+        return;
+    };
+    let exact_scan_max = std::env::var(READER_EXACT_ENV).unwrap().parse().unwrap();
+    let cfg = StoreConfig {
+        exact_scan_max,
+        ..fast_config()
+    };
+    let ro = MemoryStore::open_read_only(
+        std::path::Path::new(&dir),
+        &cfg,
+        &RetrievalConfig::default(),
+        &model(),
+    )
+    .unwrap();
+    let mut out = std::io::stdout();
+    for line in std::io::stdin().lines() {
+        let line = line.unwrap();
+        let f: Vec<&str> = line.split('|').collect();
+        let hits = search_at(&ro, f[0], f[1], f[2].parse().unwrap(), f[3] == "1");
+        writeln!(out, "HITS {}", serde_json::to_string(&hits).unwrap()).unwrap();
+        out.flush().unwrap();
+    }
+    std::process::exit(0);
+}
+
+/// The read-only process of `reader_if_asked`.
+struct Reader {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Reader {
+    fn spawn(test_name: &str, dir: &std::path::Path, exact_scan_max: usize) -> Self {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+            .env(READER_DIR_ENV, dir)
+            .env(READER_EXACT_ENV, exact_scan_max.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn search(&mut self, ns: &str, text: &str, now: i64, include: bool) -> Vec<Vec<String>> {
+        writeln!(self.stdin, "{ns}|{text}|{now}|{}", u8::from(include)).unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "the reader process ended"
+            );
+            // The harness's "test NAME ... " may precede it on the same line.
+            if let Some((_, json)) = line.trim().split_once("HITS ") {
+                return serde_json::from_str(json).unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Searches in the writer or in the reader process.
+enum Who<'a> {
+    Writer(&'a MemoryStore),
+    Reader(&'a std::cell::RefCell<Reader>),
+}
+
+impl Who<'_> {
+    fn search(&self, ns: &str, text: &str, now: i64, include: bool) -> Vec<Vec<String>> {
+        match self {
+            Who::Writer(s) => search_at(s, ns, text, now, include),
+            Who::Reader(r) => r.borrow_mut().search(ns, text, now, include),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Who::Writer(_) => "writer",
+            Who::Reader(_) => "reader",
+        }
+    }
+}
+
+#[test]
+fn hidden_memories_stay_out_as_the_writer_changes_them_for_every_process() {
+    reader_if_asked();
+    // The hidden set is kept in RAM per namespace: every search below runs after the writer
+    // and a read-only process have loaded it, so a stale copy would show the replaced memory.
+    // Exact scan (small namespace) and arroy's trees (exact scan off) both.
+    for exact_scan_max in [StoreConfig::default().exact_scan_max, 0] {
+        let cfg = StoreConfig {
+            exact_scan_max,
+            ..fast_config()
+        };
+        let retrieval = RetrievalConfig::default();
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemoryStore::open(dir.path(), &cfg, &retrieval, &model()).unwrap();
+        store
+            .add(vec![
+                mem(
+                    "u",
+                    "c1",
+                    "old",
+                    "user",
+                    NOW - 3 * DAY,
+                    "the gate code is 4711",
+                ),
+                mem(
+                    "u",
+                    "c1",
+                    "park",
+                    "user",
+                    NOW - 3 * DAY,
+                    "Rex likes the park",
+                ),
+                mem(
+                    "v",
+                    "c1",
+                    "old",
+                    "user",
+                    NOW - 3 * DAY,
+                    "the gate code is 1234",
+                ),
+            ])
+            .unwrap();
+        store.flush().unwrap();
+        let reader = std::cell::RefCell::new(Reader::spawn(
+            "hidden_memories_stay_out_as_the_writer_changes_them_for_every_process",
+            dir.path(),
+            exact_scan_max,
+        ));
+        let both = [Who::Writer(&store), Who::Reader(&reader)];
+        let has = |hits: &[String], id: &str| hits.iter().any(|h| h == id);
+        for who in &both {
+            for hits in who.search("u", "gate code", NOW, false) {
+                assert!(has(&hits, "old"), "loaded with nothing hidden: {hits:?}");
+            }
+        }
+        // Superseded after both processes loaded the namespace's hidden set.
+        store
+            .add(vec![replacing(
+                mem(
+                    "u",
+                    "c2",
+                    "new",
+                    "user",
+                    NOW - DAY,
+                    "the new gate code is 9035",
+                ),
+                &["old"],
+            )])
+            .unwrap();
+        for who in &both {
+            let name = who.name();
+            for hits in who.search("u", "gate code", NOW, false) {
+                assert!(!has(&hits, "old"), "{name}, {exact_scan_max}: {hits:?}");
+            }
+            for hits in who.search("u", "gate code", NOW, true) {
+                assert!(has(&hits, "old"), "{name}, asked for: {hits:?}");
+            }
+            // Another user's memory of the same id is not touched.
+            for hits in who.search("v", "gate code", NOW, false) {
+                assert_eq!(hits, vec!["old"], "{name}");
+            }
+        }
+        // An expiry added after the sets were loaded, then passing.
+        let mut temp = mem(
+            "u",
+            "c3",
+            "temp",
+            "user",
+            NOW - DAY,
+            "the gate is open today",
+        );
+        temp.memory.expires_at_ms = Some(NOW + DAY);
+        store.add(vec![temp]).unwrap();
+        store.flush().unwrap();
+        for who in &both {
+            let name = who.name();
+            let before = who.search("u", "gate", NOW, false);
+            assert!(
+                has(&before[1], "temp"),
+                "{name}, before its expiry: {before:?}"
+            );
+            for hits in who.search("u", "gate", NOW + DAY, false) {
+                assert!(!has(&hits, "temp"), "{name}, expired: {hits:?}");
+                assert!(!has(&hits, "old"), "{name}, expired: {hits:?}");
+            }
+            let asked = who.search("u", "gate", NOW + DAY, true);
+            for (mode, hits) in MODES.iter().zip(asked) {
+                // A reader's BM25 follows the writer's commits with a delay.
+                if name == "reader" && *mode == SearchMode::Bm25 {
+                    continue;
+                }
+                assert!(has(&hits, "temp") && has(&hits, "old"), "{name}: {hits:?}");
+            }
+        }
+        // Forgetting the replacement leaves the replaced memory replaced (it stays stored).
+        assert_eq!(store.delete_ids("u", &["new".into()]).unwrap(), 1);
+        for who in &both {
+            for hits in who.search("u", "gate code", NOW + DAY, false) {
+                assert!(!has(&hits, "old") && !has(&hits, "new"), "{hits:?}");
+            }
+        }
+        // After a restart, the hidden sets are loaded from LMDB again.
+        drop(both);
+        drop(reader);
+        drop(store);
+        let store = MemoryStore::open(dir.path(), &cfg, &retrieval, &model()).unwrap();
+        for hits in search_at(&store, "u", "gate", NOW + DAY, false) {
+            assert!(
+                !has(&hits, "old") && !has(&hits, "temp"),
+                "reopened: {hits:?}"
+            );
+        }
+        for hits in search_at(&store, "u", "gate", NOW + DAY, true) {
+            assert!(
+                has(&hits, "old") && has(&hits, "temp"),
+                "reopened: {hits:?}"
+            );
+        }
+    }
 }

@@ -6,8 +6,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use roaring::RoaringBitmap;
-use tantivy::collector::{FilterCollector, TopDocs};
+use tantivy::collector::TopDocs;
 use tantivy::query::{
     BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
 };
@@ -22,6 +21,7 @@ use tantivy::{
 use super::StoreError;
 use super::analysis::{self, ANALYZER, ANALYZER_V1};
 use super::codec::MemoryRecord;
+use super::hidden::Hidden;
 use super::phonetic::{self, PHONETIC_ANALYZER, PhoneticEncoder};
 /// tantivy's smallest per-thread indexing budget is 15 MB; one thread is plenty for utterances.
 const WRITER_HEAP_BYTES: usize = 32 * 1024 * 1024;
@@ -49,9 +49,9 @@ pub struct Bm25Filter<'a> {
     pub until_ms: Option<i64>,
     /// Memory ids to leave out (the most recent turns).
     pub exclude_ids: &'a [String],
-    /// Chunks to leave out (superseded, expired): dropped as documents are collected, so the top
-    /// `n` are `n` visible ones.
-    pub hidden: &'a Arc<RoaringBitmap>,
+    /// Chunks to leave out (superseded, expired): ranked below every visible document as they
+    /// are collected and dropped after, so the top `n` are `n` visible ones when there are.
+    pub hidden: &'a Arc<Hidden>,
 }
 
 pub struct Bm25 {
@@ -360,32 +360,29 @@ impl Bm25 {
         let searcher = self.reader.searcher();
         // Equal scores are ordered by chunk id, lowest first, not by where tantivy's segments
         // (whose layout depends on commit timing) happen to hold them: the same data ranks the
-        // same, ingest after ingest.
-        let collector = TopDocs::with_limit(n).tweak_score(|segment: &tantivy::SegmentReader| {
-            let chunks = segment
-                .fast_fields()
-                .u64("chunk")
-                .ok()
-                .map(|c| c.first_or_default_col(u64::MAX));
-            move |doc: tantivy::DocId, score: tantivy::Score| {
-                let chunk = chunks.as_ref().map_or(u64::MAX, |c| c.get_val(doc));
-                (score, std::cmp::Reverse(chunk))
-            }
-        });
-        let top = if filter.hidden.is_empty() {
-            searcher.search(&query, &collector)?
-        } else {
-            let hidden = Arc::clone(filter.hidden);
-            let visible =
-                move |chunk: u64| u32::try_from(chunk).map_or(true, |c| !hidden.contains(c));
-            searcher.search(
-                &query,
-                &FilterCollector::new("chunk".to_string(), visible, collector),
-            )?
-        };
+        // same, ingest after ingest. The chunk id read for that also tells a hidden chunk, which
+        // ranks below every visible one (and is dropped below): one fast-field read and one bit
+        // test per matching document, no second collector.
+        let hidden = Arc::clone(filter.hidden);
+        let collector =
+            TopDocs::with_limit(n).tweak_score(move |segment: &tantivy::SegmentReader| {
+                let chunks = segment
+                    .fast_fields()
+                    .u64("chunk")
+                    .ok()
+                    .map(|c| c.first_or_default_col(u64::MAX));
+                let hidden = Arc::clone(&hidden);
+                move |doc: tantivy::DocId, score: tantivy::Score| {
+                    let chunk = chunks.as_ref().map_or(u64::MAX, |c| c.get_val(doc));
+                    let left_out = u32::try_from(chunk).is_ok_and(|c| hidden.contains(c));
+                    let score = if left_out { f32::NEG_INFINITY } else { score };
+                    (score, std::cmp::Reverse(chunk))
+                }
+            });
+        let top = searcher.search(&query, &collector)?;
         Ok(top
             .into_iter()
-            .filter(|((_, chunk), _)| chunk.0 != u64::MAX)
+            .filter(|((score, chunk), _)| chunk.0 != u64::MAX && *score != f32::NEG_INFINITY)
             .map(|((score, chunk), _)| (chunk.0 as u32, score))
             .collect())
     }

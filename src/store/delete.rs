@@ -65,6 +65,7 @@ pub(crate) fn delete_where(
     wb.commit().map_err(&full)?;
     for (ns, c) in &gone {
         s.exact.apply_delete(ns, c);
+        s.hidden.invalidate(ns);
     }
     s.signal.notify();
     Ok(removed)

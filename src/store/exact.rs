@@ -15,6 +15,7 @@ use roaring::RoaringBitmap;
 
 use super::StoreError;
 use super::codec;
+use super::hidden::Hidden;
 use super::lmdb::{self, Dbs};
 
 /// One namespace's vectors, row `i` belonging to `chunks[i]`.
@@ -127,7 +128,8 @@ impl ExactVectors {
         len <= self.max as u64
     }
 
-    /// The `n` best chunks of namespace `ns` for unit `query`, restricted to `filter` when given.
+    /// The `n` best chunks of namespace `ns` for unit `query`, restricted to `filter` when given,
+    /// never one of `hidden`.
     /// Loads the namespace on first use (or, read-only, when LMDB moved on since).
     #[allow(clippy::too_many_arguments)]
     pub fn search(
@@ -139,6 +141,7 @@ impl ExactVectors {
         index: u16,
         query: &[f32],
         filter: Option<&RoaringBitmap>,
+        hidden: &Hidden,
         n: usize,
     ) -> Result<Scored, StoreError> {
         // Only a read-only copy needs LMDB's sequence: the writer's is kept current as it commits.
@@ -153,7 +156,7 @@ impl ExactVectors {
                 && (self.writer || v.seq == seq)
             {
                 self.touch(v);
-                return Ok(self.scan(v, query, filter, n));
+                return Ok(self.scan(v, query, filter, hidden, n));
             }
         }
         let mut spaces = self.write();
@@ -180,7 +183,7 @@ impl ExactVectors {
             .get(ns)
             .ok_or_else(|| codec::corrupt("exact vectors"))?;
         self.touch(v);
-        Ok(self.scan(v, query, filter, n))
+        Ok(self.scan(v, query, filter, hidden, n))
     }
 
     /// Adds committed vectors, namespace by namespace (writer only; a namespace not loaded is
@@ -220,12 +223,14 @@ impl ExactVectors {
         v: &NsVectors,
         query: &[f32],
         filter: Option<&RoaringBitmap>,
+        hidden: &Hidden,
         n: usize,
     ) -> Scored {
         let dim = self.dim;
         let mut scored: Vec<(u32, f32)> = Vec::with_capacity(v.chunks.len());
         for (i, &chunk) in v.chunks.iter().enumerate() {
-            if filter.is_some_and(|f| !f.contains(chunk)) {
+            // The hidden test first: a bit test, where the filter's is a bitmap lookup.
+            if hidden.contains(chunk) || filter.is_some_and(|f| !f.contains(chunk)) {
                 continue;
             }
             scored.push((chunk, dot(query, &v.data[i * dim..(i + 1) * dim])));
@@ -332,10 +337,14 @@ mod tests {
         v.remove(1, 2);
         v.push(2, &[9.0, 9.0]); // already present: ignored
         let exact = ExactVectors::new(2, 10, 100, true);
-        let got = exact.scan(&v, &[1.0, 0.0], None, 10);
+        let none = Hidden::default();
+        let got = exact.scan(&v, &[1.0, 0.0], None, &none, 10);
         assert_eq!(got, vec![(3, 3.0), (2, 2.0), (0, 0.0)]);
         let only: RoaringBitmap = [0u32, 2].into_iter().collect();
-        assert_eq!(exact.scan(&v, &[1.0, 0.0], Some(&only), 1), vec![(2, 2.0)]);
+        assert_eq!(
+            exact.scan(&v, &[1.0, 0.0], Some(&only), &none, 1),
+            vec![(2, 2.0)]
+        );
     }
 
     #[test]

@@ -185,6 +185,10 @@ impl MemoryStore {
                 .map(|(id, (_, v))| (*id, v.as_slice()));
             (ns.as_str(), vectors)
         }));
+        // New chunks may be superseded already, expire, or supersede others.
+        for (ns, _, _) in &fresh {
+            s.hidden.invalidate(ns);
+        }
         s.signal.notify();
         Ok(report)
     }

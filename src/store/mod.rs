@@ -11,6 +11,7 @@ mod codec;
 mod delete;
 mod error;
 mod exact;
+mod hidden;
 mod lmdb;
 mod memory_store;
 mod open;

@@ -10,6 +10,7 @@ use fs4::fs_std::FileExt;
 use super::background;
 use super::bm25::Bm25;
 use super::exact::ExactVectors;
+use super::hidden::HiddenChunks;
 use super::lmdb::{self, StoredModel};
 use super::state::{Signal, StoreState};
 use super::{ModelInfo, RetrievalConfig, StoreConfig, StoreError};
@@ -162,6 +163,7 @@ pub(crate) fn open_shared(
         bm25_sync: Mutex::new(()),
         writers_waiting: AtomicUsize::new(0),
         exact,
+        hidden: HiddenChunks::new(!read_only),
     };
     if !read_only {
         // BM25 may lag LMDB after a crash: bring it up before anyone searches.

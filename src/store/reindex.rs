@@ -148,6 +148,8 @@ impl MemoryStore {
         lmdb::write_model(&s.dbs, &mut wb.wtxn, &target)?;
         wb.log(Op::Rebuild);
         wb.commit().map_err(&full)?;
+        // Every memory has new chunk ids, the superseded ones included.
+        s.hidden.invalidate_all();
         let count = {
             let rtxn = s.env.read_txn()?;
             s.dbs.memories.len(&rtxn)?

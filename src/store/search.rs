@@ -11,9 +11,10 @@ use voicerag_actors::messages::{
 
 use super::bm25::Bm25Filter;
 use super::codec::{self, ChunkRecord, MemoryRecord};
+use super::hidden::Hidden;
 use super::lmdb::{self, Dbs};
 use super::state::StoreState;
-use super::{Fusion, RetrievalConfig, superseded, time_window};
+use super::{Fusion, RetrievalConfig, time_window};
 use super::{StoreError, vector};
 use crate::fusion::{RankedList, Scored, convex_with, reciprocal_rank};
 
@@ -36,7 +37,7 @@ struct Records<'a> {
     chunks: HashMap<u32, ChunkSlot>,
     memories: HashMap<Vec<u8>, MemoryRecord>,
     /// Chunks left out of this search (superseded, expired).
-    hidden: &'a RoaringBitmap,
+    hidden: &'a Hidden,
 }
 
 impl<'a> Records<'a> {
@@ -160,12 +161,13 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Retrieved, S
         .time
         .now_ms
         .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-    // Shared (not copied) with the BM25 collectors' filters, which must own what they test.
-    let hidden = std::sync::Arc::new(if req.filter.include_superseded {
-        RoaringBitmap::new()
+    // Kept in RAM per namespace (see `hidden`); shared with the BM25 collectors, which must own
+    // what they test.
+    let hidden = if req.filter.include_superseded {
+        std::sync::Arc::new(Hidden::default())
     } else {
-        superseded::hidden_chunks(dbs, &rtxn, ns, now_ms)?
-    });
+        s.hidden.at(&s.env, dbs, &rtxn, ns, now_ms)?
+    };
     let time = time_window::apply(&s.retrieval, dbs, &rtxn, req, now_ms, &hidden)?;
     // A filtering window narrows the request's own time bounds.
     let mut narrowed;
@@ -208,12 +210,14 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Retrieved, S
             let mut hits = Vec::new();
             if let Some(index) = index {
                 let (ns_len, mut cands) = candidates(dbs, &rtxn, ns, f, &exclude_ids)?;
-                cands -= hidden.as_ref();
+                // Narrowed by a filter other than the hidden chunks (those the scan skips).
                 let filtered = cands.len() < ns_len;
                 hits = if s.exact.covers(ns_len) {
                     let only = filtered.then_some(&cands);
-                    s.exact.search(&s.env, dbs, &rtxn, ns, index, q, only, n)?
+                    s.exact
+                        .search(&s.env, dbs, &rtxn, ns, index, q, only, &hidden, n)?
                 } else {
+                    cands -= hidden.bitmap();
                     let count = s.store_cfg.vector_search_count;
                     vector::search(dbs, &rtxn, index, s.model.dimension, q, &cands, n, count)?
                 };

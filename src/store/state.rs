@@ -10,6 +10,7 @@ use heed::{Env, WithoutTls};
 
 use super::bm25::Bm25;
 use super::exact::ExactVectors;
+use super::hidden::HiddenChunks;
 use super::lmdb::{Dbs, StoredModel, WriteBatch};
 use super::{RetrievalConfig, StoreConfig, StoreError};
 
@@ -32,6 +33,8 @@ pub(crate) struct StoreState {
     pub writers_waiting: AtomicUsize,
     /// In-RAM vectors of the namespaces searched exactly.
     pub exact: ExactVectors,
+    /// Superseded and expired chunks of recently searched namespaces.
+    pub hidden: HiddenChunks,
 }
 
 /// Counts a writer as waiting until the write transaction is obtained.

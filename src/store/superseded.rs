@@ -1,5 +1,6 @@
-//! What default results leave out: memories another memory superseded, and memories past their
-//! `expires_at`. Both stay stored (and `include_superseded` brings them back); forget deletes.
+//! What default results leave out, as stored: memories another memory superseded, and memories
+//! with an `expires_at`. Both stay stored (and `include_superseded` brings them back); forget
+//! deletes. [`super::hidden`] keeps what this reads in RAM.
 
 use heed::RoTxn;
 use roaring::RoaringBitmap;
@@ -8,32 +9,28 @@ use super::StoreError;
 use super::codec;
 use super::lmdb::Dbs;
 
-/// Chunks of namespace `ns` left out of default results at `now_ms`.
-pub(crate) fn hidden_chunks(
+/// Namespace `ns`'s superseded chunks, and its chunks that expire as `(expires_at_ms, chunk)`
+/// sorted by expiry (then chunk).
+pub(crate) fn load(
     dbs: &Dbs,
     rtxn: &RoTxn,
     ns: &str,
-    now_ms: i64,
-) -> Result<RoaringBitmap, StoreError> {
-    let mut hidden = match dbs.superseded.get(rtxn, &codec::ns_key(ns))? {
+) -> Result<(RoaringBitmap, Vec<(i64, u32)>), StoreError> {
+    let prefix = codec::ns_key(ns);
+    let superseded = match dbs.superseded.get(rtxn, &prefix)? {
         Some(b) => codec::bitmap_from(b)?,
         None => RoaringBitmap::new(),
     };
-    let prefix = codec::ns_key(ns);
-    let lo = [prefix.as_slice(), &codec::ts_bytes(i64::MIN)].concat();
-    // Expired at `now_ms` itself: an expiry is the first instant it no longer holds.
-    let hi = [
-        prefix.as_slice(),
-        &codec::ts_bytes(now_ms.saturating_add(1)),
-    ]
-    .concat();
-    let range = (
-        std::ops::Bound::Included(lo.as_slice()),
-        std::ops::Bound::Excluded(hi.as_slice()),
-    );
-    for entry in dbs.expiries.range(rtxn, &range)? {
+    let mut expiries = Vec::new();
+    // Keys are `(ns, expires_at, chunk)` with big-endian, sign-flipped times: LMDB's order is
+    // expiry order.
+    for entry in dbs.expiries.prefix_iter(rtxn, &prefix)? {
         let (key, _) = entry?;
-        hidden.insert(codec::u32_from(&key[key.len() - 4..])?);
+        if key.len() != prefix.len() + 12 {
+            return Err(codec::corrupt("expiry key"));
+        }
+        let ts = codec::u64_from(&key[prefix.len()..prefix.len() + 8])? ^ (1 << 63);
+        expiries.push((ts as i64, codec::u32_from(&key[key.len() - 4..])?));
     }
-    Ok(hidden)
+    Ok((superseded, expiries))
 }

@@ -8,6 +8,7 @@ use heed::RoTxn;
 use roaring::RoaringBitmap;
 use voicerag_actors::messages::{SearchRequest, TimeWindow, TimeWindowUse};
 
+use super::hidden::Hidden;
 use super::lmdb::Dbs;
 use super::{RetrievalConfig, StoreError, codec};
 use crate::time_expr;
@@ -29,7 +30,7 @@ pub(crate) fn apply(
     rtxn: &RoTxn,
     req: &SearchRequest,
     now_ms: i64,
-    hidden: &RoaringBitmap,
+    hidden: &Hidden,
 ) -> Result<Option<Applied>, StoreError> {
     let reading = &req.filter.time;
     if !reading.enabled.unwrap_or(cfg.time_windows) {
