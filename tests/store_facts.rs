@@ -942,7 +942,6 @@ fn hidden_memories_stay_out_as_the_writer_changes_them_for_every_process() {
             }
         }
         // After a restart, the hidden sets are loaded from LMDB again.
-        drop(both);
         drop(reader);
         drop(store);
         let store = MemoryStore::open(dir.path(), &cfg, &retrieval, &model()).unwrap();
