@@ -73,6 +73,27 @@ const WHENS: &[&str] = &[
     "on Sunday",
 ];
 
+/// The `i`th of a run's seeded memories: a synthetic utterance, user and agent turns alternating,
+/// a second apart from 2023-11-14.
+pub fn synthetic_memory(
+    rng: &mut StdRng,
+    i: usize,
+    id: String,
+    namespace: String,
+    conversation: String,
+) -> voicerag_actors::Memory {
+    voicerag_actors::Memory {
+        id,
+        namespace,
+        conversation,
+        speaker: if i.is_multiple_of(2) { "user" } else { "agent" }.into(),
+        text: synthetic_utterance(rng),
+        ts_ms: 1_700_000_000_000 + i as i64 * 1000,
+        supersedes: Vec::new(),
+        expires_at_ms: None,
+    }
+}
+
 /// A random utterance-length sentence.
 pub fn synthetic_utterance(rng: &mut StdRng) -> String {
     let pick = |rng: &mut StdRng, xs: &[&str]| xs[rng.random_range(0..xs.len())].to_string();

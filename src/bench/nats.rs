@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use voicerag_actors::{Memory, memory_id};
 
 use super::stats::percentile_ms;
-use super::synthetic_utterance;
+use super::synthetic_memory;
 use crate::bus::server::LocalNatsServer;
 use crate::bus::{
     BusConnection, ContextService, JetStreamWriter, MemorySink, NatsConfig, Subjects,
@@ -520,20 +520,13 @@ async fn bench(config: &Config, args: &BenchNatsArgs, data: &Path) -> anyhow::Re
     let seed: Vec<Memory> = (0..args.seed)
         .map(|i| {
             let namespace = &namespaces[i % namespaces.len()];
-            Memory {
-                id: format!("seed{i}"),
-                namespace: namespace.clone(),
-                conversation: format!("earlier-{namespace}-{}", i / 20),
-                speaker: if i % 2 == 0 {
-                    "user".into()
-                } else {
-                    "agent".into()
-                },
-                text: synthetic_utterance(&mut rng),
-                ts_ms: 1_700_000_000_000 + i as i64 * 1000,
-                supersedes: Vec::new(),
-                expires_at_ms: None,
-            }
+            synthetic_memory(
+                &mut rng,
+                i,
+                format!("seed{i}"),
+                namespace.clone(),
+                format!("earlier-{namespace}-{}", i / 20),
+            )
         })
         .collect();
     eprintln!(

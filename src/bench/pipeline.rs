@@ -10,10 +10,10 @@ use anyhow::Context;
 use clap::Args;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use voicerag_actors::{Memory, QueryRequest, RerankOutcome, SearchFilter};
+use voicerag_actors::{QueryRequest, RerankOutcome, SearchFilter};
 
 use super::stats::percentile;
-use super::synthetic_utterance;
+use super::{synthetic_memory, synthetic_utterance};
 use crate::config::Config;
 use crate::engines::{Engines, StoreAccess};
 use crate::ingest;
@@ -45,20 +45,13 @@ pub async fn run(config: &Config, args: &BenchPipelineArgs) -> anyhow::Result<Ex
     let started = Instant::now();
     let mut pending = Vec::new();
     for i in 0..args.memories {
-        pending.push(Memory {
-            id: format!("m{i}"),
-            namespace: "bench".into(),
-            conversation: format!("c{}", i / 20),
-            speaker: if i % 2 == 0 {
-                "user".into()
-            } else {
-                "agent".into()
-            },
-            text: synthetic_utterance(&mut rng),
-            ts_ms: 1_700_000_000_000 + i as i64 * 1000,
-            supersedes: Vec::new(),
-            expires_at_ms: None,
-        });
+        pending.push(synthetic_memory(
+            &mut rng,
+            i,
+            format!("m{i}"),
+            "bench".into(),
+            format!("c{}", i / 20),
+        ));
         if pending.len() == 512 || i + 1 == args.memories {
             let prepared = ingest::embed_memories(&engines.embedder, std::mem::take(&mut pending))?;
             engines.store.add(prepared)?;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use voicerag_actors::{AgentReply, ContextResult, Memory, PipelineHandle, Transcript, memory_id};
 
 use super::stats::percentile;
-use super::synthetic_utterance;
+use super::{synthetic_memory, synthetic_utterance};
 use crate::bus::BusConnection;
 use crate::bus::server::LocalNatsServer;
 use crate::config::Config;
@@ -540,15 +540,15 @@ async fn seed(engines: &Arc<Engines>, n: usize, namespaces: Vec<String>) -> anyh
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(13);
         let memories: Vec<Memory> = (0..n)
-            .map(|i| Memory {
-                id: format!("seed{i}"),
-                namespace: namespaces[i % namespaces.len()].clone(),
-                conversation: format!("earlier{}", i / 20),
-                speaker: if i % 2 == 0 { "user" } else { "agent" }.into(),
-                text: synthetic_utterance(&mut rng),
-                ts_ms: 1_700_000_000_000 + i as i64 * 1000,
-                supersedes: Vec::new(),
-                expires_at_ms: None,
+            .map(|i| {
+                let namespace = namespaces[i % namespaces.len()].clone();
+                synthetic_memory(
+                    &mut rng,
+                    i,
+                    format!("seed{i}"),
+                    namespace,
+                    format!("earlier{}", i / 20),
+                )
             })
             .collect();
         for chunk in memories.chunks(512) {
