@@ -11,12 +11,13 @@ use async_nats::jetstream::message::PublishMessage;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use voicerag::bus::server::LocalNatsServer;
+
+mod serve_support;
+use serve_support::Serve;
 
 const PARTITIONS_CONF: &str = include_str!("../examples/nats/partitions.conf");
 /// How long an agent waits for an answer before sending again.
@@ -26,59 +27,6 @@ const AGENT_ATTEMPTS: usize = 6;
 /// Requests and finals sent again, over all agents (reported, not asserted: whether one was in
 /// flight at the killed replica is chance).
 static RETRIES: AtomicU64 = AtomicU64::new(0);
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A `voicerag serve` process, killed when the test ends whatever happened.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Serve {
-    fn start(url: &str, data: &Path, replica: &str, owned: &str) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_voicerag"))
-            .arg("serve")
-            .args(["--nats-url", url, "--data-dir"])
-            .arg(data)
-            .current_dir(data.parent().unwrap_or(data))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env(
-                "VOICERAG_EMBEDDER__MODEL_DIR",
-                root().join("fixtures/models/tiny-embedder"),
-            )
-            .env(
-                "VOICERAG_RUNTIME__LIBRARY",
-                root().join("runtime/libonnxruntime.so"),
-            )
-            .env("VOICERAG_STORE__MAP_SIZE_MIB", "64")
-            .env("VOICERAG_PIPELINE__BUDGET_MS", "2000")
-            .env("VOICERAG_NATS__REPLICA_ID", replica)
-            .env("VOICERAG_NATS__PARTITION_COUNT", "3")
-            .env("VOICERAG_NATS__PARTITIONS", owned)
-            .env("VOICERAG_NATS__HEARTBEAT_MS", "200")
-            .env("VOICERAG_NATS__MEMORY_BATCH", "8")
-            .env("VOICERAG_NATS__ACK_WAIT_MS", "2000")
-            .env("VOICERAG_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("voicerag binary runs");
-        Self(child)
-    }
-
-    fn sigkill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Waits for a heartbeat of `replica` showing a consumer for each of its two partitions: it sends
 /// heartbeats once its subscriptions are in place, and the consumers follow.
@@ -244,7 +192,18 @@ async fn sigkill_of_one_of_three_sharded_replicas_loses_no_answer_and_no_memory(
     let owners = [("r0", "[0,1]"), ("r1", "[1,2]"), ("r2", "[2,0]")];
     let mut replicas: HashMap<&str, Serve> = owners
         .iter()
-        .map(|(id, owned)| (*id, Serve::start(&url, &dir.path().join(id), id, owned)))
+        .map(|(id, owned)| {
+            (
+                *id,
+                Serve::start_with(
+                    &url,
+                    &dir.path().join(id),
+                    id,
+                    owned,
+                    &[("VOICERAG_NATS__PARTITION_COUNT", "3")],
+                ),
+            )
+        })
         .collect();
     for (id, _) in owners {
         serving(&nc, id).await;
