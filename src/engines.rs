@@ -125,7 +125,6 @@ impl Engines {
             max_text_bytes: self.max_text_bytes,
             final_embeddings: Some(self.final_embeddings.clone()),
             texts_embedded: AtomicU64::new(0),
-            vectors_reused: AtomicU64::new(0),
         })
     }
 
@@ -192,7 +191,6 @@ pub struct StoreWriter {
     final_embeddings: Option<Arc<FinalEmbeddings>>,
     /// Texts (chunks) this writer embedded, and memories that took a final's vector instead.
     texts_embedded: AtomicU64,
-    vectors_reused: AtomicU64,
 }
 
 impl MemoryWriter for StoreWriter {
@@ -278,32 +276,19 @@ impl StoreWriter {
     /// Chunks and embeds, taking a final's query embedding for a memory where one waits.
     fn embed(&self, memories: Vec<Memory>) -> Result<Vec<crate::store::NewMemory>, ModelError> {
         let (model, dimension) = (self.embedder.identity(), self.embedder.dimension());
-        let mut reused = 0u64;
         let (prepared, embedded) = ingest::embed_memories_reusing(&self.embedder, memories, |m| {
-            let v = self.final_embeddings.as_ref()?.take(
-                &model,
-                dimension,
-                &m.namespace,
-                &m.id,
-                &m.text,
-            );
-            reused += u64::from(v.is_some());
-            v
+            self.final_embeddings
+                .as_ref()?
+                .take(&model, dimension, &m.namespace, &m.id, &m.text)
         })?;
         self.texts_embedded
             .fetch_add(embedded as u64, Ordering::Relaxed);
-        self.vectors_reused.fetch_add(reused, Ordering::Relaxed);
         Ok(prepared)
     }
 
     /// Texts (chunks) this writer has embedded.
     pub fn texts_embedded(&self) -> u64 {
         self.texts_embedded.load(Ordering::Relaxed)
-    }
-
-    /// Memories this writer stored with a final's query embedding instead of embedding them.
-    pub fn vectors_reused(&self) -> u64 {
-        self.vectors_reused.load(Ordering::Relaxed)
     }
 }
 

@@ -80,7 +80,7 @@ async fn a_users_final_is_stored_with_its_query_vector_and_not_embedded_again() 
         .expect("stream open");
     assert_eq!(r.degraded, None, "the query was embedded");
     handle.shutdown().await.unwrap(); // writes every pending memory
-    assert_eq!(writer.vectors_reused(), 1);
+    assert_eq!(engines.final_embeddings.counts().1, 1);
     assert_eq!(writer.texts_embedded(), 0, "the memory embedder ran for it");
     assert!(engines.final_embeddings.is_empty(), "removed when used");
     let query = Embedder::embed(engines.embedder.as_ref(), &[text]).unwrap();
@@ -120,7 +120,7 @@ fn only_the_same_namespace_id_and_whole_text_take_an_offered_vector() {
         ])
         .unwrap();
     assert!(refused.is_empty());
-    assert_eq!(writer.vectors_reused(), 1);
+    assert_eq!(engines.final_embeddings.counts().1, 1);
     assert_eq!(writer.texts_embedded(), 3);
     let s = |id: &str, v: &[f32]| similarity(&engines, "alice", id, v).unwrap();
     assert!(s("c1/u1", &marker) > 0.999, "u1 took the offered vector");
@@ -133,7 +133,11 @@ fn only_the_same_namespace_id_and_whole_text_take_an_offered_vector() {
     assert!(engines.memory_embedder.chunk(&long, 32).len() > 1);
     offer("alice", "c1/long", &long);
     writer.commit(&[memory("alice", "c1/long", &long)]).unwrap();
-    assert_eq!(writer.vectors_reused(), 1, "a chunked memory never reuses");
+    assert_eq!(
+        engines.final_embeddings.counts().1,
+        1,
+        "a chunked memory never reuses"
+    );
 }
 
 /// The query path (the pipeline's session, micro-batched with other texts) and the memory path
