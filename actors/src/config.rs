@@ -46,6 +46,10 @@ pub struct PipelineConfig {
     /// moment are embedded together (partials' speculative ones in runs of their own, after them);
     /// an idle embedder takes the first request at once (default 16).
     pub embed_batch_max: usize,
+    /// Searches run at the same time: the store serves concurrent readers, so one slow search (a
+    /// large namespace) need not hold up every other, and searches use more than one core
+    /// (default 2).
+    pub search_parallel: usize,
     /// Memories queued that start a write at once; fewer wait up to `writer_flush_ms` for
     /// company (default 32).
     pub writer_batch_size: usize,
@@ -111,6 +115,7 @@ impl Default for PipelineConfig {
             queue_capacity: 256,
             max_in_flight: 32,
             embed_batch_max: 16,
+            search_parallel: 2,
             writer_batch_size: 32,
             writer_batch_max: 128,
             writer_batch_max_bytes: 256 * 1024,
@@ -211,6 +216,7 @@ impl PipelineConfig {
             ("queue_capacity", self.queue_capacity as u64),
             ("max_in_flight", self.max_in_flight as u64),
             ("embed_batch_max", self.embed_batch_max as u64),
+            ("search_parallel", self.search_parallel as u64),
             ("writer_batch_size", self.writer_batch_size as u64),
             ("writer_batch_max", self.writer_batch_max as u64),
             ("writer_batch_max_bytes", self.writer_batch_max_bytes as u64),

@@ -82,6 +82,7 @@ impl Pipeline {
             registry: Arc::clone(&registry),
             policy: config.restart.clone(),
             writer: writer.clone(),
+            search_parallel: config.search_parallel,
         };
         let (supervisor, _) =
             Actor::spawn(None, Supervisor, args)

@@ -1,14 +1,16 @@
 //! The actor that runs one stage's blocking calls (embedder, retriever or reranker).
 //!
 //! The coordinator sends it [`Job`]s: closures that call the stage and send the answer on their own
-//! reply channel. The actor runs each on tokio's blocking pool, one at a time (a model session is
-//! one core's worth of work), and fails, so that supervision restarts it, when a call panics or runs
-//! past the unresponsive limit. Dying drops the mailbox, so the coordinator sees every queued reply
+//! reply channel. The actor runs them on tokio's blocking pool, `parallel` at a time (one for a model
+//! session, which is one core's worth of work; more for the store, whose searches are concurrent
+//! readers), and fails, so that supervision restarts it, when a call panics or runs past the
+//! unresponsive limit. Dying drops the mailbox, so the coordinator sees every queued reply
 //! channel close at once and degrades those requests instead of waiting for their deadlines.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 use crate::abandoned::AbandonedCalls;
 use crate::cancel::CancelToken;
@@ -47,28 +49,37 @@ pub(crate) struct StageArgs {
     pub unresponsive: Duration,
     /// Where a call given up on is counted until its thread returns.
     pub abandoned: Arc<AbandonedCalls>,
+    /// Calls run at the same time (at least one); queued jobs wait in the mailbox, in order.
+    pub parallel: usize,
+}
+
+/// The actor's state: its arguments and the permits for calls running at once.
+pub(crate) struct StageRunState {
+    args: StageArgs,
+    running: Arc<Semaphore>,
 }
 
 pub(crate) struct StageActor;
 
 impl Actor for StageActor {
     type Msg = Job;
-    type State = StageArgs;
+    type State = StageRunState;
     type Arguments = StageArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Job>,
         args: StageArgs,
-    ) -> Result<StageArgs, ActorProcessingErr> {
-        Ok(args)
+    ) -> Result<StageRunState, ActorProcessingErr> {
+        let running = Arc::new(Semaphore::new(args.parallel.max(1)));
+        Ok(StageRunState { args, running })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Job>,
+        myself: ActorRef<Job>,
         job: Job,
-        state: &mut StageArgs,
+        state: &mut StageRunState,
     ) -> Result<(), ActorProcessingErr> {
         let Job {
             cancel,
@@ -78,16 +89,32 @@ impl Actor for StageActor {
         if cancel.is_cancelled() {
             return Ok(()); // its requester gave up: never spend a core on stale work
         }
-        let outcome = run_blocking(
-            state.name,
-            state.unresponsive,
-            &state.abandoned,
-            &cancel,
-            work,
-        )
-        .await;
-        drop(finished);
-        outcome?;
+        let args = &state.args;
+        if args.parallel <= 1 {
+            let outcome =
+                run_blocking(args.name, args.unresponsive, &args.abandoned, &cancel, work).await;
+            drop(finished);
+            outcome?;
+            return Ok(());
+        }
+        // A free permit first: the mailbox stays the queue, and at most `parallel` calls run.
+        let Ok(permit) = Arc::clone(&state.running).acquire_owned().await else {
+            return Ok(());
+        };
+        if cancel.is_cancelled() {
+            return Ok(()); // it gave up while waiting for a permit
+        }
+        let (name, limit, abandoned) = (args.name, args.unresponsive, Arc::clone(&args.abandoned));
+        tokio::spawn(async move {
+            let outcome = run_blocking(name, limit, &abandoned, &cancel, work).await;
+            drop(finished);
+            drop(permit);
+            // A fault stops the actor with its reason, which supervision treats as a failure
+            // (queued jobs' reply channels close with the mailbox, as in the one-at-a-time case).
+            if let Err(fault) = outcome {
+                myself.stop(Some(fault.to_string()));
+            }
+        });
         Ok(())
     }
 }

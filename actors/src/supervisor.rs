@@ -23,6 +23,8 @@ pub(crate) struct SupervisorArgs {
     pub registry: Arc<Registry>,
     pub policy: RestartPolicy,
     pub writer: WriterArgs,
+    /// Searches the retriever runs at the same time (`pipeline.search_parallel`).
+    pub search_parallel: usize,
 }
 
 pub(crate) enum SupervisorMsg {
@@ -64,10 +66,16 @@ impl Supervisor {
                 let Some(slot) = reg.job_slot(k) else {
                     return Ok(());
                 };
+                // A model session runs one call at a time; the store serves concurrent readers.
+                let parallel = match k {
+                    StageKind::Retriever => state.args.search_parallel,
+                    _ => 1,
+                };
                 let args = StageArgs {
                     name: k.name(),
                     unresponsive,
                     abandoned: Arc::clone(&slot.abandoned),
+                    parallel,
                 };
                 let (actor, _) = Actor::spawn_linked(None, StageActor, args, cell)
                     .await
