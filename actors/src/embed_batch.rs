@@ -10,7 +10,9 @@
 //! `by`) is dropped before its run. Runs go through the supervised stage actor, so a batch that
 //! panics closes every member's reply channel (each request degrades, "embedder failed") and the
 //! stage restarts; a hung run is abandoned when the actor is, and the next batch goes to its
-//! successor.
+//! successor. A final's vector that is ready after its caller gave up is not thrown away: it is
+//! offered to the memory writer, so the memory the final becomes is not embedded a second time
+//! (under overload, that second embedding is what would push more finals past their cut-off).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +24,7 @@ use crate::cancel::CancelToken;
 use crate::registry::Registry;
 use crate::request::Call;
 use crate::stage_actor::Job;
-use crate::stages::Embedder;
+use crate::stages::{Embedder, MemoryWriter};
 use crate::state::now;
 
 /// What the batcher answers one request.
@@ -36,6 +38,8 @@ enum Answer {
 
 struct EmbedRequest {
     text: String,
+    /// `(namespace, memory id)` of the memory this text becomes (a user's final), if any.
+    memory: Option<(String, String)>,
     /// Set: a final's or a query's (the first lane); clear: a partial's speculation.
     urgent: Arc<AtomicBool>,
     cancel: CancelToken,
@@ -79,6 +83,7 @@ impl EmbedQueue {
     pub(crate) async fn embed(
         &self,
         text: String,
+        memory: Option<(String, String)>,
         urgent: Arc<AtomicBool>,
         cancel: CancelToken,
         by: Instant,
@@ -86,6 +91,7 @@ impl EmbedQueue {
         let (reply, rx) = oneshot::channel();
         let request = EmbedRequest {
             text,
+            memory,
             urgent,
             cancel: cancel.clone(),
             by,
@@ -195,7 +201,8 @@ impl Batcher {
                 if let Some(batch) = batch {
                     // Read when the run starts: after a hang it may have been renewed.
                     let embedder = registry.engines.embedder.current();
-                    run_batch(embedder.as_ref(), batch);
+                    let writer = registry.engines.writer.current();
+                    run_batch(embedder.as_ref(), writer.as_ref(), batch);
                 }
             }),
             finished: Some(finished),
@@ -218,8 +225,9 @@ fn answer_down(batch: Vec<EmbedRequest>) {
 }
 
 /// One embedder call for every member still waiting; runs on the stage actor's blocking thread. A
-/// panic here drops every member's reply sender, which their callers see as a crash.
-fn run_batch(embedder: &dyn Embedder, batch: Vec<EmbedRequest>) {
+/// panic here drops every member's reply sender, which their callers see as a crash. A vector whose
+/// caller is gone by now goes to `writer` if its text becomes a memory.
+fn run_batch(embedder: &dyn Embedder, writer: &dyn MemoryWriter, batch: Vec<EmbedRequest>) {
     let (live, stale): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.live(now()));
     for r in stale {
         let _ = r.reply.send(Answer::Expired);
@@ -234,7 +242,11 @@ fn run_batch(embedder: &dyn Embedder, batch: Vec<EmbedRequest>) {
     match result {
         Ok(vectors) if vectors.len() == live.len() => {
             for (r, v) in live.into_iter().zip(vectors) {
-                let _ = r.reply.send(Answer::Vector(v));
+                if let Err(Answer::Vector(v)) = r.reply.send(Answer::Vector(v))
+                    && let Some((namespace, id)) = &r.memory
+                {
+                    writer.offer_embedding(namespace, id, &r.text, &v);
+                }
             }
         }
         Ok(vectors) => {

@@ -115,6 +115,9 @@ pub(crate) async fn retrieve(
             .embeds
             .embed(
                 req.text.clone(),
+                req.memory_id
+                    .as_ref()
+                    .map(|id| (req.namespace.clone(), id.clone())),
                 Arc::clone(urgent),
                 child_of(cancel),
                 embed_by,

@@ -264,3 +264,73 @@ async fn a_panicking_run_degrades_every_request_in_it_and_the_stage_restarts() {
     assert_eq!(next(&mut results).await.degraded, None);
     p.shutdown().await.unwrap();
 }
+
+/// `(namespace, memory id, text, vector)` of one offer.
+type Offer = (String, String, String, Vec<f32>);
+
+/// Records the embeddings offered for memories to come; stores like [`FakeWriter`].
+struct OfferedWriter {
+    inner: Arc<FakeWriter>,
+    offers: std::sync::Mutex<Vec<Offer>>,
+}
+
+impl MemoryWriter for OfferedWriter {
+    fn write(&self, batch: &[Memory]) -> Result<(), StageError> {
+        self.inner.write(batch)
+    }
+    fn offer_embedding(&self, namespace: &str, id: &str, text: &str, vector: &[f32]) {
+        self.offers.lock().unwrap().push((
+            namespace.into(),
+            id.into(),
+            text.into(),
+            vector.to_vec(),
+        ));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finals_vector_ready_after_its_cut_off_still_goes_to_its_memory() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let writer = Arc::new(OfferedWriter {
+        inner: f.writer.clone(),
+        offers: Default::default(),
+    });
+    let stages = Stages {
+        writer: writer.clone(),
+        ..f.stages(false)
+    };
+    let p = Pipeline::start(stages, PipelineConfig::default())
+        .await
+        .unwrap();
+    let mut results = p.results();
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    // The run starts while the final still waits for it, and ends after its caller gave up.
+    busy_with_q0(&f, &p, &gate).await;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    let r = next(&mut results).await;
+    assert!(
+        r.degraded
+            .as_deref()
+            .is_some_and(|d| d.starts_with("embedder timeout")),
+        "{r:?}"
+    );
+    assert!(writer.offers.lock().unwrap().is_empty());
+    gate.open();
+    assert!(
+        until(|| !writer.offers.lock().unwrap().is_empty(), 20_000).await,
+        "the late vector was thrown away"
+    );
+    assert_eq!(
+        writer.offers.lock().unwrap().clone(),
+        vec![(
+            "ns".to_string(),
+            memory_id("c", "u0"),
+            "q0 first".to_string(),
+            vec!["q0 first".len() as f32, 1.0]
+        )]
+    );
+    assert_eq!(f.embedder.calls_for("q0 first"), 1);
+    p.shutdown().await.unwrap();
+}
