@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use voicerag::actors::{Memory, memory_id};
 use voicerag::bus::wire::{MemoryMsg, QueryMsg, TranscriptMsg, dedupe_id, validate_token};
@@ -27,9 +28,30 @@ use crate::values::{overrides_as_env, transcript_from};
 type Waiters = HashMap<String, VecDeque<oneshot::Sender<Value>>>;
 
 /// One conversation's `voice.context.<namespace>.<conversation>` subscription and its waiters,
-/// keyed by utterance.
+/// keyed by utterance. Dropping it ends the subscription: its dispatch task unsubscribes when
+/// `stop` is dropped.
 struct ContextSubscription {
     waiters: Arc<Mutex<Waiters>>,
+    /// When a waiter was last registered: idle subscriptions are closed after `context_idle`.
+    last_used: Instant,
+    _stop: oneshot::Sender<()>,
+}
+
+impl ContextSubscription {
+    /// Whether a `context()` call still waits on it (a waiter whose caller went away counts not).
+    fn in_use(&self) -> bool {
+        lock(&self.waiters)
+            .values()
+            .any(|queue| queue.iter().any(|tx| !tx.is_closed()))
+    }
+}
+
+/// How long a conversation's context subscription lives without a `context()` call, and how many
+/// conversations keep one at most (the least recently used idle one goes first).
+#[derive(Clone, Copy)]
+struct SubscriptionLimits {
+    idle: Duration,
+    max: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,6 +78,7 @@ struct BusInner {
     nats: NatsConfig,
     outgoing: mpsc::UnboundedSender<Outgoing>,
     contexts: tokio::sync::Mutex<HashMap<(String, String), ContextSubscription>>,
+    limits: SubscriptionLimits,
     timeout: Duration,
     closed: AtomicBool,
 }
@@ -191,6 +214,77 @@ async fn publisher(
     }
 }
 
+/// Closes least recently used idle subscriptions until a new one fits under `max`. Subscriptions
+/// with a waiter are never closed, so while more than `max` conversations await a context at once
+/// the count exceeds `max` until their answers (or timeouts) come.
+fn make_room(contexts: &mut HashMap<(String, String), ContextSubscription>, max: usize) {
+    while contexts.len() >= max {
+        let oldest_idle = contexts
+            .iter()
+            .filter(|(_, sub)| !sub.in_use())
+            .min_by_key(|(_, sub)| sub.last_used)
+            .map(|(key, _)| key.clone());
+        match oldest_idle {
+            Some(key) => drop(contexts.remove(&key)),
+            None => break,
+        }
+    }
+}
+
+/// Hands each final context on the conversation's subscription to the waiter of its utterance;
+/// unsubscribes when the subscription is closed (`stopped` fires or its sender is dropped).
+async fn dispatch_contexts(
+    mut sub: async_nats::Subscriber,
+    waiters: Arc<Mutex<Waiters>>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    loop {
+        let msg = tokio::select! {
+            msg = sub.next() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+            _ = &mut stopped => {
+                let _ = sub.unsubscribe().await;
+                return;
+            }
+        };
+        let Ok(v) = serde_json::from_slice::<Value>(&msg.payload) else {
+            continue;
+        };
+        if v.get("final").and_then(Value::as_bool) != Some(true) {
+            continue;
+        }
+        let utt = str_field(&v, "utterance");
+        let sender = {
+            let mut map = lock(&waiters);
+            let s = map.get_mut(&utt).and_then(VecDeque::pop_front);
+            if map.get(&utt).is_some_and(VecDeque::is_empty) {
+                map.remove(&utt);
+            }
+            s
+        };
+        if let Some(tx) = sender {
+            let _ = tx.send(v);
+        }
+    }
+}
+
+/// Closes idle context subscriptions every half idle period, for as long as the client lives.
+async fn close_idle_subscriptions(inner: Weak<BusInner>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if inner.closed.load(Ordering::SeqCst) {
+            inner.contexts.lock().await.clear();
+            return;
+        }
+        inner.close_idle().await;
+    }
+}
+
 impl BusInner {
     fn open(&self) -> PyResult<()> {
         if self.closed.load(Ordering::SeqCst) {
@@ -201,7 +295,8 @@ impl BusInner {
         Ok(())
     }
 
-    /// Subscribes to the conversation's contexts (once) and registers a waiter for `utterance`.
+    /// Subscribes to the conversation's contexts (once while in use) and registers a waiter for
+    /// `utterance`.
     async fn wait_for(
         &self,
         namespace: &str,
@@ -211,7 +306,8 @@ impl BusInner {
         let mut contexts = self.contexts.lock().await;
         let key = (namespace.to_string(), conversation.to_string());
         if !contexts.contains_key(&key) {
-            let mut sub = self
+            make_room(&mut contexts, self.limits.max);
+            let sub = self
                 .client
                 .subscribe(self.subjects.context(namespace, conversation))
                 .await
@@ -219,39 +315,36 @@ impl BusInner {
             // The SUB must reach the server before the final is published on this connection.
             self.client.flush().await.map_err(bus_error)?;
             let waiters: Arc<Mutex<Waiters>> = Arc::default();
-            let dispatch = Arc::clone(&waiters);
-            tokio::spawn(async move {
-                while let Some(msg) = sub.next().await {
-                    let Ok(v) = serde_json::from_slice::<Value>(&msg.payload) else {
-                        continue;
-                    };
-                    if v.get("final").and_then(Value::as_bool) != Some(true) {
-                        continue;
-                    }
-                    let utt = str_field(&v, "utterance");
-                    let sender = {
-                        let mut map = lock(&dispatch);
-                        let s = map.get_mut(&utt).and_then(VecDeque::pop_front);
-                        if map.get(&utt).is_some_and(VecDeque::is_empty) {
-                            map.remove(&utt);
-                        }
-                        s
-                    };
-                    if let Some(tx) = sender {
-                        let _ = tx.send(v);
-                    }
-                }
-            });
-            contexts.insert(key.clone(), ContextSubscription { waiters });
+            let (stop, stopped) = oneshot::channel();
+            tokio::spawn(dispatch_contexts(sub, Arc::clone(&waiters), stopped));
+            contexts.insert(
+                key.clone(),
+                ContextSubscription {
+                    waiters,
+                    last_used: Instant::now(),
+                    _stop: stop,
+                },
+            );
         }
         let (tx, rx) = oneshot::channel();
-        if let Some(sub) = contexts.get(&key) {
+        if let Some(sub) = contexts.get_mut(&key) {
+            sub.last_used = Instant::now();
             lock(&sub.waiters)
                 .entry(utterance.to_string())
                 .or_default()
                 .push_back(tx);
         }
         Ok(rx)
+    }
+
+    /// Closes the subscriptions of conversations without a `context()` call for `idle`.
+    async fn close_idle(&self) {
+        let idle = self.limits.idle;
+        let now = Instant::now();
+        self.contexts
+            .lock()
+            .await
+            .retain(|_, sub| now.duration_since(sub.last_used) < idle || sub.in_use());
     }
 
     /// Drops the waiters of an utterance whose context never came (timed out).
@@ -299,14 +392,20 @@ impl BusClient {
     /// Connects to NATS (`url`, comma-separated for several servers) with the `[nats]` settings of
     /// the configuration (auth, TLS, subject prefix), overridable like `Pipeline.start`'s.
     /// `timeout_ms` bounds `context()` and `query()` (voicerag answers by its own deadline; this
-    /// guards against a deployment that is down).
+    /// guards against a deployment that is down). A conversation's context subscription is closed
+    /// after `context_idle_ms` without a `context()` call, and at most `max_conversations` keep one
+    /// (the least recently used idle one is closed first), so a long-lived agent does not keep
+    /// every conversation it ever served.
     #[staticmethod]
-    #[pyo3(signature = (url, config=None, timeout_ms=1000, **overrides))]
+    #[pyo3(signature = (url, config=None, timeout_ms=1000, context_idle_ms=60_000, max_conversations=1024, **overrides))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments
     fn connect<'py>(
         py: Python<'py>,
         url: &str,
         config: Option<PathBuf>,
         timeout_ms: u64,
+        context_idle_ms: u64,
+        max_conversations: usize,
         overrides: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let mut env: Vec<(String, String)> = std::env::vars().collect();
@@ -318,6 +417,16 @@ impl BusClient {
         if timeout_ms == 0 {
             return Err(PyValueError::new_err("timeout_ms must be > 0"));
         }
+        if context_idle_ms == 0 {
+            return Err(PyValueError::new_err("context_idle_ms must be > 0"));
+        }
+        if max_conversations == 0 {
+            return Err(PyValueError::new_err("max_conversations must be > 0"));
+        }
+        let limits = SubscriptionLimits {
+            idle: Duration::from_millis(context_idle_ms),
+            max: max_conversations,
+        };
         spawn(py, async move {
             nats.validate()
                 .map_err(|e| ConfigError::new_err(e.to_string()))?;
@@ -351,17 +460,19 @@ impl BusClient {
                 async_nats::jetstream::new(client.clone()),
                 rx,
             ));
-            Ok(BusClient {
-                inner: Arc::new(BusInner {
-                    subjects: Subjects::new(&nats.subject_prefix),
-                    client,
-                    nats,
-                    outgoing: tx,
-                    contexts: tokio::sync::Mutex::new(HashMap::new()),
-                    timeout: Duration::from_millis(timeout_ms),
-                    closed: AtomicBool::new(false),
-                }),
-            })
+            let inner = Arc::new(BusInner {
+                subjects: Subjects::new(&nats.subject_prefix),
+                client,
+                nats,
+                outgoing: tx,
+                contexts: tokio::sync::Mutex::new(HashMap::new()),
+                limits,
+                timeout: Duration::from_millis(timeout_ms),
+                closed: AtomicBool::new(false),
+            });
+            let every = (limits.idle / 2).max(Duration::from_millis(10));
+            tokio::spawn(close_idle_subscriptions(Arc::downgrade(&inner), every));
+            Ok(BusClient { inner })
         })
     }
 
@@ -560,6 +671,7 @@ impl BusClient {
         let inner = Arc::clone(&self.inner);
         spawn(py, async move {
             if !inner.closed.swap(true, Ordering::SeqCst) {
+                inner.contexts.lock().await.clear();
                 inner.client.flush().await.map_err(bus_error)?;
             }
             Ok(())

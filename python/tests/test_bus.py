@@ -4,11 +4,13 @@ workspace's binary, built here in the dev profile if needed) on a private nats-s
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -147,5 +149,97 @@ def test_a_dead_bus_is_a_clear_error():
     async def run():
         with pytest.raises(voicerag.BusError, match="cannot connect to NATS"):
             await voicerag.BusClient.connect(f"nats://127.0.0.1:{free_port()}", timeout_ms=500)
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def nats_monitored(tmp_path):
+    """A bare nats-server (no voicerag) with its monitoring port; yields (url, monitor port)."""
+    if not NATS_SERVER.exists():
+        pytest.fail(f"{NATS_SERVER} is missing: run make setup")
+    port, monitor = free_port(), free_port()
+    nats = subprocess.Popen(
+        [str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_listening(port, nats)
+        wait_listening(monitor, nats)
+        yield f"nats://127.0.0.1:{port}", monitor
+    finally:
+        nats.terminate()
+        try:
+            nats.wait(30)
+        except subprocess.TimeoutExpired:
+            nats.kill()
+
+
+def context_subscriptions(monitor: int) -> list[str]:
+    """The `voice.context.*` subjects subscribed on the server, as the server itself reports them."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/connz?subs=1", timeout=10) as reply:
+        connz = json.load(reply)
+    return sorted(
+        subject
+        for connection in connz.get("connections") or []
+        for subject in connection.get("subscriptions_list") or []
+        if subject.startswith("voice.context.")
+    )
+
+
+async def unanswered_context(client, namespace: str, conversation: str) -> None:
+    """A final nobody answers (no voicerag serve): subscribes, then times out."""
+    with pytest.raises(voicerag.BusError, match="no context"):
+        await client.context({"namespace": namespace, "conversation": conversation,
+                              "utterance": "u1", "text": "hello", "is_final": True})
+
+
+def test_a_long_lived_client_keeps_at_most_max_conversations_subscribed(nats_monitored):
+    url, monitor = nats_monitored
+
+    async def run():
+        client = await voicerag.BusClient.connect(url, timeout_ms=100, max_conversations=2,
+                                                  context_idle_ms=600_000)
+        try:
+            for i in range(5):
+                await unanswered_context(client, "alice", f"call-{i}")
+            last_two = ["voice.context.alice.call-3", "voice.context.alice.call-4"]
+
+            async def bounded() -> bool:
+                return await asyncio.to_thread(context_subscriptions, monitor) == last_two
+
+            # Unsubscribing reaches the server asynchronously: wait for it, generously.
+            await wait_until(bounded, "only the two most recent conversations to stay subscribed")
+            # An evicted conversation subscribes again and is served like a new one.
+            await unanswered_context(client, "alice", "call-0")
+
+            async def resubscribed() -> bool:
+                subs = await asyncio.to_thread(context_subscriptions, monitor)
+                return subs == ["voice.context.alice.call-0", "voice.context.alice.call-4"]
+
+            await wait_until(resubscribed, "call-0 subscribed again in place of call-3")
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_an_idle_conversation_s_subscription_is_closed(nats_monitored):
+    url, monitor = nats_monitored
+
+    async def run():
+        client = await voicerag.BusClient.connect(url, timeout_ms=100, context_idle_ms=3000)
+        try:
+            for conversation in ("call-a", "call-b"):
+                await unanswered_context(client, "bob", conversation)
+            subscribed = await asyncio.to_thread(context_subscriptions, monitor)
+            assert subscribed == ["voice.context.bob.call-a", "voice.context.bob.call-b"]
+
+            async def none_left() -> bool:
+                return await asyncio.to_thread(context_subscriptions, monitor) == []
+
+            await wait_until(none_left, "the idle conversations' subscriptions to close")
+        finally:
+            await client.close()
 
     asyncio.run(run())
