@@ -1,6 +1,6 @@
 """Latency of voicerag from Python against the same calls measured in Rust, in one run.
 
-    .venv/bin/python python/bench/latency.py [--memories 10000] [--n 2000]
+    .venv/bin/python python/bench/latency.py [--memories 10000] [--n 2000] [--pause-ms 0]
 
 On one in-process pipeline (config.toml's models; run from the repository root), in alternating
 blocks so machine load drifts over every measurement alike:
@@ -20,6 +20,9 @@ Overheads are differences of p50s (issue 12 asks for under 0.2 ms):
 - final, inside the processor: from receiving the frame to pushing it on - Rust final (Pipecat's
   queues excluded; the measure of earlier runs);
 - final, total: voicerag pipeline - Rust final (that, plus Pipecat's own frame hops).
+With --pause-ms P every call, Rust's and Python's alike, starts P ms after the previous one ended (an
+agent that calls now and then, so the runtime's threads and the loop go idle between calls); the
+default 0 is the issue's baseline: Rust's calls back to back in one task.
 Timings vary with load: run it on a quiet machine, with a release build of the package
 (`maturin develop --release -m python/Cargo.toml`).
 """
@@ -95,7 +98,9 @@ class Lane:
         self.worker = PipelineWorker(Pipeline([processor, self.arrivals]), cancel_on_idle_timeout=False)
         self.micros: list[float] = []
 
-    async def final(self, text: str) -> None:
+    async def final(self, text: str, pause_s: float = 0.0) -> None:
+        if pause_s:
+            await asyncio.sleep(pause_s)
         frame = TranscriptionFrame(text=text, user_id="bench", timestamp=str(time.time()), finalized=True)
         started = time.perf_counter()
         await self.worker.queue_frame(frame)
@@ -103,9 +108,11 @@ class Lane:
         self.micros.append((arrived - started) * 1e6)
 
 
-async def timed(calls: int, call) -> list[float]:
+async def timed(calls: int, call, pause_s: float = 0.0) -> list[float]:
     micros = []
     for i in range(calls):
+        if pause_s:
+            await asyncio.sleep(pause_s)
         started = time.perf_counter()
         await call(i)
         micros.append((time.perf_counter() - started) * 1e6)
@@ -118,7 +125,10 @@ async def main() -> int:
     parser.add_argument("--n", type=int, default=2000, help="calls of each kind")
     parser.add_argument("--block", type=int, default=50, help="calls per alternating block")
     parser.add_argument("--data-dir", help="default: a temporary directory")
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="idle time before each call, in Rust and in Python alike (default 0)")
     args = parser.parse_args()
+    pause_s, pause_ms = args.pause_ms / 1000, args.pause_ms
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
 
@@ -173,20 +183,22 @@ async def main() -> int:
             done = 0
             while done < args.n:
                 k = min(args.block, args.n - done)
-                bridge_py += await timed(k, bridge)
-                query_py += await timed(k, query)
-                query_rust += await pipeline._bench_rust("query", QUERIES, "bench", "", k)
-                final_rust += await pipeline._bench_rust("final", QUERIES, "bench", f"rust-{done}", k)
-                final_py += await timed(k, context)
+                bridge_py += await timed(k, bridge, pause_s)
+                query_py += await timed(k, query, pause_s)
+                query_rust += await pipeline._bench_rust("query", QUERIES, "bench", "", k, pause_ms=pause_ms)
+                final_rust += await pipeline._bench_rust("final", QUERIES, "bench", f"rust-{done}", k,
+                                                         pause_ms=pause_ms)
+                final_py += await timed(k, context, pause_s)
                 for i in range(k):
-                    await voicerag_lane.final(QUERIES[(done + i) % len(QUERIES)])
-                    await baseline_lane.final(QUERIES[(done + i) % len(QUERIES)])
+                    await voicerag_lane.final(QUERIES[(done + i) % len(QUERIES)], pause_s)
+                    await baseline_lane.final(QUERIES[(done + i) % len(QUERIES)], pause_s)
                 done += k
             for lane in (voicerag_lane, baseline_lane):
                 await lane.worker.queue_frame(EndFrame())
             await running
 
-            print("latency (one in-process pipeline, reranker as configured; p50/p99 of each):")
+            print(f"latency (one in-process pipeline, reranker as configured; {pause_ms:g} ms idle before "
+                  "each call; p50/p99 of each):")
             row("bridge: await of an immediately completed Rust future", bridge_py)
             rq = row("query: Rust, PipelineHandle::query awaited on tokio", query_rust)
             pq = row("query: Python, await pipeline.query", query_py)

@@ -376,7 +376,11 @@ impl Pipeline {
     /// Benchmark support: serves `n` queries (kind "query") or finals (kind "final", each a new
     /// utterance of `conversation`) from Rust, cycling through `texts`, and returns each one's
     /// latency in microseconds as measured in Rust around the same call Python makes.
-    #[pyo3(signature = (kind, texts, namespace, conversation, n))]
+    /// `pause_ms` sleeps between calls (an agent that calls now and then, so the runtime's
+    /// threads go idle between calls, as they do between Python's calls); with `stages`, each
+    /// entry is `(latency_us, embed_ms, search_ms, rerank_ms, total_ms)` of that call.
+    #[pyo3(signature = (kind, texts, namespace, conversation, n, *, pause_ms=0.0, stages=false))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments
     fn _bench_rust<'py>(
         &self,
         py: Python<'py>,
@@ -385,25 +389,40 @@ impl Pipeline {
         namespace: String,
         conversation: String,
         n: usize,
+        pause_ms: f64,
+        stages: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         if texts.is_empty() || !(kind == "query" || kind == "final") {
             return Err(PyValueError::new_err(
                 "_bench_rust needs kind \"query\" or \"final\" and at least one text",
             ));
         }
+        if !(pause_ms.is_finite() && pause_ms >= 0.0) {
+            return Err(PyValueError::new_err("pause_ms must be >= 0"));
+        }
+        let pause = Duration::from_secs_f64(pause_ms / 1000.0);
         let inner = Arc::clone(&self.inner);
         spawn(py, async move {
             let mut latencies = Vec::with_capacity(n);
+            let mut per_stage = Vec::with_capacity(if stages { n } else { 0 });
             for i in 0..n {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
                 let text = texts[i % texts.len()].clone();
                 let started = Instant::now();
-                if kind == "query" {
+                // (embed, search, rerank, total) in ms; the query's result is not converted to
+                // Python's type, as before, so the baseline is unchanged.
+                let timings = if kind == "query" {
                     let q = QueryRequest {
                         namespace: namespace.clone(),
                         text,
                         ..QueryRequest::default()
                     };
-                    inner.handle()?.query(q).await.map_err(pipeline_error)?;
+                    let r = inner.handle()?.query(q).await.map_err(pipeline_error)?;
+                    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                    let t = &r.timings;
+                    [ms(t.embed), ms(t.search), ms(t.rerank), ms(t.total)]
                 } else {
                     let t = Transcript {
                         namespace: namespace.clone(),
@@ -414,16 +433,42 @@ impl Pipeline {
                         is_final: true,
                         received_at: started,
                     };
-                    Arc::clone(&inner).context(t).await?;
+                    let t = Arc::clone(&inner).context(t).await?.timings;
+                    [t.embed_ms, t.search_ms, t.rerank_ms, t.total_ms]
+                };
+                let micros = started.elapsed().as_secs_f64() * 1e6;
+                latencies.push(micros);
+                if stages {
+                    per_stage.push(vec![micros, timings[0], timings[1], timings[2], timings[3]]);
                 }
-                latencies.push(started.elapsed().as_secs_f64() * 1e6);
             }
-            Ok(latencies)
+            Ok(BenchOutcome(if stages {
+                BenchRows::Stages(per_stage)
+            } else {
+                BenchRows::Latencies(latencies)
+            }))
         })
     }
 
     fn __repr__(&self) -> String {
         format!("Pipeline(closed={})", self.closed())
+    }
+}
+
+/// What `_bench_rust` returns: latencies alone, or rows with each call's stage timings.
+enum BenchRows {
+    Latencies(Vec<f64>),
+    Stages(Vec<Vec<f64>>),
+}
+
+struct BenchOutcome(BenchRows);
+
+impl ToPython for BenchOutcome {
+    fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self.0 {
+            BenchRows::Latencies(v) => v.to_python(py),
+            BenchRows::Stages(rows) => Ok(rows.into_pyobject(py)?.into_any().unbind()),
+        }
     }
 }
 

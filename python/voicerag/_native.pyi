@@ -121,8 +121,16 @@ class Pipeline:
     @property
     def closed(self) -> bool: ...
     def _bench_rust(
-        self, kind: Literal["query", "final"], texts: list[str], namespace: str, conversation: str, n: int
-    ) -> Awaitable[list[float]]: ...
+        self,
+        kind: Literal["query", "final"],
+        texts: list[str],
+        namespace: str,
+        conversation: str,
+        n: int,
+        *,
+        pause_ms: float = 0.0,
+        stages: bool = False,
+    ) -> Awaitable[list[float]] | Awaitable[list[list[float]]]: ...
 
 class BusClient:
     """The same calls, to ``voicerag serve`` over NATS (wire v2)."""
@@ -132,8 +140,12 @@ class BusClient:
         url: str,
         config: str | os.PathLike[str] | None = None,
         timeout_ms: int = 1000,
+        context_idle_ms: int = 60000,
+        max_conversations: int = 1024,
         **overrides: Override,
-    ) -> Awaitable[BusClient]: ...
+    ) -> Awaitable[BusClient]:
+        """A conversation's context subscription closes after ``context_idle_ms`` without a
+        ``context()`` call; at most ``max_conversations`` keep one (least recently used idle first)."""
     def submit(self, transcript: Transcript | Mapping[str, Any]) -> None: ...
     def context(self, transcript: Transcript | Mapping[str, Any]) -> Awaitable[ContextResult]: ...
     def reply(self, text: str, *, namespace: str, conversation: str, utterance: str) -> Awaitable[None]: ...
