@@ -13,7 +13,7 @@ Per Python call (timestamps of the `latency-trace` feature, on the clock of time
                    request's task and its join): work done - task started - timings.total
   work (total)     the pipeline's own total (received -> finished), as in the Rust baseline
   done->loop       work done until the loop's reader callback runs (the hand-over back)
-  resolve          converting the result and completing the asyncio future
+  resolve          converting the result (convert) and completing the asyncio future (set_result)
   resolved->await  the future's done-callback until the awaiting coroutine resumes
 Per Rust call: latency, the pipeline's total, and latency - total (the same task-outside part).
 In alternating blocks, so load drift hits both alike. Timings vary with load: see latency.py.
@@ -68,6 +68,8 @@ async def python_block(pipeline, k: int, pause_s: float, rows: dict) -> None:
         rows["search"].append(search * 1000)
         rows["done->loop"].append(us(c["tokio: work done"], c["loop: resolving"]))
         rows["resolve"].append(us(c["loop: resolving"], c["loop: resolved"]))
+        rows["  convert"].append(us(c["loop: resolving"], c["loop: converted"]))
+        rows["  set_result"].append(us(c["loop: converted"], c["loop: resolved"]))
         rows["resolved->await"].append(us(c["loop: resolved"], t1))
 
 
@@ -90,6 +92,7 @@ async def bridge_block(k: int, pause_s: float, rows: dict) -> None:
         rows["bridge"].append((t1 - t0) / 1000)
         rows["bridge spawn->task"].append((c["tokio: task started"] - c["py: spawn entered"]) / 1000)
         rows["bridge done->loop"].append((c["loop: resolving"] - c["tokio: work done"]) / 1000)
+        rows["bridge resolve"].append((c["loop: resolved"] - c["loop: resolving"]) / 1000)
 
 
 async def rust_block(pipeline, k: int, pause_ms: float, rows: dict) -> None:
@@ -140,8 +143,9 @@ async def main() -> int:
                 for name in ("latency", "work (total)", "latency - work", "embed", "search", "task: outside"):
                     print(f"  {name:<16} rust {pct(r[name], 50):8.1f} ({pct(r[name], 90):8.1f})"
                           f"   python {pct(py[name], 50):8.1f} ({pct(py[name], 90):8.1f})")
-                for name in ("call->spawn", "spawn->task", "done->loop", "resolve", "resolved->await",
-                             "bridge", "bridge spawn->task", "bridge done->loop"):
+                for name in ("call->spawn", "spawn->task", "done->loop", "resolve", "  convert",
+                             "  set_result", "resolved->await", "bridge", "bridge spawn->task",
+                             "bridge done->loop", "bridge resolve"):
                     print(f"  {name:<16} {'':>22}   python {pct(py[name], 50):8.1f} ({pct(py[name], 90):8.1f})")
                 print(f"  overhead p50 (python - rust latency): {pct(py['latency'], 50) - pct(r['latency'], 50):+.1f} us;"
                       f" outside the pipeline's work, per call: "

@@ -114,6 +114,7 @@ impl Completion {
                 .unwrap_or_else(|p| Err(panic_error(p))),
             Outcome::Error(e) => Err(e),
         };
+        trace::mark(self.call, "loop: converted");
         let done = match converted {
             Ok(value) => future.call_method1("set_result", (value,)),
             Err(e) => future.call_method1("set_exception", (e.into_value(py),)),
