@@ -892,6 +892,67 @@ fn vector_search_spans_built_and_pending_vectors() {
 }
 
 #[test]
+fn only_namespaces_the_exact_scan_may_outgrow_get_trees_and_the_others_stay_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = |ns: &str, range: std::ops::Range<usize>| -> Vec<_> {
+        range
+            .map(|i| {
+                simple(
+                    ns,
+                    &format!("m{i}"),
+                    &format!("unique{i} word{} thing", i % 7),
+                )
+            })
+            .collect()
+    };
+    let find = |store: &MemoryStore, ns: &str, i: usize| {
+        let text = format!("unique{i} word{} thing", i % 7);
+        ids(&store
+            .search(&request(ns, &text, SearchMode::Vector, 1))
+            .unwrap())
+    };
+    // Trees from 50 chunks: "small" (30) never needs them, "big" (80) does.
+    let cfg = StoreConfig {
+        exact_scan_max: 100,
+        ..fast_config()
+    };
+    {
+        let store =
+            MemoryStore::open(dir.path(), &cfg, &RetrievalConfig::default(), &model()).unwrap();
+        store.add(texts("small", 0..30)).unwrap();
+        store.flush().unwrap();
+        let stats = store.stats().unwrap();
+        assert_eq!(
+            stats.pending_vectors, 0,
+            "vectors leave pending all the same"
+        );
+        assert_eq!(
+            stats.vector_tree_builds, 0,
+            "30 chunks are searched exactly"
+        );
+        store.add(texts("big", 0..80)).unwrap();
+        store.flush().unwrap();
+        assert!(store.stats().unwrap().vector_tree_builds >= 1);
+        assert_eq!(find(&store, "small", 17), vec!["m17"]);
+        assert_eq!(find(&store, "big", 63), vec!["m63"]);
+    }
+    // A smaller exact_scan_max later: "small" is past it without trees, and its vectors are
+    // still found (scanned from the stored items) until a write builds them.
+    let cfg = StoreConfig {
+        exact_scan_max: 10,
+        ..fast_config()
+    };
+    let store = MemoryStore::open(dir.path(), &cfg, &RetrievalConfig::default(), &model()).unwrap();
+    for i in [0, 17, 29] {
+        assert_eq!(find(&store, "small", i), vec![format!("m{i}")]);
+    }
+    store.add(texts("small", 30..31)).unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.stats().unwrap().vector_tree_builds, 1);
+    assert_eq!(find(&store, "small", 29), vec!["m29"]);
+}
+
+#[test]
 fn bm25_is_caught_up_on_open_after_it_lost_its_index() {
     let dir = tempfile::tempdir().unwrap();
     {

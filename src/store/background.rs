@@ -65,6 +65,8 @@ fn vector_loop(s: &StoreState) {
                 match vector::build_step(&s.env, &s.dbs, s.model.dimension, params, &give_way) {
                     Ok(step) if step.yielded => busy = true,
                     Ok(step) => {
+                        s.tree_builds
+                            .fetch_add(step.trees_built as u64, Ordering::Relaxed);
                         last_build = Instant::now();
                         busy = step.added + step.deleted > 0;
                     }

@@ -45,6 +45,9 @@ pub struct StoreStats {
     /// Vectors held in RAM for exact search (`dimension * 4` bytes each): grows with the
     /// memories of small namespaces, up to `store.exact_cache_vectors`.
     pub exact_cached_vectors: u64,
+    /// arroy index builds by this process since open: only indexes holding a namespace past
+    /// half of `store.exact_scan_max` get trees.
+    pub vector_tree_builds: u64,
     pub model: String,
     pub dimension: usize,
 }
@@ -285,6 +288,7 @@ impl MemoryStore {
             bm25_lag: lmdb_seq.saturating_sub(watermark),
             bm25_docs: s.bm25.num_docs(),
             exact_cached_vectors: s.exact.cached_vectors(),
+            vector_tree_builds: s.tree_builds.load(Ordering::Relaxed),
             model: s.model.name.clone(),
             dimension: s.model.dimension,
         })
@@ -346,6 +350,8 @@ impl MemoryStore {
                 vector::BuildParams::from_config(&s.store_cfg),
                 &|| false,
             )?;
+            s.tree_builds
+                .fetch_add(step.trees_built as u64, Ordering::Relaxed);
             step.added + step.deleted > 0
         } {}
         Ok(())

@@ -56,7 +56,8 @@ pub struct StoreConfig {
     /// Longest wait before pending vectors are built anyway, in ms.
     pub vector_build_max_delay_ms: u64,
     /// Namespaces of up to this many vectors are searched exactly (every vector scored, kept in
-    /// RAM: 1.5 KiB a vector at 384 dimensions); larger ones through arroy's trees.
+    /// RAM: 1.5 KiB a vector at 384 dimensions); larger ones through arroy's trees, which are
+    /// built only once a namespace holds half this many (0: always built).
     pub exact_scan_max: usize,
     /// Most vectors kept in RAM for exact search over all namespaces (1.5 KiB each at 384
     /// dimensions); the least recently searched namespaces are dropped to stay under it.

@@ -162,6 +162,7 @@ pub(crate) fn open_shared(
         bm25_applied: AtomicU64::new(watermark),
         bm25_sync: Mutex::new(()),
         writers_waiting: AtomicUsize::new(0),
+        tree_builds: AtomicU64::new(0),
         exact,
         hidden: HiddenChunks::new(!read_only),
     };

@@ -155,16 +155,20 @@ impl MemoryStore {
             s.dbs.memories.len(&rtxn)?
         };
         background::catch_up_bm25(s)?;
-        while vector::build_step(
-            &s.env,
-            &s.dbs,
-            model.dimension,
-            vector::BuildParams::from_config(&s.store_cfg),
-            &|| false,
-        )?
-        .added
-            > 0
-        {}
+        while {
+            let step = vector::build_step(
+                &s.env,
+                &s.dbs,
+                model.dimension,
+                vector::BuildParams::from_config(&s.store_cfg),
+                &|| false,
+            )?;
+            s.tree_builds.fetch_add(
+                step.trees_built as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            step.added > 0
+        } {}
         Ok(ReindexReport {
             memories: count,
             chunks: chunk_count,

@@ -31,6 +31,8 @@ pub(crate) struct StoreState {
     pub bm25_sync: Mutex<()>,
     /// Writers waiting for LMDB's write lock: a background tree build gives way to them.
     pub writers_waiting: AtomicUsize,
+    /// arroy index builds since open (an index of small namespaces is never built).
+    pub tree_builds: AtomicU64,
     /// In-RAM vectors of the namespaces searched exactly.
     pub exact: ExactVectors,
     /// Superseded and expired chunks of recently searched namespaces.

@@ -106,9 +106,10 @@ pub fn search(
                 hits.push((chunk, 1.0 - 2.0 * distance));
             }
         }
-        Err(arroy::Error::MissingMetadata(_)) => {}
-        Err(arroy::Error::NeedBuild(_)) => {
-            // Only a foreign writer could leave this state; stay correct with an exact scan.
+        // No trees: the index was never worth building (its namespaces stayed under
+        // `trees_from`, e.g. with a larger `exact_scan_max` then), or only a foreign writer
+        // could leave this state. Stay correct with an exact scan of the stored items.
+        Err(arroy::Error::MissingMetadata(_) | arroy::Error::NeedBuild(_)) => {
             let writer = Writer::<Cosine>::new(dbs.vectors, index, dim);
             for chunk in candidates {
                 if let Some(v) = writer.item_vector(rtxn, chunk)? {
@@ -152,6 +153,8 @@ pub struct BuildStep {
     pub deleted: usize,
     /// The build gave way to a waiting writer; nothing was written.
     pub yielded: bool,
+    /// Indexes whose trees were built.
+    pub trees_built: usize,
 }
 
 /// How trees are built.
@@ -164,6 +167,11 @@ pub struct BuildParams {
     pub trees: usize,
     /// Most items in a tree leaf.
     pub split_after: usize,
+    /// An index gets trees once one of its namespaces holds more chunks than this (half of
+    /// `store.exact_scan_max`, so they are ready before the namespace outgrows the exact
+    /// scan). Smaller namespaces are only ever searched exactly: building their trees would be
+    /// work no search uses (about a tenth of the process's CPU under steady writes).
+    pub trees_from: u64,
 }
 
 impl BuildParams {
@@ -172,6 +180,7 @@ impl BuildParams {
             batch: cfg.vector_build_batch.max(1),
             trees: cfg.vector_trees.max(1),
             split_after: cfg.vector_leaf_size.max(2),
+            trees_from: cfg.exact_scan_max as u64 / 2,
         }
     }
 }
@@ -219,7 +228,12 @@ pub fn build_step(
     touched.sort_unstable();
     touched.dedup();
     let mut rng = SmallRng::seed_from_u64(TREE_SEED);
+    let mut trees_built = 0;
     for index in touched {
+        if !needs_trees(dbs, &wtxn, index, &adds, params.trees_from)? {
+            continue;
+        }
+        trees_built += 1;
         let built = Writer::<Cosine>::new(dbs.vectors, index, dim)
             .builder(&mut rng)
             .n_trees(params.trees)
@@ -243,7 +257,48 @@ pub fn build_step(
         added: adds.len(),
         deleted: deletes.len(),
         yielded: false,
+        trees_built,
     })
+}
+
+/// Whether `index` is built in this step: it has trees already (they are kept current), or a
+/// namespace that just got a vector in it holds more than `trees_from` chunks. Indexes are
+/// shared only past 65,536 namespaces; then one large namespace builds the whole index.
+fn needs_trees(
+    dbs: &Dbs,
+    rtxn: &RoTxn,
+    index: u16,
+    adds: &[(u16, u32, Vec<f32>)],
+    trees_from: u64,
+) -> Result<bool, StoreError> {
+    if trees_from == 0 {
+        return Ok(true);
+    }
+    match Reader::<Cosine>::open(rtxn, index, dbs.vectors) {
+        Err(arroy::Error::MissingMetadata(_)) => {}
+        Ok(_) | Err(arroy::Error::NeedBuild(_)) => return Ok(true),
+        Err(e) => return Err(e.into()),
+    }
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    for &(_, chunk, _) in adds.iter().filter(|a| a.0 == index) {
+        let Some(bytes) = dbs.chunks.get(rtxn, &chunk.to_be_bytes())? else {
+            continue;
+        };
+        let (ns, _) = codec::split_memory_key(codec::ChunkRecord::decode(bytes)?.memory)?;
+        let key = codec::ns_key(ns);
+        if seen.contains(&key) {
+            continue;
+        }
+        let len = match dbs.ns_chunks.get(rtxn, &key)? {
+            Some(b) => codec::bitmap_from(b)?.len(),
+            None => 0,
+        };
+        if len > trees_from {
+            return Ok(true);
+        }
+        seen.push(key);
+    }
+    Ok(false)
 }
 
 /// Vectors waiting for a build, and deletions waiting to reach arroy.
