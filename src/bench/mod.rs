@@ -6,6 +6,7 @@
 //! - [`nats`]: load over NATS on loopback; also the load generator the NATS tests use.
 //! - [`soak`]: conversations with partials, finals and agent replies for minutes, in process or
 //!   over NATS: latency against the budget, degradation, RSS and threads at start and end.
+//! - [`usage`]: RSS split (anonymous, files, malloc in use and free) and threads by name.
 //! - [`stats`]: percentiles, shared by the benchmarks and the demo.
 //!
 //! The actor pipeline's own overhead is measured by the actors crate:
@@ -20,6 +21,7 @@ pub mod pipeline;
 pub mod soak;
 pub mod stats;
 pub mod store;
+pub mod usage;
 
 const SUBJECTS: &[&str] = &[
     "my sister",

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use voicerag_actors::{AgentReply, ContextResult, Memory, PipelineHandle, Transcript, memory_id};
 
 use super::stats::percentile;
+use super::usage::{Usage, process_usage, threads_by_name};
 use super::{synthetic_memory, synthetic_utterance};
 use crate::bus::BusConnection;
 use crate::bus::server::LocalNatsServer;
@@ -74,6 +75,12 @@ pub struct BenchSoakArgs {
     /// instead of each conversation being a user of its own, as in a deployment.
     #[arg(long)]
     pub one_namespace: bool,
+    /// Seconds between samples of RSS, threads and the store while the load runs.
+    #[arg(long, default_value_t = 30)]
+    pub sample_s: u64,
+    /// Seconds of load counted as warm-up (pools starting, caches filling) when reading growth.
+    #[arg(long, default_value_t = 60)]
+    pub warm_s: u64,
 }
 
 /// The namespace a conversation's user has: `--one-namespace` puts them all in one.
@@ -150,9 +157,54 @@ pub struct SoakReport {
     pub rss_file_mb_end: f64,
     pub threads_start: u64,
     pub threads_end: u64,
+    /// Threads by name at the start and the end (digits folded to `#`).
+    pub thread_names_start: BTreeMap<String, u64>,
+    pub thread_names_end: BTreeMap<String, u64>,
+    /// Anonymous RSS less the vectors the store keeps in RAM for exact search, at the start, at
+    /// the first sample after warm-up (`warm_s`) and at the end: what must stay flat while the
+    /// store grows.
+    pub anon_non_store_mb_start: f64,
+    pub anon_non_store_mb_warm: f64,
+    pub anon_non_store_mb_end: f64,
+    /// What malloc holds free (fragmentation) at the end, and hands out.
+    pub heap_free_mb_end: f64,
+    pub heap_used_mb_end: f64,
+    /// Threads at the first sample after warm-up.
+    pub threads_warm: u64,
+    /// Seconds of load counted as warm-up.
+    pub warm_s: f64,
+    /// Usage sampled every `--sample-s` seconds while the load ran.
+    pub samples: Vec<SoakSample>,
     /// The store when the load started and when it ended, to read RSS against.
     pub store_start: StoreUsage,
     pub store_end: StoreUsage,
+}
+
+/// The process and the store at one moment of the load.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SoakSample {
+    /// Seconds since the load started.
+    pub t_s: f64,
+    #[serde(flatten)]
+    pub usage: Usage,
+    pub memories: u64,
+    pub exact_cache_mb: f64,
+    /// `rss_anon_mb` less `exact_cache_mb`.
+    pub anon_non_store_mb: f64,
+}
+
+impl SoakSample {
+    async fn take(t_s: f64, store: &Arc<crate::store::MemoryStore>) -> Self {
+        let store = StoreUsage::read(store).await;
+        let usage = process_usage();
+        Self {
+            t_s,
+            usage,
+            memories: store.memories,
+            exact_cache_mb: store.exact_cache_mb,
+            anon_non_store_mb: usage.rss_anon_mb - store.exact_cache_mb,
+        }
+    }
 }
 
 /// How big the store is: what RSS grows with when nothing leaks.
@@ -247,39 +299,6 @@ fn rerank_label(kind: &str, detail: &serde_json::Value) -> String {
     match (kind, detail.as_str()) {
         ("skipped", Some(why)) => format!("skipped:{why}"),
         _ => kind.to_string(),
-    }
-}
-
-/// RSS (whole, anonymous, file-backed; MiB) and thread count of this process, from
-/// /proc/self/status (zeros elsewhere).
-#[derive(Debug, Default, Clone, Copy)]
-struct Usage {
-    rss_mb: f64,
-    rss_anon_mb: f64,
-    rss_file_mb: f64,
-    threads: u64,
-}
-
-fn process_usage() -> Usage {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    usage_from_status(&status)
-}
-
-fn usage_from_status(status: &str) -> Usage {
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    let mb = |name: &str| field(name) as f64 / 1024.0;
-    Usage {
-        rss_mb: mb("VmRSS:"),
-        rss_anon_mb: mb("RssAnon:"),
-        rss_file_mb: mb("RssFile:"),
-        threads: field("Threads:"),
     }
 }
 
@@ -506,6 +525,33 @@ pub async fn run(config: &Config, args: &BenchSoakArgs) -> anyhow::Result<ExitCo
         report.threads_start,
         report.threads_end
     );
+    println!(
+        "  anonymous RSS less the store's vectors in RAM {:.1} -> {:.1} (after {:.0} s warm-up) -> {:.1} MiB; malloc at the end: {:.1} MiB in use, {:.1} MiB held free; threads after warm-up {}",
+        report.anon_non_store_mb_start,
+        report.anon_non_store_mb_warm,
+        report.warm_s,
+        report.anon_non_store_mb_end,
+        report.heap_used_mb_end,
+        report.heap_free_mb_end,
+        report.threads_warm,
+    );
+    println!(
+        "  threads by name: start {:?}, end {:?}",
+        report.thread_names_start, report.thread_names_end
+    );
+    for s in &report.samples {
+        println!(
+            "  t {:>5.0} s: anonymous {:.1} MiB ({:.1} of it not the store's vectors; malloc {:.1} in use, {:.1} free), files {:.1} MiB, threads {}, memories {}",
+            s.t_s,
+            s.usage.rss_anon_mb,
+            s.anon_non_store_mb,
+            s.usage.heap_used_mb,
+            s.usage.heap_free_mb,
+            s.usage.rss_file_mb,
+            s.usage.threads,
+            s.memories
+        );
+    }
     let (a, b) = (&report.store_start, &report.store_end);
     println!(
         "  store {} -> {} memories, disk {:.1} -> {:.1} MiB (LMDB used {:.1} -> {:.1}, BM25 {:.1} -> {:.1}), exact-search vectors in RAM {} -> {} ({:.1} -> {:.1} MiB)",
@@ -622,8 +668,27 @@ async fn soak(
         rss_anon_mb_start: usage_start.rss_anon_mb,
         rss_file_mb_start: usage_start.rss_file_mb,
         threads_start: usage_start.threads,
+        thread_names_start: threads_by_name(),
+        anon_non_store_mb_start: usage_start.rss_anon_mb - store_start.exact_cache_mb,
+        warm_s: args.warm_s as f64,
         store_start,
         ..Default::default()
+    };
+    let samples: Arc<Mutex<Vec<SoakSample>>> = Arc::default();
+    let sampler = {
+        let (samples, store) = (Arc::clone(&samples), Arc::clone(probe.store));
+        let every = Duration::from_secs(args.sample_s.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let sample = SoakSample::take(started.elapsed().as_secs_f64(), &store).await;
+                if let Ok(mut s) = samples.lock() {
+                    s.push(sample);
+                }
+            }
+        })
     };
     let mut totals = Vec::new();
     let mut embeds = Vec::new();
@@ -728,7 +793,25 @@ async fn soak(
             }
         }
     }
+    sampler.abort();
+    let last = SoakSample::take(started.elapsed().as_secs_f64(), probe.store).await;
+    let end_cache_mb = last.exact_cache_mb;
+    let mut samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    samples.push(last);
+    if let Some(warm) = samples
+        .iter()
+        .find(|s| s.t_s >= args.warm_s as f64)
+        .or(samples.last())
+    {
+        report.anon_non_store_mb_warm = warm.anon_non_store_mb;
+        report.threads_warm = warm.usage.threads;
+    }
     let usage_end = process_usage();
+    report.anon_non_store_mb_end = usage_end.rss_anon_mb - end_cache_mb;
+    report.heap_free_mb_end = usage_end.heap_free_mb;
+    report.heap_used_mb_end = usage_end.heap_used_mb;
+    report.thread_names_end = threads_by_name();
+    report.samples = samples;
     report.utterances_tracked_end = probe.pipeline.health().utterances_tracked;
     report.rss_mb_end = usage_end.rss_mb;
     report.rss_anon_mb_end = usage_end.rss_anon_mb;
@@ -747,22 +830,4 @@ async fn soak(
     report.embed_ms_p50 = percentile(&embeds, 0.5);
     report.embed_ms_p99 = percentile(&embeds, 0.99);
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usage_is_read_from_proc_status_in_mib() {
-        let status = "Name:\tvoicerag\nVmRSS:\t  204800 kB\nRssAnon:\t  153600 kB\n\
-                      RssFile:\t   51200 kB\nRssShmem:\t       0 kB\nThreads:\t17\n";
-        let u = usage_from_status(status);
-        assert_eq!(
-            (u.rss_mb, u.rss_anon_mb, u.rss_file_mb, u.threads),
-            (200.0, 150.0, 50.0, 17)
-        );
-        let none = usage_from_status("");
-        assert_eq!((none.rss_mb, none.threads), (0.0, 0));
-    }
 }
