@@ -87,6 +87,12 @@ pub struct PipelineConfig {
     /// estimate seeded from them, so the first requests neither time out nor skip reranking
     /// (default 500; 0 turns calibration off).
     pub rerank_calibration_ms: u64,
+    /// How many nice steps below the rest of the process the reranker's own thread runs (Linux;
+    /// 1..=19, more yields more): reranking is optional work, so embedding and search take the
+    /// cores first and the reranker runs on what they leave (a starved run stops at its deadline
+    /// like any other). 0: the reranker runs on the shared blocking pool at the hot path's
+    /// priority (default 10).
+    pub rerank_nice: i32,
     /// Time kept before the deadline for a BM25-only search when the embedder is late (default 20).
     pub search_reserve_ms: u64,
     /// The coordinator stops waiting for stages this long before the deadline, so the result it
@@ -127,6 +133,7 @@ impl Default for PipelineConfig {
             rerank_safety_margin_ms: 5,
             rerank_initial_ns_per_token: 20_000,
             rerank_calibration_ms: 500,
+            rerank_nice: 10,
             search_reserve_ms: 20,
             deadline_guard_ms: 2,
             shutdown_timeout_ms: 10_000,
@@ -271,6 +278,9 @@ impl PipelineConfig {
             return Err(
                 "pipeline.restart.backoff_max_ms: must be >= restart.backoff_initial_ms".into(),
             );
+        }
+        if !(0..=19).contains(&self.rerank_nice) {
+            return Err("pipeline.rerank_nice: must be 0 to 19".into());
         }
         // The margins are carved out of the budget: each must leave some of it.
         for (key, value) in [

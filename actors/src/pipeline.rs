@@ -83,6 +83,7 @@ impl Pipeline {
             policy: config.restart.clone(),
             writer: writer.clone(),
             search_parallel: config.search_parallel,
+            rerank_nice: config.rerank_nice,
         };
         let (supervisor, _) =
             Actor::spawn(None, Supervisor, args)

@@ -25,6 +25,8 @@ pub(crate) struct SupervisorArgs {
     pub writer: WriterArgs,
     /// Searches the retriever runs at the same time (`pipeline.search_parallel`).
     pub search_parallel: usize,
+    /// The reranker's thread priority (`PipelineConfig::rerank_nice`; 0: the blocking pool).
+    pub rerank_nice: i32,
 }
 
 pub(crate) enum SupervisorMsg {
@@ -76,6 +78,8 @@ impl Supervisor {
                     unresponsive,
                     abandoned: Arc::clone(&slot.abandoned),
                     parallel,
+                    nice: (k == StageKind::Reranker && state.args.rerank_nice > 0)
+                        .then_some(state.args.rerank_nice),
                 };
                 let (actor, _) = Actor::spawn_linked(None, StageActor, args, cell)
                     .await

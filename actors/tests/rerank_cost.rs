@@ -134,6 +134,12 @@ async fn serve(
 }
 
 async fn start(fake: &Arc<CostedReranker>, config: PipelineConfig) -> PipelineHandle {
+    // The fake's cost is real time: at a lowered priority a loaded machine would stretch it more
+    // than it stretches the test's clock moves. Priority is tested in rerank_priority.rs.
+    let config = PipelineConfig {
+        rerank_nice: 0,
+        ..config
+    };
     let f = Fakes::new(no_faults());
     let stages = Stages {
         reranker: Some(fake.clone()),
