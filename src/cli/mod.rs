@@ -7,6 +7,7 @@ pub mod args;
 mod cmd;
 pub mod demo;
 mod logging;
+mod malloc;
 mod output;
 
 use std::process::ExitCode;
@@ -70,7 +71,10 @@ pub fn effective_config(cli: &Cli) -> anyhow::Result<Config> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut config = effective_config(&cli)?;
+    // Before any thread of the runtime or the engines allocates: arenas are made on first use.
+    let arenas = malloc::limit_arenas(config.runtime.malloc_arenas);
     logging::init(&config.logging)?;
+    tracing::debug!(?arenas, "malloc arenas");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

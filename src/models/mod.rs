@@ -36,6 +36,10 @@ pub struct RuntimeConfig {
     /// Embedding sessions for live queries: texts that queued for the embedder together are
     /// split over them, side by side, one thread each (default 2; 1: one session).
     pub query_sessions: usize,
+    /// Most glibc malloc arenas in the `voicerag` process (0: glibc's default, 8 per core;
+    /// glibc's `MALLOC_ARENA_MAX`, when set, wins). Few arenas keep freed memory reusable by every
+    /// thread instead of held per arena (default 2).
+    pub malloc_arenas: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -47,6 +51,7 @@ impl Default for RuntimeConfig {
             allow_cpu_fallback: false,
             bulk_sessions: 0,
             query_sessions: 2,
+            malloc_arenas: 2,
         }
     }
 }
