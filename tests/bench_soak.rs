@@ -87,6 +87,11 @@ fn check(s: &serde_json::Value, mode: &str) {
     );
     assert!(f("total_ms_p99") <= f("total_ms_max"), "{s}");
     assert!(f("rss_mb_start") > 0.0 && f("rss_mb_end") > 0.0, "{s}");
+    let store = |at: &str, k: &str| {
+        s[at][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{at}.{k} in {s}"))
+    };
     for k in [
         "rss_anon_mb_start",
         "rss_anon_mb_end",
@@ -99,6 +104,41 @@ fn check(s: &serde_json::Value, mode: &str) {
         );
     }
     assert!(n("threads_start") > 0 && n("threads_end") > 0, "{s}");
+    // Threads by name add up to the count, and RSS less the store's vectors is what is left of
+    // anonymous RSS once the exact-search vectors are taken out.
+    let named = |k: &str| -> u64 {
+        s[k].as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    };
+    assert!(
+        named("thread_names_start") > 0 && named("thread_names_end") > 0,
+        "{s}"
+    );
+    let samples = s["samples"].as_array().expect("samples");
+    assert!(!samples.is_empty(), "{s}");
+    for sample in samples {
+        let g = |k: &str| {
+            sample[k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{k} in {sample}"))
+        };
+        assert!(g("threads") > 0.0 && g("rss_anon_mb") > 0.0, "{sample}");
+        assert!(
+            (g("anon_non_store_mb") - (g("rss_anon_mb") - g("exact_cache_mb"))).abs() < 1e-6,
+            "{sample}"
+        );
+        assert!(g("memories") >= SEED as f64, "{sample}");
+        // glibc's malloc hands out at least the models' weights.
+        assert!(g("heap_used_mb") > 0.0, "{sample}");
+    }
+    let end_cache = store("store_end", "exact_cache_mb");
+    assert!(
+        (f("anon_non_store_mb_end") - (f("rss_anon_mb_end") - end_cache)).abs() < 64.0,
+        "{s}"
+    );
     // Every final (the user's) is written as a memory, and in process every agent reply too (over
     // the bus the agent publishes its replies to the memory stream itself).
     let written = if mode == "bus" { sent } else { 2 * sent };
@@ -114,11 +154,6 @@ fn check(s: &serde_json::Value, mode: &str) {
     assert!(n("utterances_tracked_end") <= sent, "{s}");
     assert_eq!(n("abandoned_calls"), 0, "{s}");
     // The store as the load found it (the seed) and as it left it, to read RSS against.
-    let store = |at: &str, k: &str| {
-        s[at][k]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{at}.{k} in {s}"))
-    };
     assert_eq!(store("store_start", "memories"), SEED as f64, "{s}");
     // Over the bus the stream's consumer may still be committing when the load ends.
     assert!(store("store_end", "memories") >= SEED as f64, "{s}");

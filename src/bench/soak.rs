@@ -157,6 +157,9 @@ pub struct SoakReport {
     pub rss_file_mb_end: f64,
     pub threads_start: u64,
     pub threads_end: u64,
+    /// `runtime.malloc_arenas`, and glibc's `MALLOC_ARENA_MAX` if set (it wins).
+    pub malloc_arenas: usize,
+    pub malloc_arena_max_env: Option<String>,
     /// Threads by name at the start and the end (digits folded to `#`).
     pub thread_names_start: BTreeMap<String, u64>,
     pub thread_names_end: BTreeMap<String, u64>,
@@ -669,6 +672,8 @@ async fn soak(
         rss_file_mb_start: usage_start.rss_file_mb,
         threads_start: usage_start.threads,
         thread_names_start: threads_by_name(),
+        malloc_arenas: config.runtime.malloc_arenas,
+        malloc_arena_max_env: std::env::var("MALLOC_ARENA_MAX").ok(),
         anon_non_store_mb_start: usage_start.rss_anon_mb - store_start.exact_cache_mb,
         warm_s: args.warm_s as f64,
         store_start,
