@@ -1300,10 +1300,13 @@ async fn utterance_state_leaves_after_its_ttl_however_many_conversations_came() 
     p.shutdown().await.unwrap();
 }
 
+/// An offered embedding: namespace, memory id, text, vector.
+type Offer = (String, String, String, Vec<f32>);
+
 /// Records the embeddings the pipeline offers for memories to come, and stores like [`FakeWriter`].
 struct OfferedWriter {
     inner: Arc<FakeWriter>,
-    offers: std::sync::Mutex<Vec<(String, String, String, Vec<f32>)>>,
+    offers: std::sync::Mutex<Vec<Offer>>,
 }
 
 impl MemoryWriter for OfferedWriter {
