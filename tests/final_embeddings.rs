@@ -18,6 +18,9 @@ fn config(data: &Path) -> Config {
     let mut config = Config::default();
     config.embedder.model_dir = root("fixtures/models/tiny-embedder").display().to_string();
     config.store.data_dir = data.display().to_string();
+    // A loaded test machine: a final shed for its budget would not be embedded at all, and the
+    // budget is not what these tests are about.
+    config.pipeline.budget_ms = 10_000;
     config
 }
 
