@@ -38,6 +38,9 @@ struct Fields {
     /// The chunk's phonetic codes (see `phonetic`); the last field, so an index from before it
     /// has every other field at the same place.
     phonetic: Field,
+    /// Each content word with each of its codes, in its namespace ([`phonetic::sound_term`]):
+    /// the vocabulary a misheard word is corrected from. After `phonetic`, for the same reason.
+    sounds: Field,
 }
 
 /// Filters every BM25 query carries (the namespace always).
@@ -54,6 +57,21 @@ pub struct Bm25Filter<'a> {
     pub hidden: &'a Arc<Hidden>,
 }
 
+/// A query's words as the namespace's memories hear them (see [`Bm25::hear`]).
+#[derive(Debug, Default)]
+pub struct Heard {
+    /// The query's content words (lower-cased, folded).
+    words: Vec<String>,
+    /// Those no live memory of the namespace has.
+    pub unknown: Vec<String>,
+    /// For unknown words written like names, the word of the namespace's memories each most
+    /// likely stands for: what a recogniser that misheard a name was told.
+    pub sound_alikes: Vec<String>,
+    /// Some unknown word was not corrected (no sound-alike spelt near it, or not written like
+    /// a name): only the phonetic ranking may still find what it meant.
+    pub uncorrected: bool,
+}
+
 pub struct Bm25 {
     index: Index,
     reader: IndexReader,
@@ -63,6 +81,9 @@ pub struct Bm25 {
     /// False for an index built before the phonetic field (a read-only process may see one
     /// until the writer rebuilds it): phonetic search then finds nothing.
     has_phonetic: bool,
+    /// False for an index built before the sound-alike field: misheard words are then not
+    /// corrected.
+    has_sounds: bool,
     /// Present in the writer process only.
     writer: Option<Mutex<IndexWriter<TantivyDocument>>>,
 }
@@ -90,6 +111,7 @@ fn schema() -> (Schema, Fields) {
                     .set_index_option(IndexRecordOption::WithFreqs),
             ),
         ),
+        sounds: b.add_text_field("sounds", STRING),
     };
     (b.build(), fields)
 }
@@ -117,10 +139,11 @@ fn field_analyzer(index: &Index, name: &str) -> Result<Option<String>, StoreErro
     }
 }
 
-/// True when the index was built by the current analysis, phonetic field included.
+/// True when the index was built by the current analysis, phonetic fields included.
 fn is_current(index: &Index) -> Result<bool, StoreError> {
     Ok(index_analyzer(index)? == ANALYZER
-        && field_analyzer(index, "phonetic")?.as_deref() == Some(PHONETIC_ANALYZER))
+        && field_analyzer(index, "phonetic")?.as_deref() == Some(PHONETIC_ANALYZER)
+        && index.schema().get_field("sounds").is_ok())
 }
 
 impl Bm25 {
@@ -158,6 +181,7 @@ impl Bm25 {
             .register(PHONETIC_ANALYZER, phonetic::field_analyzer());
         let has_phonetic =
             field_analyzer(&index, "phonetic")?.as_deref() == Some(PHONETIC_ANALYZER);
+        let has_sounds = index.schema().get_field("sounds").is_ok();
         // Queries are analysed as the index was (a read-only process may see an old index).
         let analyzer = if index_analyzer(&index)? == ANALYZER_V1 {
             analysis::analyzer_v1()
@@ -187,6 +211,7 @@ impl Bm25 {
             analyzer,
             phonetic: PhoneticEncoder::default(),
             has_phonetic,
+            has_sounds,
             writer,
         })
     }
@@ -202,53 +227,185 @@ impl Bm25 {
         analysis::terms(&self.analyzer, text)
     }
 
-    /// Top `n` chunks for `text` under `filter`: `(chunk id, score)`, best first.
+    /// Top `n` chunks for `text`, and for the words `also` (a misheard word's sound-alikes),
+    /// under `filter`: `(chunk id, score)`, best first.
     pub fn search(
         &self,
         text: &str,
+        also: &[String],
         filter: &Bm25Filter,
         n: usize,
     ) -> Result<Vec<(u32, f32)>, StoreError> {
-        self.search_terms(self.fields.text, &self.terms(text), filter, n)
+        let mut terms = self.terms(text);
+        for word in also {
+            for t in self.terms(word) {
+                if !terms.contains(&t) {
+                    terms.push(t);
+                }
+            }
+        }
+        self.search_terms(self.fields.text, &terms, filter, n)
     }
 
-    /// Top `n` chunks whose words sound like `text`'s (BM25 over phonetic codes), under
-    /// `filter`: `(chunk id, score)`, best first; nothing when every word of `text` occurs in
-    /// the namespace's memories.
-    ///
-    /// A misheard name is, as heard, a word the user's memories do not have ("Martha" when they
-    /// say "Marta"). A query whose words all occur in the namespace has nothing the phonetic
-    /// ranking could add that BM25 does not already find, so it runs no phonetic search at all
-    /// (and clean queries rank exactly as without it). Once a word is unknown, every word is
-    /// sounded out: the misheard name's code alone would rank by one term, and in a set where
-    /// the name is on every memory (Debian in the Debian FAQ) that one term is noise.
-    pub fn search_phonetic(
-        &self,
-        text: &str,
-        filter: &Bm25Filter,
-        n: usize,
-    ) -> Result<Vec<(u32, f32)>, StoreError> {
-        if !self.has_phonetic || n == 0 {
-            return Ok(Vec::new());
-        }
+    /// Reads `text`'s content words against `namespace`'s memories: which of them no memory
+    /// has (a misheard name is, as heard, such a word: "Martha" when the user says "Marta"),
+    /// and, when `correct`, for each of those written like a name (see
+    /// [`PhoneticEncoder::name_like_words`]), the word of the user's own memories it most
+    /// likely stands for ([`Heard::sound_alikes`]).
+    pub fn hear(&self, text: &str, namespace: &str, correct: bool) -> Result<Heard, StoreError> {
         let searcher = self.reader.searcher();
         let words = self.phonetic.content_words(text);
-        let mut unknown = false;
+        let names = if correct && self.has_sounds {
+            Some(self.phonetic.name_like_words(text))
+        } else {
+            None
+        };
+        let mut heard = Heard::default();
         for word in &words {
             let mut known = false;
             for term in self.terms(word) {
-                known |= self.in_namespace(&searcher, &term, filter.namespace)?;
+                known |= self.in_namespace(&searcher, &term, namespace)?;
             }
-            if !known {
-                unknown = true;
-                break;
+            if known {
+                continue;
+            }
+            heard.unknown.push(word.clone());
+            let alike = match &names {
+                Some(names) if names.as_ref().is_none_or(|n| n.contains(word)) => {
+                    self.sound_alike_of(&searcher, word, namespace)?
+                }
+                _ => None,
+            };
+            match alike {
+                Some(w) if !heard.sound_alikes.contains(&w) => heard.sound_alikes.push(w),
+                Some(_) => {}
+                None => heard.uncorrected = true,
             }
         }
-        if !unknown {
+        heard.words = words;
+        if std::env::var("VOICERAG_DEBUG_HEARD").is_ok() && !heard.unknown.is_empty() {
+            eprintln!(
+                "HEARD {text:?} unknown={:?} alikes={:?}",
+                heard.unknown, heard.sound_alikes
+            );
+        }
+        Ok(heard)
+    }
+
+    /// The word of `namespace`'s live memories that `word` most likely stands for: of those
+    /// that share a Double Metaphone code with it and are spelt with fewer edits than half their
+    /// letters ("tiago" for "diego"; not "compressed" for "compare", whose four-letter codes
+    /// agree, nor "new" for "neve"), the one most of the user's memories use (a recogniser's
+    /// "Linuks" is the user's "linux", not their "links"), then the nearest spelling.
+    fn sound_alike_of(
+        &self,
+        searcher: &tantivy::Searcher,
+        word: &str,
+        namespace: &str,
+    ) -> Result<Option<String>, StoreError> {
+        // (word, live in some segment, memories using it, edit distance)
+        let mut found: Vec<(String, bool, u32, usize)> = Vec::new();
+        // The prefixes of the word's codes; each ends in the separator 0x1F, so every term
+        // with it sorts below the same prefix ending in 0x20.
+        let ranges: Vec<(Vec<u8>, Vec<u8>)> = self
+            .phonetic
+            .word_codes(word)
+            .iter()
+            .map(|code| {
+                let prefix = phonetic::sound_prefix(namespace, code).into_bytes();
+                let mut end = prefix.clone();
+                if let Some(last) = end.last_mut() {
+                    *last += 1;
+                }
+                (prefix, end)
+            })
+            .collect();
+        for segment in searcher.segment_readers() {
+            let inverted = segment.inverted_index(self.fields.sounds)?;
+            let alive = segment.alive_bitset();
+            // A word reached through two of its codes is counted once per segment.
+            let mut counted: Vec<usize> = Vec::new();
+            for (prefix, end) in &ranges {
+                let mut terms = inverted
+                    .terms()
+                    .range()
+                    .ge(prefix)
+                    .lt(end)
+                    .into_stream()
+                    .map_err(tantivy::TantivyError::from)?;
+                while terms.advance() {
+                    let Some(candidate) = terms
+                        .key()
+                        .strip_prefix(prefix.as_slice())
+                        .and_then(|w| std::str::from_utf8(w).ok())
+                    else {
+                        continue;
+                    };
+                    let distance = phonetic::edit_distance(word, candidate);
+                    if candidate == word || 2 * distance >= word.len().max(candidate.len()) {
+                        continue;
+                    }
+                    let i = match found.iter().position(|f| f.0 == candidate) {
+                        Some(i) => i,
+                        None => {
+                            found.push((candidate.to_string(), false, 0, distance));
+                            found.len() - 1
+                        }
+                    };
+                    if counted.contains(&i) {
+                        continue;
+                    }
+                    counted.push(i);
+                    let info = terms.value();
+                    found[i].2 += info.doc_freq;
+                    // Deleted documents stay in the dictionary until a merge: a word counts
+                    // only while a live chunk holds it.
+                    if !found[i].1 {
+                        let mut docs = inverted
+                            .read_postings_from_terminfo(info, IndexRecordOption::Basic)
+                            .map_err(tantivy::TantivyError::from)?;
+                        let mut doc = docs.doc();
+                        while doc != TERMINATED {
+                            if alive.is_none_or(|a| a.is_alive(doc)) {
+                                found[i].1 = true;
+                                break;
+                            }
+                            doc = docs.advance();
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found
+            .into_iter()
+            .filter(|f| f.1)
+            .min_by(|a, b| b.2.cmp(&a.2).then(a.3.cmp(&b.3)).then(a.0.cmp(&b.0)))
+            .map(|f| f.0))
+    }
+
+    /// Top `n` chunks whose words sound like the heard query's (BM25 over phonetic codes),
+    /// under `filter`: `(chunk id, score)`, best first; nothing when every word of the query
+    /// occurs in the namespace's memories or was corrected to a sound-alike.
+    ///
+    /// A query whose words all occur in the namespace has nothing the phonetic ranking could
+    /// add that BM25 does not already find, so it runs no phonetic search at all (and clean
+    /// queries rank exactly as without it). Nor does one whose unknown words all have a
+    /// sound-alike: BM25 searches those words already, and the ranking would weigh the same
+    /// evidence again, less precisely (by code, not word). Once a word is left, every word is
+    /// sounded out:
+    /// the misheard name's code alone would rank by one term, and in a set where the name is
+    /// on every memory (Debian in the Debian FAQ) that one term is noise.
+    pub fn search_phonetic(
+        &self,
+        heard: &Heard,
+        filter: &Bm25Filter,
+        n: usize,
+    ) -> Result<Vec<(u32, f32)>, StoreError> {
+        if !self.has_phonetic || n == 0 || !heard.uncorrected {
             return Ok(Vec::new());
         }
         let mut codes: Vec<String> = Vec::new();
-        for c in words.iter().flat_map(|w| self.phonetic.word_codes(w)) {
+        for c in heard.words.iter().flat_map(|w| self.phonetic.word_codes(w)) {
             if !codes.contains(&c) {
                 codes.push(c);
             }
@@ -416,6 +573,11 @@ impl Bm25 {
         doc.add_i64(f.ts, rec.ts_ms);
         doc.add_text(f.text, text);
         doc.add_text(f.phonetic, self.phonetic.field_text(text));
+        for (word, codes) in self.phonetic.words(text) {
+            for code in codes {
+                doc.add_text(f.sounds, phonetic::sound_term(ns, &code, &word));
+            }
+        }
         self.writer()?.add_document(doc)?;
         Ok(())
     }

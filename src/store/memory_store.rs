@@ -204,7 +204,17 @@ impl MemoryStore {
     /// [`MemoryStore::search`], also saying which time window it read from the query and how it
     /// applied it.
     pub fn retrieve(&self, req: &SearchRequest) -> Result<Retrieved, StoreError> {
-        super::search::search(&self.shared, req)
+        super::search::search(&self.shared, &self.shared.retrieval, req)
+    }
+
+    /// [`MemoryStore::retrieve`] with `retrieval` instead of the store's settings: a comparison
+    /// of a capability on and off, query by query, on one open store (`bench store`).
+    pub fn retrieve_with(
+        &self,
+        req: &SearchRequest,
+        retrieval: &RetrievalConfig,
+    ) -> Result<Retrieved, StoreError> {
+        super::search::search(&self.shared, retrieval, req)
     }
 
     /// Forgets these ids of namespace `ns`; returns how many existed.

@@ -103,6 +103,23 @@ impl PhoneticEncoder {
         out
     }
 
+    /// The content words `text` writes like names: capitalised, in a text that is not all one
+    /// case. A text all in lower (or upper) case tells nothing: then every content word may be
+    /// one (recognisers without casing). Lower-cased and folded, as [`Self::content_words`].
+    pub fn name_like_words(&self, text: &str) -> Option<HashSet<String>> {
+        let has_lower = text.chars().any(char::is_lowercase);
+        let has_upper = text.chars().any(char::is_uppercase);
+        if !(has_lower && has_upper) {
+            return None;
+        }
+        let capitalised: String = text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.chars().next().is_some_and(char::is_uppercase))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(self.content_words(&capitalised).into_iter().collect())
+    }
+
     /// The codes of one content word: primary, alternate and plain-T reading, distinct.
     pub fn word_codes(&self, word: &str) -> Vec<String> {
         let code = self.metaphone.double_metaphone(word);
@@ -124,6 +141,37 @@ impl PhoneticEncoder {
     pub fn field_text(&self, text: &str) -> String {
         self.codes(text).join(" ")
     }
+}
+
+/// The sound-alike field's term for `word` (one of `codes`) in `namespace`: the namespace's
+/// length, the namespace, the code and the word. All of a namespace's words with one code share
+/// the prefix [`sound_prefix`], so a misheard word's sound-alikes in the user's own memories are
+/// one range of the term dictionary; the length keeps one namespace's prefix from being another's.
+pub fn sound_term(namespace: &str, code: &str, word: &str) -> String {
+    format!("{}{word}", sound_prefix(namespace, code))
+}
+
+/// The prefix of every [`sound_term`] of `namespace` with `code`.
+pub fn sound_prefix(namespace: &str, code: &str) -> String {
+    format!("{}:{namespace}\u{1f}{code}\u{1f}", namespace.len())
+}
+
+/// The fewest single-letter edits (insert, delete, substitute) from `a` to `b` (ASCII words).
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &x) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &y) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(x != y))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// Double Metaphone reads "TIA" and "TIO" as in "nation" (X) even at the start of a word, where
@@ -200,6 +248,41 @@ mod tests {
                 "{word}"
             );
         }
+    }
+
+    #[test]
+    fn names_are_told_by_their_capital_when_the_text_has_case() {
+        let e = PhoneticEncoder::default();
+        // A capitalised stop word ("Where") is no content word; "font" is not capitalised.
+        let names = e
+            .name_like_words("Where does Martha live, and is Zoë's font ok?")
+            .unwrap();
+        assert_eq!(names, HashSet::from(["martha".into(), "zoe".into()]));
+        // All one case: casing says nothing.
+        assert!(e.name_like_words("where does martha live").is_none());
+        assert!(e.name_like_words("WHERE DOES MARTHA LIVE").is_none());
+    }
+
+    #[test]
+    fn edit_distance_counts_single_letter_edits() {
+        for (a, b, d) in [
+            ("marta", "martha", 1),
+            ("tiago", "diego", 2),
+            ("", "abc", 3),
+            ("abc", "abc", 0),
+            ("kitten", "sitting", 3),
+        ] {
+            assert_eq!(edit_distance(a, b), d, "{a} / {b}");
+            assert_eq!(edit_distance(b, a), d, "{b} / {a}");
+        }
+    }
+
+    #[test]
+    fn a_namespace_prefix_is_never_another_namespaces() {
+        // "ab" + "c..." and "a" + "bc..." must not share a prefix.
+        assert!(!sound_term("ab", "MRT", "marta").starts_with(&sound_prefix("a", "MRT")));
+        assert!(sound_term("a", "MRT", "marta").starts_with(&sound_prefix("a", "MRT")));
+        assert!(!sound_term("a", "MRTN", "martin").starts_with(&sound_prefix("a", "MRT")));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use voicerag_actors::messages::{
     Hit, Retrieved, SearchFilter, SearchMode, SearchRequest, TimeWindowUse,
 };
 
-use super::bm25::Bm25Filter;
+use super::bm25::{Bm25Filter, Heard};
 use super::codec::{self, ChunkRecord, MemoryRecord};
 use super::hidden::Hidden;
 use super::lmdb::{self, Dbs};
@@ -125,7 +125,11 @@ impl<'a> Records<'a> {
     }
 }
 
-pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Retrieved, StoreError> {
+pub(crate) fn search(
+    s: &StoreState,
+    retrieval: &RetrievalConfig,
+    req: &SearchRequest,
+) -> Result<Retrieved, StoreError> {
     if req.top_n == 0 || req.namespace.is_empty() {
         return Ok(Retrieved::default());
     }
@@ -149,7 +153,7 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Retrieved, S
         _ => None,
     };
     let n = if req.mode == SearchMode::Hybrid {
-        s.retrieval.candidates.max(req.top_n)
+        retrieval.candidates.max(req.top_n)
     } else {
         req.top_n
     };
@@ -168,7 +172,7 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Retrieved, S
     } else {
         s.hidden.at(&s.env, dbs, &rtxn, ns, now_ms)?
     };
-    let time = time_window::apply(&s.retrieval, dbs, &rtxn, req, now_ms, &hidden)?;
+    let time = time_window::apply(retrieval, dbs, &rtxn, req, now_ms, &hidden)?;
     // A filtering window narrows the request's own time bounds.
     let mut narrowed;
     let f: &SearchFilter = match &time {
@@ -239,16 +243,25 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Retrieved, S
     let words = time
         .as_ref()
         .map_or(req.text.as_str(), |t| t.words.as_str());
+    // Names the recogniser misheard: the query's words the user's memories do not have, and
+    // the memories' words that sound like them (searched as words too).
+    let phonetic_ranking = req.mode == SearchMode::Hybrid && retrieval.phonetic_weight > 0.0;
+    let correct = want_bm25 && retrieval.sound_alike_words;
+    let heard = if phonetic_ranking || correct {
+        s.bm25.hear(words, ns, correct)?
+    } else {
+        Heard::default()
+    };
     let bm25_list = if want_bm25 {
         // Hidden chunks never reach the page (the filter drops them as BM25 collects).
-        let hits = s.bm25.search(words, &filter, n)?;
+        let hits = s.bm25.search(words, &heard.sound_alikes, &filter, n)?;
         records.dedupe(hits, n)?
     } else {
         Vec::new()
     };
     // The third ranking, by how the words sound (hybrid only; weight 0 skips it).
-    let phonetic_list = if req.mode == SearchMode::Hybrid && s.retrieval.phonetic_weight > 0.0 {
-        let hits = s.bm25.search_phonetic(words, &filter, n)?;
+    let phonetic_list = if phonetic_ranking {
+        let hits = s.bm25.search_phonetic(&heard, &filter, n)?;
         records.dedupe(hits, n)?
     } else {
         Vec::new()
@@ -335,16 +348,16 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Retrieved, S
                     }
                 }
             }
-            let mut fused = fuse(&s.retrieval, &cands);
+            let mut fused = fuse(retrieval, &cands);
             if let Some(t) = time.as_ref().filter(|t| !t.boosted.is_empty()) {
                 for (c, score) in &mut fused {
                     if t.boosted.contains(cands[*c].found.chunk) {
-                        *score += s.retrieval.time_boost;
+                        *score += retrieval.time_boost;
                     }
                 }
                 fused.sort_by(|a, b| b.1.total_cmp(&a.1));
             }
-            let half_life_ms = s.retrieval.recency_half_life_s as f64 * 1000.0;
+            let half_life_ms = retrieval.recency_half_life_s as f64 * 1000.0;
             // Without the recency prior only the top_n become hits; with it every candidate
             // is weighed again first.
             let keep = if half_life_ms > 0.0 {
@@ -362,8 +375,7 @@ pub(crate) fn search(s: &StoreState, req: &SearchRequest) -> Result<Retrieved, S
                 let now = chrono::Utc::now().timestamp_millis();
                 for hit in &mut out {
                     let age = now.saturating_sub(hit.ts_ms).max(0) as f64;
-                    hit.score +=
-                        s.retrieval.recency_weight * 0.5f64.powf(age / half_life_ms) as f32;
+                    hit.score += retrieval.recency_weight * 0.5f64.powf(age / half_life_ms) as f32;
                 }
                 out.sort_by(|a, b| b.score.total_cmp(&a.score));
                 out.truncate(req.top_n);
