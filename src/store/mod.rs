@@ -137,12 +137,12 @@ pub struct RetrievalConfig {
     /// much to a memory's fused score (convex), or weighs that list so in reciprocal-rank
     /// fusion. 0 turns it off (and skips its search).
     pub phonetic_weight: f32,
-    /// Misheard names corrected from the user's own memories: a query word no memory of the namespace
-    /// has, written like a name (capitalised, unless the query is all one case), is also searched
-    /// (BM25) as the word of those memories that sounds the same (Double Metaphone), is spelt with
-    /// fewer edits than half its letters, and is used by most of them, so "Diego" also searches
-    /// "Tiago" when the user's memories say Tiago. The phonetic ranking then runs only for unknown
-    /// words left uncorrected. Queries whose words all occur in the memories are untouched.
+    /// Misheard names corrected from the user's own memories: a query word no memory of the
+    /// namespace has, written like a name (capitalised, unless the query is all one case), is
+    /// also searched (BM25) as the word of those memories that sounds the same (Double
+    /// Metaphone), is spelt with fewer edits than half its letters, and is used by most of
+    /// them, so "Diego" also searches "Tiago" when the user's memories say Tiago. Queries whose
+    /// words all occur in the memories are untouched.
     pub sound_alike_words: bool,
     /// Read time expressions in queries ("yesterday", "last week", "in March") as a window on
     /// the memories' timestamps (a request may turn it off or on).
