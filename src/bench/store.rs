@@ -5,15 +5,19 @@
 //! case: every search sees the whole corpus). Measures ingest records/s (the `add` calls only;
 //! trees build in the background meanwhile), the time until BM25 and every tree caught up,
 //! search-only latency p50/p99 per mode (after the build), vector recall@10 against an exact
-//! scan, disk size and reopen time, and hybrid latency with the phonetic ranking off and on. One
-//! line per measurement on stdout, then one JSON line.
+//! scan, disk size and reopen time. One line per measurement on stdout, then one JSON line.
 //!
 //! Issue 14's other capabilities, each as hybrid latency with it on and off on the same queries:
 //! memories are spread over 60 days; every 10th supersedes the one before it and every 50th
 //! has expired (default searches leave them out; `include_superseded` is the "off" run); queries
 //! with a time phrase ("last week", "yesterday", ...) run with time windows on and off, and the
-//! phrase reading alone is timed too. On and off alternate query by query (interleaved), so the
-//! difference holds on a machine whose load varies.
+//! phrase reading alone is timed too; the phonetic capability (third ranking and sound-alike
+//! words) runs on and off on the queries as drawn (every word known: only the check for unknown
+//! words runs) and misheard (each query's first word respelt with its first vowel doubled, a
+//! word no memory has that sounds the same: the correction and the phonetic search run); the
+//! recency prior runs on (the configured half-life, else a week) and off. On and off alternate
+//! query by query (interleaved), on one open store, so the difference holds on a machine whose
+//! load varies; which of the two runs first alternates too (the second finds warm caches).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -114,79 +118,17 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-fn bench_dir(n: usize) -> PathBuf {
-    std::env::temp_dir().join(format!("voicerag-bench-store-{}-{n}", std::process::id()))
+/// One side of an on/off comparison: the request's time reading and superseded filter, and
+/// the retrieval settings it runs with.
+struct Variant<'a> {
+    name: &'a str,
+    windows: Option<bool>,
+    include_superseded: bool,
+    retrieval: &'a RetrievalConfig,
 }
 
-/// Hybrid search with the phonetic ranking off and on (the configured weight, or the default
-/// when the configuration turns it off), the store reopened for each, same queries: what the
-/// third ranking adds to a query. "on" runs the queries as drawn (every word known to the
-/// store: only the check for unknown words runs) and misheard (each query's first word respelt
-/// with its first vowel doubled, a word no memory has that sounds the same: the phonetic search
-/// runs).
-fn phonetic_cost(
-    config: &Config,
-    n: usize,
-    dir: &Path,
-    model: &ModelInfo,
-    queries: &[(String, Vec<f32>)],
-    lines: &mut Vec<String>,
-    json: &mut serde_json::Value,
-) -> anyhow::Result<()> {
-    let on_weight = if config.retrieval.phonetic_weight > 0.0 {
-        config.retrieval.phonetic_weight
-    } else {
-        RetrievalConfig::default().phonetic_weight
-    };
-    let misheard: Vec<(String, Vec<f32>)> = queries
-        .iter()
-        .map(|(text, v)| (misheard(text), v.clone()))
-        .collect();
-    let runs = [
-        ("off", 0.0, queries),
-        ("on", on_weight, queries),
-        ("on_misheard", on_weight, misheard.as_slice()),
-    ];
-    let mut p50 = Vec::new();
-    for (name, weight, queries) in runs {
-        let retrieval = RetrievalConfig {
-            phonetic_weight: weight,
-            ..config.retrieval.clone()
-        };
-        let store = MemoryStore::open(dir, &config.store, &retrieval, model)?;
-        let mut h = Histogram::<u64>::new(3)?;
-        for (j, q) in queries.iter().enumerate() {
-            let req = SearchRequest {
-                namespace: NAMESPACE.into(),
-                text: q.0.clone(),
-                embedding: Some(q.1.clone()),
-                mode: SearchMode::Hybrid,
-                top_n: 10,
-                filter: SearchFilter::default(),
-            };
-            let t = Instant::now();
-            std::hint::black_box(store.search(&req)?);
-            if j >= WARMUP {
-                h.record(t.elapsed().as_micros().max(1) as u64)?;
-            }
-        }
-        p50.push(percentile_ms(&h, 0.5));
-        lines.push(format!(
-            "n={n} search hybrid phonetic {name:<11} (weight {weight}): p50 {:.3} ms p99 {:.3} ms",
-            percentile_ms(&h, 0.5),
-            percentile_ms(&h, 0.99)
-        ));
-        json[format!("hybrid_phonetic_{name}_p50_ms")] = percentile_ms(&h, 0.5).into();
-        json[format!("hybrid_phonetic_{name}_p99_ms")] = percentile_ms(&h, 0.99).into();
-    }
-    lines.push(format!(
-        "n={n} phonetic ranking adds p50 {:.3} ms (words known), {:.3} ms (a word misheard)",
-        p50[1] - p50[0],
-        p50[2] - p50[0]
-    ));
-    json["phonetic_added_p50_ms"] = (p50[1] - p50[0]).into();
-    json["phonetic_misheard_added_p50_ms"] = (p50[2] - p50[0]).into();
-    Ok(())
+fn bench_dir(n: usize) -> PathBuf {
+    std::env::temp_dir().join(format!("voicerag-bench-store-{}-{n}", std::process::id()))
 }
 
 /// `text` with its first word's first vowel doubled: unknown to the store, same sound.
@@ -372,45 +314,109 @@ fn run_one(config: &Config, n: usize, dir: &Path) -> anyhow::Result<()> {
     json["time_parse_p50_us"] = parse_p50_us.into();
     // Each capability on and off, the two requests of a query one after the other, so a load
     // that comes and goes weighs on both sides alike.
-    type Variant<'a> = (&'a str, Option<bool>, bool);
-    type Pair<'a> = (&'a [(String, Vec<f32>)], Variant<'a>, Variant<'a>);
-    let pairs: [Pair; 2] = [
+    let misheard_queries: Vec<(String, Vec<f32>)> = queries
+        .iter()
+        .map(|(text, v)| (misheard(text), v.clone()))
+        .collect();
+    let base = &config.retrieval;
+    // The phonetic capability on (the configured weight, or the default one when the
+    // configuration turns it off; sound-alike words on) and off (neither).
+    let phonetic_on = RetrievalConfig {
+        phonetic_weight: if base.phonetic_weight > 0.0 {
+            base.phonetic_weight
+        } else {
+            RetrievalConfig::default().phonetic_weight
+        },
+        sound_alike_words: true,
+        ..base.clone()
+    };
+    let phonetic_off = RetrievalConfig {
+        phonetic_weight: 0.0,
+        sound_alike_words: false,
+        ..base.clone()
+    };
+    // The recency prior on (the configured half-life, or a week when it is off) and off.
+    let recency_on = RetrievalConfig {
+        recency_half_life_s: if base.recency_half_life_s > 0 {
+            base.recency_half_life_s
+        } else {
+            7 * 86_400
+        },
+        ..base.clone()
+    };
+    let recency_off = RetrievalConfig {
+        recency_half_life_s: 0,
+        ..base.clone()
+    };
+    let variant = |name, windows, include, retrieval| Variant {
+        name,
+        windows,
+        include_superseded: include,
+        retrieval,
+    };
+    let pairs: [(&[(String, Vec<f32>)], Variant, Variant); 5] = [
         (
             &timed,
-            ("time_windows_on", Some(true), false),
-            ("time_windows_off", Some(false), false),
+            variant("time_windows_on", Some(true), false, base),
+            variant("time_windows_off", Some(false), false, base),
         ),
         (
             &queries,
-            ("superseded_left_out", Some(false), false),
-            ("superseded_included", Some(false), true),
+            variant("superseded_left_out", Some(false), false, base),
+            variant("superseded_included", Some(false), true, base),
+        ),
+        (
+            &queries,
+            variant("phonetic_on", Some(false), false, &phonetic_on),
+            variant("phonetic_off", Some(false), false, &phonetic_off),
+        ),
+        (
+            &misheard_queries,
+            variant("phonetic_on_misheard", Some(false), false, &phonetic_on),
+            variant("phonetic_off_misheard", Some(false), false, &phonetic_off),
+        ),
+        (
+            &queries,
+            variant("recency_on", Some(false), false, &recency_on),
+            variant("recency_off", Some(false), false, &recency_off),
         ),
     ];
     for (set, a, b) in pairs {
         let mut h = [Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?];
         for (i, q) in set.iter().enumerate() {
-            for (side, (_, windows, include)) in [a, b].into_iter().enumerate() {
+            // The second run of a query finds its postings, records and vectors in the caches
+            // the first one warmed: which side goes first alternates, query by query.
+            let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+            for side in order {
+                let v = [&a, &b][side];
                 let mut req = request(q, SearchMode::Hybrid, 10);
-                req.filter.time.enabled = windows;
+                req.filter.time.enabled = v.windows;
                 req.filter.time.now_ms = Some(now);
-                req.filter.include_superseded = include;
+                req.filter.include_superseded = v.include_superseded;
                 let t = Instant::now();
-                std::hint::black_box(store.search(&req)?);
+                std::hint::black_box(store.retrieve_with(&req, v.retrieval)?);
                 let dt = t.elapsed();
                 if i >= WARMUP {
                     h[side].record(dt.as_micros().max(1) as u64)?;
                 }
             }
         }
-        for ((name, _, _), h) in [a, b].into_iter().zip(&h) {
+        for (v, h) in [&a, &b].into_iter().zip(&h) {
             lines.push(format!(
-                "n={n} hybrid top-10, {name}: p50 {:.3} ms p99 {:.3} ms",
+                "n={n} hybrid top-10, {}: p50 {:.3} ms p99 {:.3} ms",
+                v.name,
                 percentile_ms(h, 0.5),
                 percentile_ms(h, 0.99)
             ));
-            json[format!("hybrid_{name}_p50_ms")] = percentile_ms(h, 0.5).into();
-            json[format!("hybrid_{name}_p99_ms")] = percentile_ms(h, 0.99).into();
+            json[format!("hybrid_{}_p50_ms", v.name)] = percentile_ms(h, 0.5).into();
+            json[format!("hybrid_{}_p99_ms", v.name)] = percentile_ms(h, 0.99).into();
         }
+        let added = percentile_ms(&h[0], 0.5) - percentile_ms(&h[1], 0.5);
+        lines.push(format!(
+            "n={n} {} adds p50 {added:.3} ms (against {})",
+            a.name, b.name
+        ));
+        json[format!("{}_added_p50_ms", a.name)] = added.into();
     }
     // Vector recall@10 against an exact scan of the same vectors.
     let mut found = 0usize;
@@ -449,7 +455,6 @@ fn run_one(config: &Config, n: usize, dir: &Path) -> anyhow::Result<()> {
     json["reopen_ms"] = reopen.into();
     json["first_search_after_reopen_ms"] = first.into();
     drop(store);
-    phonetic_cost(config, n, dir, &model, &queries, &mut lines, &mut json)?;
     for l in lines {
         println!("{l}");
     }
