@@ -354,7 +354,8 @@ fn run_one(config: &Config, n: usize, dir: &Path) -> anyhow::Result<()> {
         include_superseded: include,
         retrieval,
     };
-    let pairs: [(&[(String, Vec<f32>)], Variant, Variant); 5] = [
+    type Queries<'a> = &'a [(String, Vec<f32>)];
+    let pairs: [(Queries, Variant, Variant); 5] = [
         (
             &timed,
             variant("time_windows_on", Some(true), false, base),
