@@ -20,7 +20,8 @@ fn root() -> PathBuf {
 }
 
 fn eval(flags: &[&str]) -> Option<serde_json::Value> {
-    eval_with(flags, &[])
+    // Sound-alike words are off by default (see config.toml); this set measures them on.
+    eval_with(flags, &[("VOICERAG_RETRIEVAL__SOUND_ALIKE_WORDS", "true")])
 }
 
 fn eval_with(flags: &[&str], env: &[(&str, &str)]) -> Option<serde_json::Value> {
