@@ -265,29 +265,6 @@ async fn a_panicking_run_degrades_every_request_in_it_and_the_stage_restarts() {
     p.shutdown().await.unwrap();
 }
 
-/// `(namespace, memory id, text, vector)` of one offer.
-type Offer = (String, String, String, Vec<f32>);
-
-/// Records the embeddings offered for memories to come; stores like [`FakeWriter`].
-struct OfferedWriter {
-    inner: Arc<FakeWriter>,
-    offers: std::sync::Mutex<Vec<Offer>>,
-}
-
-impl MemoryWriter for OfferedWriter {
-    fn write(&self, batch: &[Memory]) -> Result<(), StageError> {
-        self.inner.write(batch)
-    }
-    fn offer_embedding(&self, namespace: &str, id: &str, text: &str, vector: &[f32]) {
-        self.offers.lock().unwrap().push((
-            namespace.into(),
-            id.into(),
-            text.into(),
-            vector.to_vec(),
-        ));
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_finals_vector_ready_after_its_cut_off_still_goes_to_its_memory() {
     quiet_injected_panics();

@@ -1300,29 +1300,6 @@ async fn utterance_state_leaves_after_its_ttl_however_many_conversations_came() 
     p.shutdown().await.unwrap();
 }
 
-/// An offered embedding: namespace, memory id, text, vector.
-type Offer = (String, String, String, Vec<f32>);
-
-/// Records the embeddings the pipeline offers for memories to come, and stores like [`FakeWriter`].
-struct OfferedWriter {
-    inner: Arc<FakeWriter>,
-    offers: std::sync::Mutex<Vec<Offer>>,
-}
-
-impl MemoryWriter for OfferedWriter {
-    fn write(&self, batch: &[Memory]) -> Result<(), StageError> {
-        self.inner.write(batch)
-    }
-    fn offer_embedding(&self, namespace: &str, id: &str, text: &str, vector: &[f32]) {
-        self.offers.lock().unwrap().push((
-            namespace.into(),
-            id.into(),
-            text.into(),
-            vector.to_vec(),
-        ));
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_users_final_offers_its_query_embedding_for_its_memory_and_nothing_else_does() {
     quiet_injected_panics();

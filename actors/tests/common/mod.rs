@@ -463,3 +463,26 @@ pub fn quiet_injected_panics() {
         }));
     });
 }
+
+/// An offered embedding: namespace, memory id, text, vector.
+pub type Offer = (String, String, String, Vec<f32>);
+
+/// Records the embeddings the pipeline offers for memories to come, and stores like [`FakeWriter`].
+pub struct OfferedWriter {
+    pub inner: Arc<FakeWriter>,
+    pub offers: Mutex<Vec<Offer>>,
+}
+
+impl MemoryWriter for OfferedWriter {
+    fn write(&self, batch: &[Memory]) -> Result<(), StageError> {
+        self.inner.write(batch)
+    }
+    fn offer_embedding(&self, namespace: &str, id: &str, text: &str, vector: &[f32]) {
+        self.offers.lock().unwrap().push((
+            namespace.into(),
+            id.into(),
+            text.into(),
+            vector.to_vec(),
+        ));
+    }
+}
