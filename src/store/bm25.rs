@@ -562,10 +562,12 @@ impl Bm25 {
         doc.add_text(f.speaker, &rec.speaker);
         doc.add_i64(f.ts, rec.ts_ms);
         doc.add_text(f.text, text);
-        doc.add_text(f.phonetic, self.phonetic.field_text(text));
-        for (word, codes) in self.phonetic.words(text) {
+        // One pass over the words serves both fields.
+        let words = self.phonetic.words(text);
+        doc.add_text(f.phonetic, phonetic::field_text(&words));
+        for (word, codes) in &words {
             for code in codes {
-                doc.add_text(f.sounds, phonetic::sound_term(ns, &code, &word));
+                doc.add_text(f.sounds, phonetic::sound_term(ns, code, word));
             }
         }
         self.writer()?.add_document(doc)?;
