@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
 use crate::cancel::CancelToken;
+use crate::health::Stats;
 use crate::registry::Registry;
 use crate::request::Call;
 use crate::stage_actor::Job;
@@ -66,10 +67,11 @@ pub(crate) struct EmbedQueue {
 
 impl EmbedQueue {
     /// Starts the batcher task; it ends when every queue handle is dropped.
-    pub(crate) fn start(registry: Arc<Registry>, max: usize) -> Self {
+    pub(crate) fn start(registry: Arc<Registry>, stats: Arc<Stats>, max: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let batcher = Batcher {
             registry,
+            stats,
             max: max.max(1),
             urgent: VecDeque::new(),
             speculative: VecDeque::new(),
@@ -116,6 +118,7 @@ impl EmbedQueue {
 
 struct Batcher {
     registry: Arc<Registry>,
+    stats: Arc<Stats>,
     max: usize,
     urgent: VecDeque<EmbedRequest>,
     speculative: VecDeque<EmbedRequest>,
@@ -192,6 +195,7 @@ impl Batcher {
         let members = Arc::new(Mutex::new(Some(batch)));
         let taken = Arc::clone(&members);
         let registry = Arc::clone(&self.registry);
+        let stats = Arc::clone(&self.stats);
         let (finished, rx) = oneshot::channel();
         let job = Job {
             // Members are checked one by one when the run starts.
@@ -202,7 +206,7 @@ impl Batcher {
                     // Read when the run starts: after a hang it may have been renewed.
                     let embedder = registry.engines.embedder.current();
                     let writer = registry.engines.writer.current();
-                    run_batch(embedder.as_ref(), writer.as_ref(), batch);
+                    run_batch(embedder.as_ref(), writer.as_ref(), &stats, batch);
                 }
             }),
             finished: Some(finished),
@@ -227,7 +231,12 @@ fn answer_down(batch: Vec<EmbedRequest>) {
 /// One embedder call for every member still waiting; runs on the stage actor's blocking thread. A
 /// panic here drops every member's reply sender, which their callers see as a crash. A vector whose
 /// caller is gone by now goes to `writer` if its text becomes a memory.
-fn run_batch(embedder: &dyn Embedder, writer: &dyn MemoryWriter, batch: Vec<EmbedRequest>) {
+fn run_batch(
+    embedder: &dyn Embedder,
+    writer: &dyn MemoryWriter,
+    stats: &Stats,
+    batch: Vec<EmbedRequest>,
+) {
     let (live, stale): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.live(now()));
     for r in stale {
         let _ = r.reply.send(Answer::Expired);
@@ -235,6 +244,7 @@ fn run_batch(embedder: &dyn Embedder, writer: &dyn MemoryWriter, batch: Vec<Embe
     if live.is_empty() {
         return;
     }
+    stats.embed_run(live.len());
     let result = {
         let texts: Vec<&str> = live.iter().map(|r| r.text.as_str()).collect();
         embedder.embed(&texts)

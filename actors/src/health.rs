@@ -69,6 +69,10 @@ pub struct Counters {
     /// which grows with the writer's backlog.
     pub memory_batches: u64,
     pub memory_write_failures: u64,
+    /// Embedder runs of the micro-batcher (finals, queries and speculations) and the texts they
+    /// embedded: `embedded_texts / embed_runs` is the mean batch, which should grow with load.
+    pub embed_runs: u64,
+    pub embedded_texts: u64,
     /// Agent replies and finals refused because the memory queue was full.
     pub memories_refused_backlog: u64,
 }
@@ -108,6 +112,8 @@ pub(crate) struct Stats {
     memory_batches: AtomicU64,
     memory_write_failures: AtomicU64,
     memories_refused_backlog: AtomicU64,
+    embed_runs: AtomicU64,
+    embedded_texts: AtomicU64,
     latencies_us: Mutex<VecDeque<u64>>,
 }
 
@@ -178,6 +184,13 @@ impl Stats {
         metrics::histogram!("voicerag_memory_batch_size").record(n as f64);
     }
 
+    /// One embedder run of the micro-batcher embedded `n` texts.
+    pub(crate) fn embed_run(&self, n: usize) {
+        bump(&self.embed_runs);
+        self.embedded_texts.fetch_add(n as u64, Ordering::Relaxed);
+        metrics::histogram!("voicerag_embed_batch_size").record(n as f64);
+    }
+
     pub(crate) fn memory_write_failed(&self) {
         bump(&self.memory_write_failures);
     }
@@ -206,6 +219,8 @@ impl Stats {
             memories_written: get(&self.memories_written),
             memory_batches: get(&self.memory_batches),
             memory_write_failures: get(&self.memory_write_failures),
+            embed_runs: get(&self.embed_runs),
+            embedded_texts: get(&self.embedded_texts),
             memories_refused_backlog: get(&self.memories_refused_backlog),
         }
     }

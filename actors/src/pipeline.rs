@@ -93,7 +93,11 @@ impl Pipeline {
                     message: e.to_string(),
                 })?;
         let cost = calibrated_cost(&stages, &config).await;
-        let embeds = EmbedQueue::start(Arc::clone(&registry), config.embed_batch_max);
+        let embeds = EmbedQueue::start(
+            Arc::clone(&registry),
+            Arc::clone(&stats),
+            config.embed_batch_max,
+        );
         let state = Arc::new(PipelineState {
             cost: Arc::new(Mutex::new(cost)),
             embeds,

@@ -125,6 +125,9 @@ async fn runs_are_bounded_by_embed_batch_max() {
         assert_eq!(next(&mut results).await.degraded, None);
     }
     assert_eq!(f.embedder.sizes(), [1, 4, 4, 4, 4, 3]);
+    // Health counts the same runs, so the mean batch under load can be read off a live service.
+    let counters = p.health().counters;
+    assert_eq!((counters.embed_runs, counters.embedded_texts), (6, 20));
     p.shutdown().await.unwrap();
 }
 
