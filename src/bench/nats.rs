@@ -19,6 +19,7 @@ use voicerag_actors::{Memory, memory_id};
 
 use super::stats::percentile_ms;
 use super::synthetic_memory;
+use super::usage::process_cpu_ms;
 use crate::bus::server::LocalNatsServer;
 use crate::bus::{
     BusConnection, ContextService, JetStreamWriter, MemorySink, NatsConfig, Subjects,
@@ -75,6 +76,11 @@ pub struct LoadReport {
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub latency_max_ms: f64,
+    /// CPU time of this process (service and load generator) from the first transcript sent to
+    /// the last answer received, in ms.
+    pub cpu_ms: f64,
+    /// `cpu_ms` per answer: what a final costs, comparable between builds on a loaded machine.
+    pub cpu_ms_per_answer: f64,
 }
 
 impl std::fmt::Display for LoadReport {
@@ -84,7 +90,7 @@ impl std::fmt::Display for LoadReport {
             "bench nats: {} replica(s), {} partition(s); {} conversations in {} namespace(s) x 1 \
              transcript/{} ms for {:.1} s: sent {}, answered {}, lost {}, duplicates {}, foreign \
              hits {} of {}, shed {}, degraded {} {:?}, deadline missed {}; {:.1} answers/s; context \
-             latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+             latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; CPU {:.0} ms, {:.2} ms per answer",
             self.replicas,
             self.partitions,
             self.conversations,
@@ -104,7 +110,9 @@ impl std::fmt::Display for LoadReport {
             self.throughput_per_s,
             self.latency_p50_ms,
             self.latency_p99_ms,
-            self.latency_max_ms
+            self.latency_max_ms,
+            self.cpu_ms,
+            self.cpu_ms_per_answer
         )
     }
 }
@@ -141,6 +149,7 @@ pub async fn run_load(
 
     let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let started = Instant::now();
+    let cpu_at_start = process_cpu_ms();
     let mut senders = Vec::new();
     for c in 0..spec.conversations {
         let client = client.clone();
@@ -255,6 +264,8 @@ pub async fn run_load(
             report.deadline_missed += 1;
         }
     }
+    report.cpu_ms = process_cpu_ms() - cpu_at_start;
+    report.cpu_ms_per_answer = report.cpu_ms / report.answered.max(1) as f64;
     report.sent = sent;
     report.lost = sent.saturating_sub(report.answered);
     report.throughput_per_s = report.answered as f64 / report.seconds.max(f64::EPSILON);
@@ -553,6 +564,8 @@ async fn bench(config: &Config, args: &BenchNatsArgs, data: &Path) -> anyhow::Re
     nats.replica_id = format!("bench-{}", std::process::id());
     nats.heartbeat_ms = 200;
     let (engines, configs) = (&engines, &configs);
+    let handles: Arc<Mutex<Vec<Arc<voicerag_actors::PipelineHandle>>>> = Arc::default();
+    let started_handles = Arc::clone(&handles);
     let report = run_replicas(
         nats,
         args.nats_url.as_deref(),
@@ -561,13 +574,29 @@ async fn bench(config: &Config, args: &BenchNatsArgs, data: &Path) -> anyhow::Re
         &spec,
         move |i, writer| {
             let (engines, config) = (&engines[i], &configs[i]);
+            let started_handles = Arc::clone(&started_handles);
             async move {
-                let handle = engines.start(config, Arc::new(writer)).await?;
-                Ok((Arc::new(handle), engines.store_writer()))
+                let handle = Arc::new(engines.start(config, Arc::new(writer)).await?);
+                if let Ok(mut h) = started_handles.lock() {
+                    h.push(Arc::clone(&handle));
+                }
+                Ok((handle, engines.store_writer()))
             }
         },
     )
     .await;
+    let (runs, texts) = handles
+        .lock()
+        .map(|h| {
+            h.iter()
+                .map(|p| p.health().counters)
+                .fold((0, 0), |a, c| (a.0 + c.embed_runs, a.1 + c.embedded_texts))
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "bench nats: query embedder runs {runs}, texts {texts}, {:.2} texts per run",
+        texts as f64 / runs.max(1) as f64
+    );
     let (offered, reused) = engines
         .iter()
         .map(|e| e.final_embeddings.counts())

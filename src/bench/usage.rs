@@ -63,6 +63,19 @@ fn malloc_usage() -> (f64, f64) {
     (0.0, 0.0)
 }
 
+/// CPU time this process has used so far (user + system, every thread), in ms; 0 where
+/// `getrusage` fails. The difference over a load is the load's CPU cost, whatever the machine's
+/// other load: the figure to compare builds by on shared cores.
+pub fn process_cpu_ms() -> f64 {
+    // SAFETY: getrusage only writes the struct it is handed.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
+}
+
 /// This process's threads counted by name (/proc/self/task/*/comm; empty elsewhere). Digits are
 /// folded to `#`, so numbered pool threads count as one kind.
 pub fn threads_by_name() -> BTreeMap<String, u64> {
@@ -118,5 +131,28 @@ mod tests {
         drop(block);
         let names = threads_by_name();
         assert!(names.values().sum::<u64>() >= 1, "{names:?}");
+    }
+
+    #[test]
+    fn cpu_time_grows_with_work_on_this_thread() {
+        let before = process_cpu_ms();
+        // Work until the thread has used 50 ms of CPU by its own clock: on a loaded machine
+        // wall time says nothing, and a fixed loop could finish inside one clock tick.
+        let thread_ms = || {
+            let mut t = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime only writes the struct it is handed.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+            t.tv_sec as f64 * 1000.0 + t.tv_nsec as f64 / 1e6
+        };
+        let start = thread_ms();
+        let mut x = 0u64;
+        while thread_ms() - start < 50.0 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let used = process_cpu_ms() - before;
+        assert!(before > 0.0 && used >= 40.0, "before {before}, used {used}");
     }
 }
