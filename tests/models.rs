@@ -591,8 +591,10 @@ fn a_query_batch_split_over_sessions_keeps_order_and_vectors() {
         max_length: 128,
         batch_size: 32,
     };
+    // One text per session at least: the five texts below are split over both sessions.
     let runtime = RuntimeConfig {
         query_sessions: 2,
+        query_split_min: 1,
         ..RuntimeConfig::default()
     };
     let first = Arc::new(SentenceEmbedder::load(&runtime, &config).unwrap());

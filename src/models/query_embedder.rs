@@ -1,7 +1,9 @@
-//! [`QueryEmbedder`]: the pipeline's embedder stage. A micro-batch of two or more texts (requests
-//! queued while the last run was busy) is split over `runtime.query_sessions` sessions running side
-//! by side, one thread each, so queued queries use more than one core; a single text runs on one
-//! session at once, with no added thread.
+//! [`QueryEmbedder`]: the pipeline's embedder stage. A micro-batch (requests queued while the last
+//! run was busy) is split over up to `runtime.query_sessions` sessions running side by side, one
+//! thread each, so a backlog uses more than one core; each session gets at least
+//! `runtime.query_split_min` texts, because a text embedded in a larger batch costs less CPU (a
+//! batch split too finely spends the cores it was meant to save). A batch too small to split runs
+//! on one session, with no added thread.
 
 use std::sync::Arc;
 use voicerag_actors::{AfterHang, Embedder, StageError};
@@ -12,6 +14,8 @@ use super::{EmbedderConfig, RuntimeConfig, SentenceEmbedder};
 pub struct QueryEmbedder {
     /// The first is the engines' own embedder; the others are loaded for this.
     sessions: Vec<Arc<SentenceEmbedder>>,
+    /// Fewest texts per session when a batch is split.
+    split_min: usize,
     loaded_from: (RuntimeConfig, EmbedderConfig),
 }
 
@@ -28,6 +32,7 @@ impl QueryEmbedder {
         }
         Ok(Self {
             sessions,
+            split_min: runtime.query_split_min.max(1),
             loaded_from: (runtime.clone(), config.clone()),
         })
     }
@@ -37,7 +42,7 @@ impl QueryEmbedder {
     }
 
     fn embed_split(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let parts = self.sessions.len().min(texts.len());
+        let parts = sessions_for(texts.len(), self.sessions.len(), self.split_min);
         if parts <= 1 {
             return self.sessions[0].embed(texts);
         }
@@ -63,6 +68,12 @@ impl QueryEmbedder {
     }
 }
 
+/// Sessions a batch of `texts` runs on: as many as give each at least `min_per_session` texts, at
+/// most `sessions`, at least one.
+fn sessions_for(texts: usize, sessions: usize, min_per_session: usize) -> usize {
+    (texts / min_per_session.max(1)).clamp(1, sessions.max(1))
+}
+
 impl Embedder for QueryEmbedder {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, StageError> {
         self.embed_split(texts).map_err(StageError::from)
@@ -75,5 +86,24 @@ impl Embedder for QueryEmbedder {
         let fresh =
             QueryEmbedder::load(Arc::new(first), runtime, config).map_err(StageError::from)?;
         Ok(AfterHang::Fresh(Arc::new(fresh)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sessions_for;
+
+    #[test]
+    fn small_batches_stay_on_one_session() {
+        // Two sessions, at least four texts each.
+        let parts: Vec<usize> = (0..=10).map(|n| sessions_for(n, 2, 4)).collect();
+        assert_eq!(parts, [1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2]);
+        // One text per session: every batch of two or more is split (the old behaviour).
+        assert_eq!(sessions_for(2, 2, 1), 2);
+        assert_eq!(sessions_for(1, 2, 1), 1);
+        // Never more sessions than there are, never none.
+        assert_eq!(sessions_for(100, 3, 4), 3);
+        assert_eq!(sessions_for(0, 2, 0), 1);
+        assert_eq!(sessions_for(9, 0, 4), 1);
     }
 }
