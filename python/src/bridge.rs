@@ -8,6 +8,11 @@
 //! GIL hand-over between threads (taking the GIL on a tokio thread, as `call_soon_threadsafe`
 //! needs, wakes the loop only to make it wait for the GIL). A loop that cannot watch a socket or
 //! hold the inbox (no `add_reader`, no instance attributes) gets `call_soon_threadsafe`.
+//!
+//! Two ways to run a future: [`spawn`] makes it a tokio task (any work); [`spawn_on_loop`] has
+//! the loop's thread poll it, GIL released, first inside the call and then each time it is woken
+//! (through the same inbox), for calls that hand a request to the pipeline and wait for the reply
+//! (`query`, `context`): no tokio task is woken to start them or to pass their result on.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -126,25 +131,32 @@ impl Completion {
     }
 }
 
+/// What the loop finds in its inbox: a finished future's outcome, or a loop-polled future that
+/// was woken and must be polled again.
+enum Entry {
+    Done(Completion),
+    Woken(Arc<LoopTask>),
+}
+
 /// Completions waiting for one loop, and the socket that wakes it.
 struct Inbox {
-    /// The completions, and whether a wake-up byte is on its way since the loop last drained.
-    pending: Mutex<(Vec<Completion>, bool)>,
+    /// The entries, and whether a wake-up byte is on its way since the loop last drained.
+    pending: Mutex<(Vec<Entry>, bool)>,
     #[cfg(unix)]
     bell: std::os::unix::net::UnixStream,
 }
 
 impl Inbox {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<Completion>, bool)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<Entry>, bool)> {
         // Only pushes and takes happen under the lock: the queue stays valid even if poisoned.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a completion; wakes the loop unless a wake-up is already on its way (no GIL).
-    fn deliver(&self, c: Completion) {
+    /// Queues an entry; wakes the loop unless a wake-up is already on its way (no GIL).
+    fn deliver(&self, entry: Entry) {
         let ring = {
             let mut pending = self.lock();
-            pending.0.push(c);
+            pending.0.push(entry);
             !std::mem::replace(&mut pending.1, true)
         };
         if ring {
@@ -190,8 +202,11 @@ impl LoopInbox {
             pending.1 = false;
             std::mem::take(&mut pending.0)
         };
-        for c in batch {
-            c.resolve(py);
+        for entry in batch {
+            match entry {
+                Entry::Done(c) => c.resolve(py),
+                Entry::Woken(task) => task.poll_on_loop(py),
+            }
         }
     }
 }
@@ -220,7 +235,7 @@ impl Target {
     /// Called on a tokio thread when the work is done.
     fn deliver(self, c: Completion) {
         match self {
-            Target::Inbox(inbox) => inbox.deliver(c),
+            Target::Inbox(inbox) => inbox.deliver(Entry::Done(c)),
             Target::Threadsafe(event_loop) => Python::attach(|py| {
                 let handoff = ThreadsafeCompletion(Mutex::new(Some(c)));
                 let sent = Py::new(py, handoff).and_then(|h| {
@@ -298,15 +313,8 @@ fn new_inbox(_event_loop: &Bound<'_, PyAny>) -> PyResult<Option<Arc<Inbox>>> {
     Ok(None)
 }
 
-/// Runs `work` on the tokio runtime and returns an asyncio future of the running loop that
-/// completes with its value or exception. Raises at once when called outside a running loop.
-pub fn spawn<'py, T, F>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
-where
-    T: ToPython,
-    F: Future<Output = PyResult<T>> + Send + 'static,
-{
-    let call = trace::next_call();
-    trace::mark(call, "py: spawn entered");
+/// The running event loop, or the error a call outside a running (or on a closed) loop raises.
+fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     let get_loop = GET_RUNNING_LOOP.get_or_try_init(py, || {
         py.import("asyncio")?
             .getattr("get_running_loop")
@@ -322,7 +330,32 @@ where
             "voicerag: the event loop is closed",
         ));
     }
-    let target = match inbox_of(&event_loop)? {
+    Ok(event_loop)
+}
+
+/// Runs `work` on the tokio runtime and returns an asyncio future of the running loop that
+/// completes with its value or exception. Raises at once when called outside a running loop.
+pub fn spawn<'py, T, F>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
+where
+    T: ToPython,
+    F: Future<Output = PyResult<T>> + Send + 'static,
+{
+    let call = trace::next_call();
+    trace::mark(call, "py: spawn entered");
+    let event_loop = running_loop(py)?;
+    spawn_task(&event_loop, call, work)
+}
+
+fn spawn_task<'py, T, F>(
+    event_loop: &Bound<'py, PyAny>,
+    call: u64,
+    work: F,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    T: ToPython,
+    F: Future<Output = PyResult<T>> + Send + 'static,
+{
+    let target = match inbox_of(event_loop)? {
         Some(inbox) => Target::Inbox(inbox),
         None => Target::Threadsafe(event_loop.clone().unbind()),
     };
@@ -343,6 +376,124 @@ where
         });
         trace::mark(call, "tokio: delivered");
     });
+    trace::mark(call, "py: spawned");
+    Ok(future)
+}
+
+type LoopFuture = std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// A future the event loop's thread polls itself (with the GIL released, inside the runtime's
+/// context): first in the call that makes it, then from the loop's inbox each time it is woken.
+/// No tokio task carries it, so no thread is woken to start it and none to finish it: whatever
+/// wakes it (a reply channel's sender, a join handle) rings the loop directly.
+struct LoopTask {
+    work: Mutex<Option<LoopFuture>>,
+    /// The asyncio future awaiting it.
+    future: Py<PyAny>,
+    inbox: Arc<Inbox>,
+    #[cfg_attr(not(feature = "latency-trace"), allow(dead_code))]
+    call: u64,
+}
+
+impl std::task::Wake for LoopTask {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // For latency-trace: the last wake-up is the one that finishes the work.
+        trace::mark(self.call, "tokio: work done");
+        self.inbox.deliver(Entry::Woken(Arc::clone(self)));
+        trace::mark(self.call, "tokio: delivered");
+    }
+}
+
+impl LoopTask {
+    /// Polls the work once (GIL released, runtime entered): its outcome once it has finished,
+    /// `None` while it waits (or after it finished: a late wake-up finds nothing to do).
+    fn poll_detached(self: &Arc<Self>, py: Python<'_>) -> Option<Outcome> {
+        let rt = match runtime() {
+            Ok(rt) => rt,
+            Err(e) => {
+                lock_work(&self.work).take();
+                return Some(Outcome::Error(e));
+            }
+        };
+        py.detach(|| {
+            let _entered = rt.enter();
+            let mut slot = lock_work(&self.work);
+            let work = slot.as_mut()?;
+            let waker = std::task::Waker::from(Arc::clone(self));
+            let mut cx = std::task::Context::from_waker(&waker);
+            let outcome =
+                match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(&mut cx))) {
+                    Ok(std::task::Poll::Pending) => return None,
+                    Ok(std::task::Poll::Ready(outcome)) => outcome,
+                    Err(panic) => Outcome::Error(panic_error(panic)),
+                };
+            *slot = None;
+            Some(outcome)
+        })
+    }
+
+    /// The inbox's call after a wake-up: polls again and completes the asyncio future when done.
+    fn poll_on_loop(self: Arc<Self>, py: Python<'_>) {
+        trace::mark(self.call, "loop: polling");
+        if let Some(outcome) = self.poll_detached(py) {
+            self.complete(py, outcome);
+        }
+    }
+
+    fn complete(&self, py: Python<'_>, outcome: Outcome) {
+        Completion {
+            future: self.future.clone_ref(py),
+            outcome,
+            call: self.call,
+        }
+        .resolve(py);
+    }
+}
+
+fn lock_work(m: &Mutex<Option<LoopFuture>>) -> std::sync::MutexGuard<'_, Option<LoopFuture>> {
+    // A panic while polling is caught inside the lock: the slot is still valid.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Like [`spawn`], for work that only waits on the tokio runtime after its first step and does
+/// nothing heavy after any wait (a request handed to the pipeline, then a reply awaited): polled
+/// by the calling loop's thread, GIL released, until it finishes (see [`LoopTask`]). The first step
+/// runs inside this call, so the request reaches the pipeline without first waking a tokio worker
+/// to run a task that would make it; an error found there (or a result ready at once) completes
+/// the returned future before it is awaited. Loops without an inbox get [`spawn`].
+pub fn spawn_on_loop<'py, T, F>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
+where
+    T: ToPython,
+    F: Future<Output = PyResult<T>> + Send + 'static,
+{
+    let call = trace::next_call();
+    trace::mark(call, "py: spawn entered");
+    let event_loop = running_loop(py)?;
+    let Some(inbox) = inbox_of(&event_loop)? else {
+        return spawn_task(&event_loop, call, work);
+    };
+    let future = event_loop.call_method0("create_future")?;
+    let task = Arc::new(LoopTask {
+        work: Mutex::new(Some(Box::pin(async move {
+            match work.await {
+                Ok(v) => Outcome::Value(Box::new(move |py: Python<'_>| v.to_python(py))),
+                Err(e) => Outcome::Error(e),
+            }
+        }))),
+        future: future.clone().unbind(),
+        inbox,
+        call,
+    });
+    trace::mark(call, "tokio: task started");
+    if let Some(outcome) = task.poll_detached(py) {
+        trace::mark(call, "tokio: work done");
+        trace::mark(call, "tokio: delivered");
+        task.complete(py, outcome);
+    }
     trace::mark(call, "py: spawned");
     Ok(future)
 }

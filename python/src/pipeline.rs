@@ -19,7 +19,7 @@ use voicerag::bus::{Forget, ForgetScope, MemorySink};
 use voicerag::config::Config;
 use voicerag::engines::{Engines, StoreAccess, StoreWriter};
 
-use crate::bridge::{ToPython, Wrap, runtime, spawn};
+use crate::bridge::{ToPython, Wrap, runtime, spawn, spawn_on_loop};
 use crate::errors::{ConfigError, PipelineClosedError, VoiceragError, guard, pipeline_error};
 use crate::finals::FinalWaiters;
 use crate::result::ContextResult;
@@ -189,7 +189,7 @@ impl Pipeline {
         }
         self.inner.open()?;
         let inner = Arc::clone(&self.inner);
-        spawn(py, async move { inner.context(t).await.map(Wrap) })
+        spawn_on_loop(py, async move { inner.context(t).await.map(Wrap) })
     }
 
     /// Remembers what the agent said (speaker "agent"), once per utterance id; never blocks.
@@ -254,7 +254,7 @@ impl Pipeline {
             },
         };
         let handle = self.inner.handle()?;
-        spawn(py, async move {
+        spawn_on_loop(py, async move {
             handle
                 .query(request)
                 .await

@@ -136,8 +136,10 @@ def test_bad_input_raises_and_loses_nothing(data_dir):
                 pipeline.submit(final("", "c1", "u1", "hello"))
             with pytest.raises(ValueError, match="context\\(\\) serves a final"):
                 await pipeline.context({**final("alice", "c1", "u1", "x"), "is_final": False})
+            rejected = pipeline.query("x", namespace="alice", top_k=0)
+            assert rejected.done()  # found in the call's first step, on the caller's thread
             with pytest.raises(ValueError, match="top_k"):
-                await pipeline.query("x", namespace="alice", top_k=0)
+                await rejected
             with pytest.raises(ValueError, match="unknown mode"):
                 await pipeline.query("x", namespace="alice", mode="fuzzy")
             with pytest.raises(ValueError, match="memory refused"):
@@ -171,9 +173,19 @@ def test_bad_configuration_is_a_config_error(data_dir, tmp_path):
 def test_used_after_shutdown_or_outside_a_loop(data_dir):
     async def run():
         pipeline = await seeded(data_dir)
-        await pipeline.shutdown()
+        # Calls in flight when shutdown starts (polled by the loop): each ends with its result or
+        # PipelineClosedError, none hangs.
+        in_flight = [pipeline.query("dog beach", namespace="carol"),
+                     pipeline.context(final("carol", "c1", "u8", "dog beach"))]
+        ended = await asyncio.wait_for(
+            asyncio.gather(*in_flight, pipeline.shutdown(), return_exceptions=True), 60
+        )
+        for outcome in ended[:2]:
+            assert isinstance(outcome, (voicerag.ContextResult, voicerag.PipelineClosedError)), outcome
         await pipeline.shutdown()  # idempotent
         assert pipeline.closed
+        with pytest.raises(voicerag.PipelineClosedError):
+            await pipeline.context(final("alice", "c1", "u9", "hello"))
         with pytest.raises(voicerag.PipelineClosedError):
             pipeline.submit(final("alice", "c1", "u9", "hello"))
         with pytest.raises(voicerag.PipelineClosedError):
@@ -233,6 +245,13 @@ def test_a_rust_panic_is_an_exception_not_an_abort():
     async def run():
         with pytest.raises(voicerag.VoiceragError, match="Rust panic, caught.*future"):
             await voicerag._native._panic_for_tests("async")
+        # A future the loop polls itself: a panic in its first step (inside the call) or after a
+        # wait (polled from the loop's inbox) is the awaiting caller's exception too.
+        with pytest.raises(voicerag.VoiceragError, match="Rust panic, caught.*first step"):
+            await voicerag._native._panic_for_tests("inline")
+        with pytest.raises(voicerag.VoiceragError, match="Rust panic, caught.*after a wait"):
+            await voicerag._native._panic_for_tests("inline-woken")
+        assert await voicerag._native._loop_polled_for_tests(3, 1) == 3  # the loop still serves
 
     asyncio.run(run())
     gc.collect()  # the interpreter is alive and well
