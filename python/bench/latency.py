@@ -11,12 +11,15 @@ blocks so machine load drifts over every measurement alike:
 - final: a final submitted and awaited in Rust (`_bench_rust("final")`, the same call
   `pipeline.context()` makes) against `await pipeline.context(...)` from Python, and against a
   final TranscriptionFrame through a real Pipecat pipeline, timed from `queue_frame` to its arrival
-  at a recording processor: once with voicerag's user processor in the pipeline, once with a
-  pass-through processor in its place (Pipecat's own cost of a processor and two frame hops).
+  at a recording processor: once with voicerag's user processor in the pipeline (the memory
+  message sent as a frame), once with it given the LLM context (the message put into the context
+  directly, `memory.user(context=...)`), and once with a pass-through processor in its place
+  (Pipecat's own cost of a processor and two frame hops).
 Overheads are differences of p50s (issue 12 asks for under 0.2 ms):
 - query: Python p50 - Rust p50;
 - final, processor: voicerag pipeline - pass-through pipeline - Rust final (what the processor
-  adds over a processor that does nothing, beyond the Rust call itself);
+  adds over a processor that does nothing, beyond the Rust call itself), with the frame and with
+  the context given;
 - final, inside the processor: from receiving the frame to pushing it on - Rust final (Pipecat's
   queues excluded; the measure of earlier runs);
 - final, total: voicerag pipeline - Rust final (that, plus Pipecat's own frame hops).
@@ -39,6 +42,7 @@ from loguru import logger
 from pipecat.frames.frames import EndFrame, Frame, TranscriptionFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
@@ -145,9 +149,12 @@ async def main() -> int:
 
             memory = VoiceragMemory(pipeline, namespace="bench", conversation="pipecat", timeout_s=10)
             user = memory.user()
+            direct_memory = VoiceragMemory(pipeline, namespace="bench", conversation="pipecat-direct",
+                                           timeout_s=10)
             voicerag_lane, baseline_lane = Lane(user), Lane(PassThrough())
+            direct_lane = Lane(direct_memory.user(context=LLMContext()))
             runner = WorkerRunner(handle_sigint=False)
-            await runner.add_workers(voicerag_lane.worker, baseline_lane.worker)
+            await runner.add_workers(voicerag_lane.worker, baseline_lane.worker, direct_lane.worker)
             running = asyncio.create_task(runner.run())
 
             def query(i: int):
@@ -167,8 +174,10 @@ async def main() -> int:
             for q in QUERIES * 2:  # warm up every path
                 await query(0)
                 await voicerag_lane.final(q)
+                await direct_lane.final(q)
                 await baseline_lane.final(q)
             voicerag_lane.micros.clear()
+            direct_lane.micros.clear()
             baseline_lane.micros.clear()
             user.final_latencies_ms.clear()
             await pipeline._bench_rust("final", QUERIES, "bench", "warmup", 10)
@@ -191,9 +200,10 @@ async def main() -> int:
                 final_py += await timed(k, context, pause_s)
                 for i in range(k):
                     await voicerag_lane.final(QUERIES[(done + i) % len(QUERIES)], pause_s)
+                    await direct_lane.final(QUERIES[(done + i) % len(QUERIES)], pause_s)
                     await baseline_lane.final(QUERIES[(done + i) % len(QUERIES)], pause_s)
                 done += k
-            for lane in (voicerag_lane, baseline_lane):
+            for lane in (voicerag_lane, direct_lane, baseline_lane):
                 await lane.worker.queue_frame(EndFrame())
             await running
 
@@ -206,12 +216,14 @@ async def main() -> int:
             pf = row("final: Python, await pipeline.context", final_py)
             pb = row("final: Pipecat pipeline, pass-through processor", baseline_lane.micros)
             pv = row("final: Pipecat pipeline, voicerag processor", voicerag_lane.micros)
+            pd = row("final: Pipecat pipeline, voicerag processor, context given", direct_lane.micros)
             pi = row("final: inside voicerag's processor (received -> pushed)",
                      [ms * 1000 for ms in user.final_latencies_ms])
             print("Python layer's overhead (differences of p50s; issue 12 target: < 0.2 ms):")
             overhead("query (Python - Rust)", pq, rq)
             overhead("final, pipeline.context (Python - Rust)", pf, rf)
             overhead("final, processor (voicerag - pass-through - Rust)", pv, rf, subtract=pb)
+            overhead("final, processor given the context (same)", pd, rf, subtract=pb)
             overhead("final, inside the processor (received -> pushed - Rust)", pi, rf)
             overhead("final, total through Pipecat (voicerag - Rust)", pv, rf)
             print(f"  (Pipecat's own cost for a pass-through processor: {pb:.3f} ms at p50)")

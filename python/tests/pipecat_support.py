@@ -58,12 +58,12 @@ class AgentUnderTest:
     """One user's voice agent: [voicerag user, user aggregator, recording LLM, voicerag assistant,
     assistant aggregator], with frames queued as an STT service and its VAD push them."""
 
-    def __init__(self, source: Any, namespace: str, conversation: str) -> None:
+    def __init__(self, source: Any, namespace: str, conversation: str, direct_context: bool = False) -> None:
         # A generous guard: a loaded test machine must not turn a late answer into no answer.
         self.memory = VoiceragMemory(source, namespace=namespace, conversation=conversation, timeout_s=30)
-        self.user = self.memory.user()
-        self.llm = RecordingLLM()
         self.context = LLMContext([{"role": "system", "content": "You are a helpful assistant."}])
+        self.user = self.memory.user(context=self.context if direct_context else None)
+        self.llm = RecordingLLM()
         aggregators = LLMContextAggregatorPair(
             self.context,
             user_params=LLMUserAggregatorParams(user_turn_strategies=ExternalUserTurnStrategies()),

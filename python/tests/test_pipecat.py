@@ -119,3 +119,44 @@ def test_a_turn_goes_on_without_memories_when_voicerag_fails(data_dir):
             await asyncio.wait_for(running, 60)
 
     asyncio.run(run())
+
+
+def test_memories_go_straight_into_the_aggregators_context_when_given(data_dir):
+    async def run():
+        pipeline = await voicerag.Pipeline.start(**overrides(data_dir))
+        for ns, memories in (("alice", ALICE), ("bob", BOB)):
+            for mid, text in memories:
+                await pipeline.remember(text, namespace=ns, id=mid, conversation="c0")
+        alice = AgentUnderTest(pipeline, "alice", "call-d", direct_context=True)
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(alice.worker)
+        running = asyncio.create_task(runner.run())
+        try:
+            question = "what does my dog love to do?"
+            m1 = await alice.say(["what does my dog"], question)
+            recalled = memory_messages(m1)
+            assert len(recalled) == 1 and ALICE[0][1] in recalled[0], m1
+            assert not any(text in recalled[0] for _, text in BOB)
+            assert m1[-1] == {"role": "user", "content": question}
+            assert is_memory_message(m1[-2]["content"])
+            # Turn 2: the new recall replaces the previous one in the same context object.
+            m2 = await alice.say([], "where does my sister live?")
+            recalled = memory_messages(m2)
+            assert len(recalled) == 1 and ALICE[1][1] in recalled[0], m2
+            assert memory_messages(alice.context.get_messages()) == recalled
+        finally:
+            await alice.end()
+            await asyncio.wait_for(running, 60)
+            await pipeline.shutdown()
+
+    asyncio.run(run())
+
+
+def test_a_context_that_is_not_an_llm_context_is_refused():
+    import pytest
+
+    from voicerag.pipecat import VoiceragMemory
+
+    memory = VoiceragMemory(object(), namespace="alice", conversation="c1")
+    with pytest.raises(TypeError, match="LLMContext"):
+        memory.user(context=[{"role": "system", "content": "hi"}])
