@@ -177,6 +177,7 @@ fn result_from_json(v: &Value, text: &str, is_final: bool) -> PyResult<ContextRe
             .get("deadline_met")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        hit_objects: pyo3::sync::PyOnceLock::new(),
     })
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList};
 
 use voicerag::actors::{ContextResult as RustResult, Hit as RustHit};
@@ -102,27 +103,43 @@ impl Timings {
 }
 
 /// The context recalled for one final transcript or one query.
-#[pyclass(module = "voicerag._native", name = "ContextResult", frozen, get_all)]
+#[pyclass(module = "voicerag._native", name = "ContextResult", frozen)]
 pub struct ContextResult {
+    #[pyo3(get)]
     pub namespace: String,
+    #[pyo3(get)]
     pub conversation: String,
+    #[pyo3(get)]
     pub utterance: String,
+    #[pyo3(get)]
     pub is_final: bool,
     /// The text that was searched.
+    #[pyo3(get)]
     pub text: String,
+    /// Read from Python through the `hits` getter (Python objects made on first read).
     pub hits: Vec<Hit>,
     /// Hits within top_k cut by `pipeline.max_context_chars`.
+    #[pyo3(get)]
     pub capped: usize,
     /// Hits fewer than top_k because of the relevance floor.
+    #[pyo3(get)]
     pub floored: usize,
     /// "off" | "full" | "partial" | "skipped" | "failed".
+    #[pyo3(get)]
     pub rerank: String,
     /// Reranked count ("partial") or the reason ("skipped", "failed"), else None.
+    #[pyo3(get)]
     pub rerank_detail: Option<String>,
     /// Why the result is degraded ("shed", "embedder down", ...), or None.
+    #[pyo3(get)]
     pub degraded: Option<String>,
+    #[pyo3(get)]
     pub timings: Timings,
+    #[pyo3(get)]
     pub deadline_met: bool,
+    /// The `Hit` objects, made once on the first read of `hits` (a result handed to Python costs
+    /// one object until its hits are read; reading them twice does not copy them twice).
+    pub hit_objects: PyOnceLock<Vec<Py<Hit>>>,
 }
 
 impl From<&RustResult> for ContextResult {
@@ -151,12 +168,25 @@ impl From<&RustResult> for ContextResult {
                 total_ms: ms(r.timings.total),
             },
             deadline_met: r.deadline_met(),
+            hit_objects: PyOnceLock::new(),
         }
     }
 }
 
 #[pymethods]
 impl ContextResult {
+    /// The recalled memories, best first (a new list each read, of the same `Hit` objects).
+    #[getter]
+    fn hits<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let objects = self.hit_objects.get_or_try_init(py, || {
+            self.hits
+                .iter()
+                .map(|h| Py::new(py, h.clone()))
+                .collect::<PyResult<Vec<_>>>()
+        })?;
+        PyList::new(py, objects.iter().map(|o| o.bind(py)))
+    }
+
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         d.set_item("namespace", &self.namespace)?;

@@ -47,6 +47,14 @@ def test_query_recalls_only_the_namespaces_memories(data_dir):
             assert d["hits"][0]["text"] == ALICE[0][1]
             assert d["timings"]["total_ms"] == pytest.approx(alice.timings.total_ms)
             assert d["rerank"] == "off"
+            # Hits become Python objects on first read, once: later reads give the same objects
+            # (in a new list), and to_dict() agrees with them field for field.
+            first, again = alice.hits, alice.hits
+            assert first is not again and all(a is b for a, b in zip(first, again, strict=True))
+            first.clear()  # a caller's list is its own
+            assert len(alice.hits) == len(again)
+            assert d["hits"] == [h.to_dict() for h in alice.hits]
+            assert [h["id"] for h in d["hits"]] == [h.id for h in alice.hits]
             one = await pipeline.query("dog beach", namespace="alice", top_k=1)
             assert len(one.hits) == 1
         finally:

@@ -15,10 +15,11 @@ MEMORY_HEADER = "Relevant memories of this user (recalled by voicerag; may be in
 
 def format_memories(result: ContextResult) -> str | None:
     """The memory message's text for ``result``, or ``None`` when nothing was recalled."""
-    if not result.hits:
+    hits = result.hits  # each read makes a new list: read once
+    if not hits:
         return None
     lines = [MEMORY_HEADER]
-    for hit in result.hits:
+    for hit in hits:
         who = "the assistant said" if hit.speaker == "agent" else f"{hit.speaker or 'user'} said"
         lines.append(f"- ({who}) {hit.text}")
     return "\n".join(lines)
