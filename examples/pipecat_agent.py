@@ -82,7 +82,8 @@ async def session(pipeline: voicerag.Pipeline, user: str, conversation: str, tur
     )
     llm = EchoLLM()
     worker = PipelineWorker(
-        Pipeline([memory.user(), aggregators.user(), llm, memory.assistant(), aggregators.assistant()]),  # 2
+        Pipeline([memory.user(context=context), aggregators.user(), llm, memory.assistant(),
+                  aggregators.assistant()]),  # 2
         cancel_on_idle_timeout=False,
     )
     runner = WorkerRunner(handle_sigint=False)
