@@ -71,7 +71,9 @@ class VoiceragMemory(ConversationTurns):
     def user(self, *, context: Any = None, **kwargs: Any) -> "VoiceragUserProcessor":
         """The processor to place after the STT service (one per pipeline). With ``context``
         (the ``LLMContext`` the user aggregator was made with), the memory message is put into it
-        directly instead of through a frame: one frame fewer through the pipeline every turn."""
+        directly instead of through a frame: one frame fewer through the pipeline every turn. The
+        change is then made when this processor handles the final, not when the aggregator reaches
+        it: the same, unless the aggregator is still behind on earlier frames."""
         return VoiceragUserProcessor(self, context=context, **kwargs)
 
     def assistant(self, **kwargs: Any) -> "VoiceragAssistantProcessor":
