@@ -15,6 +15,9 @@ Per Python call (timestamps of the `latency-trace` feature, on the clock of time
   done->loop       work done until the loop's reader callback runs (the hand-over back)
   resolve          converting the result (convert) and completing the asyncio future (set_result)
   resolved->await  the future's done-callback until the awaiting coroutine resumes
+`query` is polled by the loop's thread (bridge::spawn_on_loop), not by a tokio task: its "task"
+starts with the first poll inside the call (spawn->task ~0, so the hand-over into the runtime falls
+in task: outside), and "work done" is the last wake-up of its future (done->loop, the hand-over back).
 Per Rust call: latency, the pipeline's total, and latency - total (the same task-outside part).
 In alternating blocks, so load drift hits both alike. Timings vary with load: see latency.py.
 """
