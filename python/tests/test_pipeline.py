@@ -178,22 +178,30 @@ def test_bad_configuration_is_a_config_error(data_dir, tmp_path):
     asyncio.run(run())
 
 
-def test_used_after_shutdown_or_outside_a_loop(data_dir):
+def test_calls_in_flight_at_shutdown_end_with_their_result(data_dir):
     async def run():
         pipeline = await seeded(data_dir)
-        # Calls in flight when shutdown starts (polled by the loop): each ends with its result or
-        # PipelineClosedError, none hangs.
-        in_flight = [pipeline.query("dog beach", namespace="carol"),
-                     pipeline.context(final("carol", "c1", "u8", "dog beach"))]
+        # Made before shutdown starts, so their first step (polled inside the call) has handed them
+        # to the pipeline already: shutdown serves them, none hangs or is lost.
+        in_flight = [pipeline.query("dog beach", namespace="alice"),
+                     pipeline.context(final("alice", "c1", "u8", "my dog digs at the beach"))]
         ended = await asyncio.wait_for(
             asyncio.gather(*in_flight, pipeline.shutdown(), return_exceptions=True), 60
         )
-        for outcome in ended[:2]:
-            assert isinstance(outcome, (voicerag.ContextResult, voicerag.PipelineClosedError)), outcome
-        await pipeline.shutdown()  # idempotent
-        assert pipeline.closed
+        assert all(isinstance(r, voicerag.ContextResult) for r in ended[:2]), ended
+        assert ended[0].namespace == "alice" and ended[1].utterance == "u8"
         with pytest.raises(voicerag.PipelineClosedError):
             await pipeline.context(final("alice", "c1", "u9", "hello"))
+
+    asyncio.run(run())
+
+
+def test_used_after_shutdown_or_outside_a_loop(data_dir):
+    async def run():
+        pipeline = await seeded(data_dir)
+        await pipeline.shutdown()
+        await pipeline.shutdown()  # idempotent
+        assert pipeline.closed
         with pytest.raises(voicerag.PipelineClosedError):
             pipeline.submit(final("alice", "c1", "u9", "hello"))
         with pytest.raises(voicerag.PipelineClosedError):
