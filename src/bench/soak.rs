@@ -221,7 +221,8 @@ pub struct StoreUsage {
     pub lmdb_used_mb: f64,
     /// The BM25 index on disk, in MiB.
     pub bm25_mb: f64,
-    /// Vectors held in RAM for exact search, and the MiB they take (dimension x 4 bytes each).
+    /// Vectors held in RAM for exact search, and the MiB the cache holds for them (its blocks,
+    /// filled or not, chunk ids and row maps).
     pub exact_cached_vectors: u64,
     pub exact_cache_mb: f64,
 }
@@ -237,7 +238,7 @@ impl StoreUsage {
                 lmdb_used_mb: s.lmdb_used_bytes as f64 / MIB,
                 bm25_mb: s.bm25_bytes as f64 / MIB,
                 exact_cached_vectors: s.exact_cached_vectors,
-                exact_cache_mb: (s.exact_cached_vectors * s.dimension as u64 * 4) as f64 / MIB,
+                exact_cache_mb: s.exact_cache_bytes as f64 / MIB,
             },
             Err(e) => {
                 tracing::warn!(error = %e, "soak: store stats unreadable");

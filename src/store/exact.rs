@@ -18,11 +18,97 @@ use super::codec;
 use super::hidden::Hidden;
 use super::lmdb::{self, Dbs};
 
+/// Bytes of one block of [`RowBlocks`]: small enough that a namespace's last, partly filled block
+/// wastes little, large enough that a scan walks long contiguous runs. Below glibc's default mmap
+/// threshold, so blocks come from the heap, where a freed block is reused by the next (all have one
+/// size) rather than left as a hole.
+const BLOCK_BYTES: usize = 96 * 1024;
+
+/// Rows of `dim` floats kept in fixed-size blocks. Growing adds a block and never copies or frees
+/// what is there: a doubling `Vec` would, as every namespace grew, hold the old and new arrays at
+/// once and leave the old ones in malloc's free lists (RSS stepping up by tens of MiB).
+struct RowBlocks {
+    dim: usize,
+    /// Rows per block (at least one).
+    rows_per_block: usize,
+    blocks: Vec<Box<[f32]>>,
+    len: usize,
+}
+
+impl RowBlocks {
+    fn new(dim: usize) -> Self {
+        let dim = dim.max(1);
+        Self {
+            dim,
+            rows_per_block: (BLOCK_BYTES / (dim * 4)).max(1),
+            blocks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, v: &[f32]) {
+        let (block, slot) = (
+            self.len / self.rows_per_block,
+            self.len % self.rows_per_block,
+        );
+        if block == self.blocks.len() {
+            self.blocks
+                .push(vec![0.0; self.rows_per_block * self.dim].into_boxed_slice());
+        }
+        let dim = self.dim;
+        let row = &mut self.blocks[block][slot * dim..(slot + 1) * dim];
+        // A vector of another length (never from the store, which checks dimensions) is cut or
+        // padded with zeros rather than shifting every later row.
+        let n = v.len().min(dim);
+        row[..n].copy_from_slice(&v[..n]);
+        row[n..].fill(0.0);
+        self.len += 1;
+    }
+
+    fn row(&self, i: usize) -> &[f32] {
+        let (block, slot) = (i / self.rows_per_block, i % self.rows_per_block);
+        &self.blocks[block][slot * self.dim..(slot + 1) * self.dim]
+    }
+
+    /// Moves the last row into row `i` and drops the last; frees the last block once empty.
+    fn swap_remove(&mut self, i: usize) {
+        let last = self.len - 1;
+        if i != last {
+            let moved = self.row(last).to_vec();
+            let (block, slot) = (i / self.rows_per_block, i % self.rows_per_block);
+            self.blocks[block][slot * self.dim..(slot + 1) * self.dim].copy_from_slice(&moved);
+        }
+        self.len = last;
+        let needed = self.len.div_ceil(self.rows_per_block);
+        self.blocks.truncate(needed);
+    }
+
+    /// Each block's filled rows beside the matching slice of `ids` (one per row, `len` of them):
+    /// `(ids of the block's rows, an iterator over its rows)`.
+    fn blocks_with<'a, T>(
+        &'a self,
+        ids: &'a [T],
+    ) -> impl Iterator<Item = (&'a [T], std::slice::ChunksExact<'a, f32>)> {
+        let (dim, per) = (self.dim, self.rows_per_block);
+        ids.chunks(per)
+            .zip(&self.blocks)
+            .map(move |(ids, block)| (ids, block[..ids.len() * dim].chunks_exact(dim)))
+    }
+
+    /// Bytes the blocks hold (filled or not).
+    fn allocated_bytes(&self) -> usize {
+        self.blocks.len() * self.rows_per_block * self.dim * 4
+    }
+}
+
 /// One namespace's vectors, row `i` belonging to `chunks[i]`.
-#[derive(Default)]
 struct NsVectors {
     chunks: Vec<u32>,
-    data: Vec<f32>,
+    data: RowBlocks,
     row: HashMap<u32, usize>,
     /// LMDB sequence this copy reflects (read-only processes compare it).
     seq: u64,
@@ -32,16 +118,26 @@ struct NsVectors {
 }
 
 impl NsVectors {
+    fn new(dim: usize) -> Self {
+        Self {
+            chunks: Vec::new(),
+            data: RowBlocks::new(dim),
+            row: HashMap::new(),
+            seq: 0,
+            used: AtomicU64::new(0),
+        }
+    }
+
     fn push(&mut self, chunk: u32, v: &[f32]) {
         if self.row.contains_key(&chunk) {
             return;
         }
         self.row.insert(chunk, self.chunks.len());
         self.chunks.push(chunk);
-        self.data.extend_from_slice(v);
+        self.data.push(v);
     }
 
-    fn remove(&mut self, chunk: u32, dim: usize) {
+    fn remove(&mut self, chunk: u32) {
         let Some(i) = self.row.remove(&chunk) else {
             return;
         };
@@ -49,11 +145,18 @@ impl NsVectors {
         if i != last {
             let moved = self.chunks[last];
             self.chunks[i] = moved;
-            self.data.copy_within(last * dim..(last + 1) * dim, i * dim);
             self.row.insert(moved, i);
         }
+        self.data.swap_remove(i);
         self.chunks.pop();
-        self.data.truncate(last * dim);
+    }
+
+    /// Heap bytes this copy holds: the vector blocks, the chunk ids and the row map (its
+    /// buckets: key, row and a control byte each).
+    fn allocated_bytes(&self) -> usize {
+        self.data.allocated_bytes()
+            + self.chunks.capacity() * std::mem::size_of::<u32>()
+            + self.row.capacity() * (std::mem::size_of::<(u32, usize)>() + 1)
     }
 }
 
@@ -121,6 +224,15 @@ impl ExactVectors {
     /// process's memory is about `dim * 4` bytes each.
     pub fn cached_vectors(&self) -> u64 {
         self.read().values().map(|v| v.chunks.len() as u64).sum()
+    }
+
+    /// Heap bytes this cache holds now: every loaded namespace's vector blocks (filled or not),
+    /// chunk ids and row maps. What the process's anonymous memory owes to the cache.
+    pub fn cached_bytes(&self) -> u64 {
+        self.read()
+            .values()
+            .map(|v| v.allocated_bytes() as u64)
+            .sum()
     }
 
     /// Whether a namespace of `len` vectors is searched exactly.
@@ -213,7 +325,7 @@ impl ExactVectors {
         let mut spaces = self.write();
         if let Some(v) = spaces.get_mut(ns) {
             for &c in chunks {
-                v.remove(c, self.dim);
+                v.remove(c);
             }
         }
     }
@@ -226,14 +338,16 @@ impl ExactVectors {
         hidden: &Hidden,
         n: usize,
     ) -> Scored {
-        let dim = self.dim;
         let mut scored: Vec<(u32, f32)> = Vec::with_capacity(v.chunks.len());
-        for (i, &chunk) in v.chunks.iter().enumerate() {
-            // The hidden test first: a bit test, where the filter's is a bitmap lookup.
-            if hidden.contains(chunk) || filter.is_some_and(|f| !f.contains(chunk)) {
-                continue;
+        // Block by block: each block's rows are contiguous, as the whole array's once were.
+        for (chunks, rows) in v.data.blocks_with(&v.chunks) {
+            for (&chunk, row) in chunks.iter().zip(rows) {
+                // The hidden test first: a bit test, where the filter's is a bitmap lookup.
+                if hidden.contains(chunk) || filter.is_some_and(|f| !f.contains(chunk)) {
+                    continue;
+                }
+                scored.push((chunk, dot(query, row)));
             }
-            scored.push((chunk, dot(query, &v.data[i * dim..(i + 1) * dim])));
         }
         // Best first; equal scores by chunk id, so the order never depends on row order.
         let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
@@ -266,11 +380,8 @@ fn load(
         Some(b) => codec::bitmap_from(b)?,
         None => RoaringBitmap::new(),
     };
-    let mut out = NsVectors {
-        chunks: Vec::with_capacity(chunks.len() as usize),
-        data: Vec::with_capacity(chunks.len() as usize * dim),
-        ..NsVectors::default()
-    };
+    let mut out = NsVectors::new(dim);
+    out.chunks.reserve_exact(chunks.len() as usize);
     for chunk in &chunks {
         if let Some(v) = super::vector::chunk_vector(dbs, rtxn, index, dim, chunk)? {
             out.push(chunk, &v);
@@ -330,11 +441,11 @@ mod tests {
 
     #[test]
     fn removal_keeps_rows_and_chunks_paired() {
-        let mut v = NsVectors::default();
+        let mut v = NsVectors::new(2);
         for c in 0..4u32 {
             v.push(c, &[c as f32, 1.0]);
         }
-        v.remove(1, 2);
+        v.remove(1);
         v.push(2, &[9.0, 9.0]); // already present: ignored
         let exact = ExactVectors::new(2, 10, 100, true);
         let none = Hidden::default();
@@ -352,7 +463,7 @@ mod tests {
         // Each namespace counts one more than its vectors: a, b, c weigh 3, 3, 2.
         let exact = ExactVectors::new(1, 10, 8, true);
         let space = |n: u32| {
-            let mut v = NsVectors::default();
+            let mut v = NsVectors::new(1);
             for c in 0..n {
                 v.push(c, &[1.0]);
             }
@@ -382,11 +493,144 @@ mod tests {
         let mut spaces = HashMap::new();
         for user in 0..1000 {
             exact.make_room(&mut spaces, 0);
-            let v = NsVectors::default();
+            let v = NsVectors::new(1);
             exact.touch(&v);
             spaces.insert(format!("user{user}"), v);
         }
         assert!(spaces.len() <= 50, "{} entries kept", spaces.len());
         assert!(spaces.contains_key("user999"), "the newest stays");
+    }
+
+    /// A small deterministic pseudo-random vector (no rand dependency in the lib's tests).
+    fn vector(seed: u32, dim: usize) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..dim)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The layout before blocks: one contiguous array, scanned row by row.
+    fn flat_scan(rows: &[(u32, Vec<f32>)], query: &[f32], n: usize) -> Scored {
+        let mut scored: Scored = rows.iter().map(|(c, v)| (*c, dot(query, v))).collect();
+        scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored.truncate(n);
+        scored
+    }
+
+    #[test]
+    fn rows_cross_block_boundaries_intact() {
+        let dim = 384;
+        let mut blocks = RowBlocks::new(dim);
+        let per = blocks.rows_per_block;
+        assert!(per > 1 && per * dim * 4 <= BLOCK_BYTES);
+        let n = per * 3 + 1;
+        for i in 0..n {
+            blocks.push(&vector(i as u32, dim));
+        }
+        assert_eq!(blocks.len(), n);
+        assert_eq!(
+            blocks.blocks.len(),
+            4,
+            "a fourth block for the one row past three"
+        );
+        for i in [0, per - 1, per, 2 * per + 5, n - 1] {
+            assert_eq!(blocks.row(i), vector(i as u32, dim).as_slice(), "row {i}");
+        }
+        // Growing never moved a block: the first block's address is the one it started at.
+        let first = blocks.blocks[0].as_ptr();
+        for i in n..n + per {
+            blocks.push(&vector(i as u32, dim));
+        }
+        assert_eq!(blocks.blocks[0].as_ptr(), first);
+        assert_eq!(
+            blocks.allocated_bytes(),
+            blocks.blocks.len() * per * dim * 4
+        );
+    }
+
+    #[test]
+    fn removal_across_blocks_frees_the_emptied_block() {
+        let dim = 384;
+        let mut v = NsVectors::new(dim);
+        let per = v.data.rows_per_block;
+        for c in 0..=per as u32 {
+            v.push(c, &vector(c, dim));
+        }
+        assert_eq!(v.data.blocks.len(), 2);
+        // Row 0 (first block) takes the last row (second block's only one), which empties it.
+        v.remove(0);
+        assert_eq!(v.data.blocks.len(), 1, "the emptied block is freed");
+        assert_eq!(v.chunks.len(), per);
+        assert_eq!(v.row[&(per as u32)], 0);
+        assert_eq!(v.data.row(0), vector(per as u32, dim).as_slice());
+        for (c, &i) in &v.row {
+            assert_eq!(v.chunks[i], *c);
+            assert_eq!(v.data.row(i), vector(*c, dim).as_slice(), "chunk {c}");
+        }
+        // Removing everything frees every block.
+        for c in 1..=per as u32 {
+            v.remove(c);
+        }
+        assert_eq!(
+            (v.chunks.len(), v.data.len(), v.data.blocks.len()),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn block_scan_matches_the_flat_layout() {
+        let dim = 384;
+        let exact = ExactVectors::new(dim, 100_000, 1_000_000, true);
+        let mut v = NsVectors::new(dim);
+        let mut flat: Vec<(u32, Vec<f32>)> = Vec::new();
+        let count = v.data.rows_per_block as u32 * 5 + 7;
+        for c in 0..count {
+            let vec = vector(c, dim);
+            v.push(c, &vec);
+            flat.push((c, vec));
+        }
+        // Some removals, mirrored in the flat copy (order does not matter to the result).
+        for c in [3u32, 64, 65, count - 1, 200] {
+            v.remove(c);
+            flat.retain(|(x, _)| *x != c);
+        }
+        let none = Hidden::default();
+        for q in 0..5 {
+            let query = vector(10_000 + q, dim);
+            for n in [1, 10, 100, count as usize] {
+                assert_eq!(
+                    exact.scan(&v, &query, None, &none, n),
+                    flat_scan(&flat, &query, n),
+                    "query {q}, top {n}"
+                );
+            }
+        }
+        let even: RoaringBitmap = (0..count).filter(|c| c % 2 == 0).collect();
+        let query = vector(77_777, dim);
+        let flat_even: Vec<_> = flat.iter().filter(|(c, _)| c % 2 == 0).cloned().collect();
+        assert_eq!(
+            exact.scan(&v, &query, Some(&even), &none, 20),
+            flat_scan(&flat_even, &query, 20)
+        );
+    }
+
+    #[test]
+    fn cached_bytes_count_whole_blocks() {
+        let dim = 384;
+        let exact = ExactVectors::new(dim, 100_000, 1_000_000, true);
+        let mut v = NsVectors::new(dim);
+        v.push(1, &vector(1, dim));
+        exact.write().insert("a".into(), v);
+        let bytes = exact.cached_bytes() as usize;
+        assert!(
+            bytes >= BLOCK_BYTES - dim * 4,
+            "one vector holds a whole block: {bytes}"
+        );
+        assert_eq!(exact.cached_vectors(), 1);
     }
 }

@@ -45,6 +45,9 @@ pub struct StoreStats {
     /// Vectors held in RAM for exact search (`dimension * 4` bytes each): grows with the
     /// memories of small namespaces, up to `store.exact_cache_vectors`.
     pub exact_cached_vectors: u64,
+    /// Heap bytes the exact-search cache holds: its vectors' blocks (filled or not), chunk ids
+    /// and row maps.
+    pub exact_cache_bytes: u64,
     /// arroy index builds by this process since open: only indexes holding a namespace past
     /// half of `store.exact_scan_max` get trees.
     pub vector_tree_builds: u64,
@@ -298,6 +301,7 @@ impl MemoryStore {
             bm25_lag: lmdb_seq.saturating_sub(watermark),
             bm25_docs: s.bm25.num_docs(),
             exact_cached_vectors: s.exact.cached_vectors(),
+            exact_cache_bytes: s.exact.cached_bytes(),
             vector_tree_builds: s.tree_builds.load(Ordering::Relaxed),
             model: s.model.name.clone(),
             dimension: s.model.dimension,
