@@ -87,6 +87,9 @@ pub enum ModelError {
 
     #[error("cancelled")]
     Cancelled,
+
+    #[error("query embedder session thread {0} could not start or has ended")]
+    SessionThread(String),
 }
 
 impl From<ModelError> for voicerag_actors::StageError {

@@ -1,19 +1,70 @@
 //! [`QueryEmbedder`]: the pipeline's embedder stage. A micro-batch (requests queued while the last
-//! run was busy) is split over up to `runtime.query_sessions` sessions running side by side, one
-//! thread each, so a backlog uses more than one core; each session gets at least
-//! `runtime.query_split_min` texts, because a text embedded in a larger batch costs less CPU (a
-//! batch split too finely spends the cores it was meant to save). A batch too small to split runs
-//! on one session, with no added thread.
+//! run was busy) is split over up to `runtime.query_sessions` sessions running side by side, so a
+//! backlog uses more than one core; each session gets at least `runtime.query_split_min` texts,
+//! because a text embedded in a larger batch costs less CPU (a batch split too finely spends the
+//! cores it was meant to save). A batch too small to split runs on one session.
+//! The first session runs on the calling thread; each other one has a thread of its own, started
+//! with it and kept until the embedder is dropped, so splitting a batch starts no thread (a thread
+//! per batch made the process's thread count move with load).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::mpsc;
 use voicerag_actors::{AfterHang, Embedder, StageError};
 
 use super::error::ModelError;
 use super::{EmbedderConfig, RuntimeConfig, SentenceEmbedder};
 
+type Vectors = Result<Vec<Vec<f32>>, ModelError>;
+
+/// One part of a batch for a session thread, and where its vectors (or its panic) go.
+struct Part {
+    texts: Vec<String>,
+    reply: mpsc::SyncSender<std::thread::Result<Vectors>>,
+}
+
+/// A session with a thread of its own: it embeds the parts sent to it, in order, and ends when
+/// this (the sender) is dropped and the part in hand is done.
+struct SessionThread {
+    parts: mpsc::Sender<Part>,
+}
+
+impl SessionThread {
+    fn start(session: Arc<SentenceEmbedder>, index: usize) -> Result<Self, ModelError> {
+        let (parts, inbox) = mpsc::channel::<Part>();
+        let name = format!("voicerag-qemb{index}");
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                while let Ok(Part { texts, reply }) = inbox.recv() {
+                    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    let out = std::panic::catch_unwind(AssertUnwindSafe(|| session.embed(&texts)));
+                    let _ = reply.send(out);
+                }
+            })
+            .map_err(|e| ModelError::SessionThread(format!("{name}: {e}")))?;
+        Ok(Self { parts })
+    }
+
+    /// Sends `texts` to the thread; the vectors come on the returned receiver.
+    fn send(
+        &self,
+        texts: &[&str],
+    ) -> Result<mpsc::Receiver<std::thread::Result<Vectors>>, ModelError> {
+        let (reply, wait) = mpsc::sync_channel(1);
+        let texts = texts.iter().map(|t| (*t).to_string()).collect();
+        self.parts
+            .send(Part { texts, reply })
+            .map_err(|_| ModelError::SessionThread("ended".into()))?;
+        Ok(wait)
+    }
+}
+
 pub struct QueryEmbedder {
-    /// The first is the engines' own embedder; the others are loaded for this.
-    sessions: Vec<Arc<SentenceEmbedder>>,
+    /// The engines' own embedder, run on the calling thread.
+    first: Arc<SentenceEmbedder>,
+    /// The `runtime.query_sessions - 1` sessions loaded for this, each on its own thread.
+    others: Vec<SessionThread>,
     /// Fewest texts per session when a batch is split.
     split_min: usize,
     loaded_from: (RuntimeConfig, EmbedderConfig),
@@ -26,45 +77,47 @@ impl QueryEmbedder {
         runtime: &RuntimeConfig,
         config: &EmbedderConfig,
     ) -> Result<Self, ModelError> {
-        let mut sessions = vec![first];
-        for _ in 1..runtime.query_sessions.max(1) {
-            sessions.push(Arc::new(SentenceEmbedder::load(runtime, config)?));
+        let mut others = Vec::new();
+        for index in 1..runtime.query_sessions.max(1) {
+            let session = Arc::new(SentenceEmbedder::load(runtime, config)?);
+            others.push(SessionThread::start(session, index)?);
         }
         Ok(Self {
-            sessions,
+            first,
+            others,
             split_min: runtime.query_split_min.max(1),
             loaded_from: (runtime.clone(), config.clone()),
         })
     }
 
     pub fn sessions(&self) -> usize {
-        self.sessions.len()
+        1 + self.others.len()
     }
 
     fn embed_split(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let parts = sessions_for(texts.len(), self.sessions.len(), self.split_min);
+        let parts = sessions_for(texts.len(), self.sessions(), self.split_min);
         if parts <= 1 {
-            return self.sessions[0].embed(texts);
+            return self.first.embed(texts);
         }
         let size = texts.len().div_ceil(parts);
-        let mut chunks = texts.chunks(size).zip(&self.sessions);
-        let Some((mine, session)) = chunks.next() else {
+        let mut chunks = texts.chunks(size);
+        let Some(mine) = chunks.next() else {
             return Ok(Vec::new());
         };
-        std::thread::scope(|scope| {
-            let others: Vec<_> = chunks
-                .map(|(part, session)| scope.spawn(move || session.embed(part)))
-                .collect();
-            let mut out = session.embed(mine)?;
-            for other in others {
-                // A panic on a helper thread is this call's panic, as if it had run here.
-                match other.join() {
-                    Ok(vectors) => out.extend(vectors?),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
+        let waits: Vec<_> = chunks
+            .zip(&self.others)
+            .map(|(part, thread)| thread.send(part))
+            .collect::<Result<_, _>>()?;
+        let mut out = self.first.embed(mine)?;
+        for wait in waits {
+            match wait.recv() {
+                Ok(Ok(vectors)) => out.extend(vectors?),
+                // A panic on a session thread is this call's panic, as if it had run here.
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(_) => return Err(ModelError::SessionThread("ended mid-batch".into())),
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 }
 
@@ -79,7 +132,8 @@ impl Embedder for QueryEmbedder {
         self.embed_split(texts).map_err(StageError::from)
     }
 
-    /// A hung run holds a session's lock: fresh sessions, all of them (same model).
+    /// A hung run holds a session's lock: fresh sessions, all of them (same model). The old
+    /// sessions' threads end once their hung part returns.
     fn after_hang(&self) -> Result<AfterHang<dyn Embedder>, StageError> {
         let (runtime, config) = &self.loaded_from;
         let first = SentenceEmbedder::load(runtime, config).map_err(StageError::from)?;
