@@ -136,10 +136,28 @@ impl Config {
     }
 
     /// Rejects impossible values, naming the key.
+    /// The fewest blocking-pool threads that leave the stages room to run when every stage holds
+    /// as many hung calls as it may: the four stages (embedder, retriever, reranker, writer) each
+    /// up to `max_abandoned_calls`, the retriever's parallel searches, one call each for the other
+    /// three stages and one for the rest (stats, store writes off the bus).
+    pub fn blocking_threads_needed(&self) -> usize {
+        4 * self.pipeline.restart.max_abandoned_calls + self.pipeline.search_parallel + 4
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
         if self.runtime.threads == 0 {
             return bad("runtime.threads", "must be at least 1");
+        }
+        let blocking_needed = self.blocking_threads_needed();
+        if self.runtime.blocking_threads < blocking_needed {
+            return bad(
+                "runtime.blocking_threads",
+                &format!(
+                    "must be at least {blocking_needed}: 4 x pipeline.restart.max_abandoned_calls \
+                     (threads hung calls may hold) + pipeline.search_parallel + 4"
+                ),
+            );
         }
         if self.embedder.max_length < 8 {
             return bad("embedder.max_length", "must be at least 8");
@@ -400,5 +418,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("runtime.threads"), "{err}");
+    }
+
+    #[test]
+    fn a_blocking_pool_hung_calls_could_fill_is_refused() {
+        // Defaults: 4 stages x 4 abandoned calls + 2 searches + 4 = 22 threads needed.
+        assert_eq!(Config::default().blocking_threads_needed(), 22);
+        let ok = Config::load(None, env(&[("VOICERAG_RUNTIME__BLOCKING_THREADS", "22")]));
+        assert_eq!(ok.unwrap().runtime.blocking_threads, 22);
+        let err = Config::load(None, env(&[("VOICERAG_RUNTIME__BLOCKING_THREADS", "21")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("runtime.blocking_threads") && err.contains("22"),
+            "{err}"
+        );
+        // More abandoned calls allowed: more threads needed.
+        let err = Config::load(
+            None,
+            env(&[("VOICERAG_PIPELINE__RESTART__MAX_ABANDONED_CALLS", "8")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("runtime.blocking_threads"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 //! stderr. Exit code 0 on success, 1 on a runtime failure, 2 on a usage or config error.
 
 pub mod args;
+mod blocking_pool;
 mod cmd;
 pub mod demo;
 mod logging;
@@ -69,15 +70,31 @@ pub fn effective_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Whether `command` serves traffic for long (its blocking pool is started whole, up front).
+fn serves(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Serve(_)
+            | Command::Bench(
+                args::BenchCommand::Soak(_)
+                    | args::BenchCommand::Nats(_)
+                    | args::BenchCommand::Pipeline(_)
+            )
+    )
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut config = effective_config(&cli)?;
     // Before any thread of the runtime or the engines allocates: arenas are made on first use.
     let arenas = malloc::limit_arenas(config.runtime.malloc_arenas);
     logging::init(&config.logging)?;
     tracing::debug!(?arenas, "malloc arenas");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = blocking_pool::runtime(config.runtime.blocking_threads)?;
+    if serves(&cli.command) {
+        // Before any engine starts: the thread count stays what it is now.
+        let started = blocking_pool::prespawn(&runtime, config.runtime.blocking_threads);
+        tracing::debug!(threads = started.len(), "blocking pool started");
+    }
     runtime.block_on(async move {
         match cli.command {
             Command::Ingest(a) => cmd::ingest(&config, &a).await,

@@ -45,6 +45,11 @@ pub struct RuntimeConfig {
     /// glibc's `MALLOC_ARENA_MAX`, when set, wins). Few arenas keep freed memory reusable by every
     /// thread instead of held per arena (default 2).
     pub malloc_arenas: usize,
+    /// Threads of tokio's blocking pool (stage calls, store writes and stats), all started when
+    /// `serve` or a load bench starts and kept, so the thread count stays flat; a task finding all
+    /// busy waits. Must exceed what hung calls can hold: 4 x `pipeline.restart.max_abandoned_calls`
+    /// plus `pipeline.search_parallel` plus 4 (default 32).
+    pub blocking_threads: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -58,6 +63,7 @@ impl Default for RuntimeConfig {
             query_sessions: 2,
             query_split_min: 4,
             malloc_arenas: 2,
+            blocking_threads: 32,
         }
     }
 }
