@@ -175,6 +175,15 @@ fn a_short_soak_in_process_answers_every_final_and_remembers_every_turn() {
     // In process a memory is committed before its write returns: the load's are in the store
     // when it ends.
     assert!(s["store_end"]["memories"].as_u64().unwrap() > SEED, "{s}");
+    // The blocking pool was started whole before the load and the embedder's session threads
+    // with the engines: no thread is started for the load, so the count never moves (no
+    // reranker, so no niced reranker thread; in process, no NATS client).
+    let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k} in {s}"));
+    assert_eq!(n("blocking_threads"), 32, "{s}");
+    assert!(n("threads_start") > n("blocking_threads"), "{s}");
+    assert_eq!(n("threads_end"), n("threads_start"), "{s}");
+    assert_eq!(n("threads_max"), n("threads_start"), "{s}");
+    assert!(n("memories_end") > SEED, "{s}");
     // In process the writer commits to the store before shutdown returns.
     assert_eq!(
         s["memories_stored"].as_u64(),

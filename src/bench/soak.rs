@@ -174,6 +174,16 @@ pub struct SoakReport {
     pub heap_used_mb_end: f64,
     /// Threads at the first sample after warm-up.
     pub threads_warm: u64,
+    /// Most threads at any sample (a pool that grew and shrank back shows here).
+    pub threads_max: u64,
+    /// `runtime.blocking_threads`: the blocking pool started whole before the load.
+    pub blocking_threads: usize,
+    /// Memories in the store at the warm-up sample and at the end.
+    pub memories_warm: u64,
+    pub memories_end: u64,
+    /// Growth of `anon_non_store_mb` from warm-up to the end per 100,000 memories stored in that
+    /// time: what is not the store must not grow with it (0 when flat).
+    pub anon_non_store_mb_per_100k_memories: f64,
     /// Seconds of load counted as warm-up.
     pub warm_s: f64,
     /// Usage sampled every `--sample-s` seconds while the load ran.
@@ -540,6 +550,19 @@ pub async fn run(config: &Config, args: &BenchSoakArgs) -> anyhow::Result<ExitCo
         report.threads_warm,
     );
     println!(
+        "  flat? not the store's: {:.1} MiB after warm-up -> {:.1} MiB at the end over {} -> {} memories ({:+.1} MiB per 100k memories); threads start {}, warm {}, end {}, most {} (blocking pool {} started up front)",
+        report.anon_non_store_mb_warm,
+        report.anon_non_store_mb_end,
+        report.memories_warm,
+        report.memories_end,
+        report.anon_non_store_mb_per_100k_memories,
+        report.threads_start,
+        report.threads_warm,
+        report.threads_end,
+        report.threads_max,
+        report.blocking_threads,
+    );
+    println!(
         "  threads by name: start {:?}, end {:?}",
         report.thread_names_start, report.thread_names_end
     );
@@ -582,6 +605,16 @@ pub async fn run(config: &Config, args: &BenchSoakArgs) -> anyhow::Result<ExitCo
             ExitCode::FAILURE
         },
     )
+}
+
+/// Growth from `from_mb` to `to_mb` per 100,000 memories added between `from_memories` and
+/// `to_memories` (0 when none were added).
+fn growth_per_100k(from_mb: f64, to_mb: f64, from_memories: u64, to_memories: u64) -> f64 {
+    let added = to_memories.saturating_sub(from_memories);
+    if added == 0 {
+        return 0.0;
+    }
+    (to_mb - from_mb) * 100_000.0 / added as f64
 }
 
 /// Stores `n` synthetic memories, spread over the users' namespaces (on the blocking pool).
@@ -677,6 +710,7 @@ async fn soak(
         malloc_arena_max_env: std::env::var("MALLOC_ARENA_MAX").ok(),
         anon_non_store_mb_start: usage_start.rss_anon_mb - store_start.exact_cache_mb,
         warm_s: args.warm_s as f64,
+        blocking_threads: config.runtime.blocking_threads,
         store_start,
         ..Default::default()
     };
@@ -811,9 +845,23 @@ async fn soak(
     {
         report.anon_non_store_mb_warm = warm.anon_non_store_mb;
         report.threads_warm = warm.usage.threads;
+        report.memories_warm = warm.memories;
     }
     let usage_end = process_usage();
     report.anon_non_store_mb_end = usage_end.rss_anon_mb - end_cache_mb;
+    report.memories_end = samples.last().map_or(0, |s| s.memories);
+    report.anon_non_store_mb_per_100k_memories = growth_per_100k(
+        report.anon_non_store_mb_warm,
+        report.anon_non_store_mb_end,
+        report.memories_warm,
+        report.memories_end,
+    );
+    report.threads_max = samples
+        .iter()
+        .map(|s| s.usage.threads)
+        .chain([usage_end.threads])
+        .max()
+        .unwrap_or(0);
     report.heap_free_mb_end = usage_end.heap_free_mb;
     report.heap_used_mb_end = usage_end.heap_used_mb;
     report.thread_names_end = threads_by_name();
@@ -836,4 +884,20 @@ async fn soak(
     report.embed_ms_p50 = percentile(&embeds, 0.5);
     report.embed_ms_p99 = percentile(&embeds, 0.99);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::growth_per_100k;
+
+    #[test]
+    fn growth_is_scaled_to_100k_memories_added() {
+        assert_eq!(growth_per_100k(200.0, 210.0, 10_000, 60_000), 20.0);
+        assert_eq!(growth_per_100k(200.0, 190.0, 0, 100_000), -10.0);
+        assert_eq!(
+            growth_per_100k(200.0, 250.0, 5_000, 5_000),
+            0.0,
+            "none added"
+        );
+    }
 }

@@ -46,6 +46,7 @@ impl RowBlocks {
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.len
     }
