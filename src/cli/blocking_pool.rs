@@ -42,8 +42,7 @@ pub fn prespawn(runtime: &tokio::runtime::Runtime, threads: usize) -> HashSet<Th
         }));
     }
     started.wait();
-    let ids = ids.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    ids
+    ids.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 #[cfg(test)]
