@@ -624,3 +624,32 @@ fn a_query_batch_split_over_sessions_keeps_order_and_vectors() {
     };
     check(fresh.as_ref());
 }
+
+#[test]
+fn without_the_cpu_arena_embeddings_are_the_same() {
+    let config = EmbedderConfig {
+        model_dir: TINY_EMBEDDER.into(),
+        max_length: 128,
+        batch_size: 32,
+    };
+    let arena = SentenceEmbedder::load(&RuntimeConfig::default(), &config).unwrap();
+    let no_arena = RuntimeConfig {
+        cpu_arena: false,
+        ..RuntimeConfig::default()
+    };
+    let malloc = SentenceEmbedder::load(&no_arena, &config).unwrap();
+    // Batches of growing size: without the arena every run allocates afresh.
+    let texts = [
+        "my dog Rex loves the beach",
+        "hi",
+        "remind me to call the vet about the appointment on Friday morning",
+    ];
+    for n in 1..=texts.len() {
+        let a = arena.embed(&texts[..n]).unwrap();
+        let b = malloc.embed(&texts[..n]).unwrap();
+        assert_eq!(a.len(), n);
+        for (x, y) in a.iter().zip(&b) {
+            assert!(max_abs_diff(x, y) < 1e-6, "{n} texts differ");
+        }
+    }
+}

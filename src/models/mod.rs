@@ -50,6 +50,10 @@ pub struct RuntimeConfig {
     /// busy waits. Must exceed what hung calls can hold: 4 x `pipeline.restart.max_abandoned_calls`
     /// plus `pipeline.search_parallel` plus 4 (default 32).
     pub blocking_threads: usize,
+    /// ONNX Runtime's CPU memory arena per session. It grows in steps (powers of two) to the
+    /// largest batch seen and never gives memory back; off, tensors come from malloc and are
+    /// returned after each run (default true).
+    pub cpu_arena: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -64,6 +68,7 @@ impl Default for RuntimeConfig {
             query_split_min: 4,
             malloc_arenas: 2,
             blocking_threads: 32,
+            cpu_arena: true,
         }
     }
 }

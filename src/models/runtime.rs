@@ -155,6 +155,9 @@ impl OrtRuntime {
                 tracing::warn!(provider = %name, %message, "execution provider failed; falling back to CPU");
             }
         }
+        if !config.cpu_arena {
+            disable_cpu_arena(&mut builder).map_err(err)?;
+        }
         builder
             // ort's tracing bridge opens the environment at verbose; per-run verbose logging costs time.
             .with_log_level(LogLevel::Warning)
@@ -228,6 +231,13 @@ fn append_provider(builder: &mut SessionBuilder, name: &str) -> Result<(), Strin
         ))
     }
     .map_err(|e| e.to_string())
+}
+
+fn disable_cpu_arena(builder: &mut SessionBuilder) -> Result<(), String> {
+    let api = ort::api();
+    // SAFETY: the builder's options pointer is valid for its lifetime.
+    unsafe { ort::Error::result_from_status((api.DisableCpuMemArena)(builder.ptr_mut())) }
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
