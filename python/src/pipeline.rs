@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -18,6 +18,7 @@ use voicerag::actors::{
 use voicerag::bus::{Forget, ForgetScope, MemorySink};
 use voicerag::config::Config;
 use voicerag::engines::{Engines, StoreAccess, StoreWriter};
+use voicerag::store::MemoryStore;
 
 use crate::bridge::{ToPython, Wrap, runtime, spawn, spawn_on_loop};
 use crate::errors::{ConfigError, PipelineClosedError, VoiceragError, guard, pipeline_error};
@@ -33,6 +34,11 @@ struct Running {
     store: Mutex<Option<Arc<StoreWriter>>>,
     finals: Arc<FinalWaiters>,
     closed: AtomicBool,
+    /// The store itself, to see it closed: the last stage or request to let go of it may be a
+    /// task still finishing on another thread when the pipeline's shutdown returns.
+    store_open: Weak<MemoryStore>,
+    /// How long `shutdown()` waits for the store to close (`pipeline.shutdown_timeout_ms`).
+    close_timeout: Duration,
 }
 
 /// A running in-process pipeline. Start it with `await Pipeline.start(...)`.
@@ -45,6 +51,23 @@ impl ToPython for Pipeline {
     fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(Py::new(py, self)?.into_any())
     }
+}
+
+/// Waits until the last holder of the store has let it go (its threads joined, its lock file
+/// released), so the data directory can be opened again as soon as `shutdown()` returns.
+async fn wait_closed(store: &Weak<MemoryStore>, timeout: Duration) -> PyResult<()> {
+    let until = Instant::now() + timeout;
+    while store.strong_count() > 0 {
+        if Instant::now() >= until {
+            return Err(VoiceragError::new_err(format!(
+                "shutdown: the memory store is still in use after {} ms; its data directory \
+                 stays locked until it is released",
+                timeout.as_millis()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
 }
 
 fn load_config(path: Option<PathBuf>, overrides: Option<&Bound<'_, PyDict>>) -> PyResult<Config> {
@@ -149,6 +172,8 @@ impl Pipeline {
             .map_err(|e| VoiceragError::new_err(format!("loading the engines failed: {e}")))?
             .map_err(|e| VoiceragError::new_err(e.to_string()))?;
             let writer = engines.store_writer();
+            let store_open = Arc::downgrade(&engines.store);
+            let close_timeout = config.pipeline.shutdown_timeout();
             let handle = engines
                 .start(&config, writer.clone())
                 .await
@@ -159,6 +184,8 @@ impl Pipeline {
                     store: Mutex::new(Some(writer)),
                     finals: Arc::default(),
                     closed: AtomicBool::new(false),
+                    store_open,
+                    close_timeout,
                 }),
             })
         })
@@ -363,6 +390,8 @@ impl Pipeline {
             inner.closed.store(true, Ordering::SeqCst);
             lock(&inner.store).take();
             lock(&inner.handle).take();
+            drop(handle);
+            wait_closed(&inner.store_open, inner.close_timeout).await?;
             outcome.map_err(pipeline_error)
         })
     }

@@ -196,6 +196,25 @@ def test_calls_in_flight_at_shutdown_end_with_their_result(data_dir):
     asyncio.run(run())
 
 
+def test_the_data_directory_opens_again_as_soon_as_shutdown_returns(data_dir):
+    # The last task to let go of the store may still be finishing on a tokio thread when the
+    # pipeline's stages have stopped; shutdown() returns only once the store is closed, so a
+    # restart in the same process never finds its own data directory locked.
+    async def run():
+        pipeline = await seeded(data_dir)
+        for round_ in range(6):
+            in_flight = [pipeline.query("dog beach", namespace="alice") for _ in range(4)]
+            in_flight.append(pipeline.context(final("alice", "c1", f"r{round_}", "dog at the beach")))
+            ended = await asyncio.gather(*in_flight, pipeline.shutdown(), return_exceptions=True)
+            assert all(isinstance(r, voicerag.ContextResult) for r in ended[:-1]), ended
+            pipeline = await voicerag.Pipeline.start(**overrides(data_dir))
+            q = await pipeline.query("dog beach sister Porto", namespace="alice", top_k=10)
+            assert {"a1", "a2"} <= {h.id for h in q.hits}
+        await pipeline.shutdown()
+
+    asyncio.run(run())
+
+
 def test_used_after_shutdown_or_outside_a_loop(data_dir):
     async def run():
         pipeline = await seeded(data_dir)
