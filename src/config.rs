@@ -138,10 +138,14 @@ impl Config {
     /// Rejects impossible values, naming the key.
     /// The fewest blocking-pool threads that leave the stages room to run when every stage holds
     /// as many hung calls as it may: the four stages (embedder, retriever, reranker, writer) each
-    /// up to `max_abandoned_calls`, the retriever's parallel searches, one call each for the other
-    /// three stages and one for the rest (stats, store writes off the bus).
+    /// up to `max_abandoned_calls`, the retriever's parallel searches, the embedder's parallel
+    /// runs, one call each for the other two stages and one for the rest (stats, store writes off
+    /// the bus).
     pub fn blocking_threads_needed(&self) -> usize {
-        4 * self.pipeline.restart.max_abandoned_calls + self.pipeline.search_parallel + 4
+        4 * self.pipeline.restart.max_abandoned_calls
+            + self.pipeline.search_parallel
+            + self.pipeline.embed_parallel
+            + 3
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -155,7 +159,8 @@ impl Config {
                 "runtime.blocking_threads",
                 &format!(
                     "must be at least {blocking_needed}: 4 x pipeline.restart.max_abandoned_calls \
-                     (threads hung calls may hold) + pipeline.search_parallel + 4"
+                     (threads hung calls may hold) + pipeline.search_parallel + \
+                     pipeline.embed_parallel + 3"
                 ),
             );
         }
@@ -422,15 +427,15 @@ mod tests {
 
     #[test]
     fn a_blocking_pool_hung_calls_could_fill_is_refused() {
-        // Defaults: 4 stages x 4 abandoned calls + 2 searches + 4 = 22 threads needed.
-        assert_eq!(Config::default().blocking_threads_needed(), 22);
-        let ok = Config::load(None, env(&[("VOICERAG_RUNTIME__BLOCKING_THREADS", "22")]));
-        assert_eq!(ok.unwrap().runtime.blocking_threads, 22);
-        let err = Config::load(None, env(&[("VOICERAG_RUNTIME__BLOCKING_THREADS", "21")]))
+        // Defaults: 4 stages x 4 abandoned calls + 2 searches + 2 embedder runs + 3 = 23 threads.
+        assert_eq!(Config::default().blocking_threads_needed(), 23);
+        let ok = Config::load(None, env(&[("VOICERAG_RUNTIME__BLOCKING_THREADS", "23")]));
+        assert_eq!(ok.unwrap().runtime.blocking_threads, 23);
+        let err = Config::load(None, env(&[("VOICERAG_RUNTIME__BLOCKING_THREADS", "22")]))
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("runtime.blocking_threads") && err.contains("22"),
+            err.contains("runtime.blocking_threads") && err.contains("23"),
             "{err}"
         );
         // More abandoned calls allowed: more threads needed.

@@ -653,3 +653,50 @@ fn without_the_cpu_arena_embeddings_are_the_same() {
         }
     }
 }
+
+#[test]
+fn overlapping_runs_each_take_a_free_session_and_keep_their_vectors() {
+    use std::sync::Arc;
+    use voicerag::models::QueryEmbedder;
+    let config = EmbedderConfig {
+        model_dir: TINY_EMBEDDER.into(),
+        max_length: 128,
+        batch_size: 32,
+    };
+    let runtime = RuntimeConfig {
+        query_sessions: 2,
+        query_split_min: 1,
+        ..RuntimeConfig::default()
+    };
+    let first = Arc::new(SentenceEmbedder::load(&runtime, &config).unwrap());
+    let embedder = Arc::new(QueryEmbedder::load(first.clone(), &runtime, &config).unwrap());
+    let texts = [
+        "my dog Rex loves the beach",
+        "train to Lisbon on Friday",
+        "remind me to call the vet",
+        "what did I say about the garden yesterday",
+    ];
+    let expected: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|t| first.embed(&[t]).unwrap().remove(0))
+        .collect();
+    // Runs from four threads at once: some find both sessions free and split, some find one
+    // (or none) and run whole; every run gets its own texts' vectors, in order.
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (embedder, expected) = (Arc::clone(&embedder), &expected);
+            scope.spawn(move || {
+                for round in 0..25 {
+                    let n = 1 + (t + round) % texts.len();
+                    let batch: Vec<&str> = texts[..n].to_vec();
+                    let vectors = Embedder::embed(embedder.as_ref(), &batch).unwrap();
+                    assert_eq!(vectors.len(), n);
+                    for (v, want) in vectors.iter().zip(expected) {
+                        let cosine: f32 = v.iter().zip(want).map(|(a, b)| a * b).sum();
+                        assert!(cosine > 0.999, "thread {t} round {round}: cosine {cosine}");
+                    }
+                }
+            });
+        }
+    });
+}

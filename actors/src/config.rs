@@ -46,6 +46,10 @@ pub struct PipelineConfig {
     /// moment are embedded together (partials' speculative ones in runs of their own, after them);
     /// an idle embedder takes the first request at once (default 16).
     pub embed_batch_max: usize,
+    /// Embedder runs at the same time (up to `runtime.query_sessions` use a session each): while
+    /// one run is busy, requests that arrive start the next on a free session instead of waiting
+    /// for it; once all are busy, they batch (default 2; 1: one run at a time).
+    pub embed_parallel: usize,
     /// Searches run at the same time: the store serves concurrent readers, so one slow search (a
     /// large namespace) need not hold up every other, and searches use more than one core
     /// (default 2).
@@ -121,6 +125,7 @@ impl Default for PipelineConfig {
             queue_capacity: 256,
             max_in_flight: 32,
             embed_batch_max: 16,
+            embed_parallel: 2,
             search_parallel: 2,
             writer_batch_size: 32,
             writer_batch_max: 128,
@@ -223,6 +228,7 @@ impl PipelineConfig {
             ("queue_capacity", self.queue_capacity as u64),
             ("max_in_flight", self.max_in_flight as u64),
             ("embed_batch_max", self.embed_batch_max as u64),
+            ("embed_parallel", self.embed_parallel as u64),
             ("search_parallel", self.search_parallel as u64),
             ("writer_batch_size", self.writer_batch_size as u64),
             ("writer_batch_max", self.writer_batch_max as u64),

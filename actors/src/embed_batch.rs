@@ -1,10 +1,11 @@
 //! Micro-batching of embeddings: requests waiting for the embedder at the same moment are embedded
 //! in one run.
 //!
-//! One run at a time goes to the embedder stage (a model session is one core's worth of work). The
-//! first request after an idle spell is sent at once, with no added wait; requests that arrive
-//! while a run is in progress are gathered and sent together in the next run, at most
-//! `embed_batch_max` of them. Finals and queries come first: partials' speculative embeddings run
+//! Up to `embed_parallel` runs at a time go to the embedder stage (a model session each, one core's
+//! worth of work). A request that finds a run slot free is sent at once, with no added wait; requests
+//! that arrive while every slot is busy are gathered and sent together in the next run, at most
+//! `embed_batch_max` of them. With one slot, a second core would idle while a small run holds the
+//! only one and the next requests queue behind it. Finals and queries come first: partials' speculative embeddings run
 //! in batches of their own, only when no final or query is waiting (a speculation a final has taken
 //! over is promoted to the finals' lane). A request whose caller gave up (cancelled, or past its
 //! `by`) is dropped before its run. Runs go through the supervised stage actor, so a batch that
@@ -27,6 +28,7 @@ use crate::request::Call;
 use crate::stage_actor::Job;
 use crate::stages::{Embedder, MemoryWriter};
 use crate::state::now;
+use crate::supervisor::embed_runs;
 
 /// What the batcher answers one request.
 enum Answer {
@@ -67,12 +69,18 @@ pub(crate) struct EmbedQueue {
 
 impl EmbedQueue {
     /// Starts the batcher task; it ends when every queue handle is dropped.
-    pub(crate) fn start(registry: Arc<Registry>, stats: Arc<Stats>, max: usize) -> Self {
+    pub(crate) fn start(
+        registry: Arc<Registry>,
+        stats: Arc<Stats>,
+        max: usize,
+        parallel: usize,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let batcher = Batcher {
             registry,
             stats,
             max: max.max(1),
+            parallel: parallel.max(1),
             urgent: VecDeque::new(),
             speculative: VecDeque::new(),
         };
@@ -120,20 +128,40 @@ struct Batcher {
     registry: Arc<Registry>,
     stats: Arc<Stats>,
     max: usize,
+    /// Runs in flight at most (`pipeline.embed_parallel`; never more than the embedder's sessions).
+    parallel: usize,
     urgent: VecDeque<EmbedRequest>,
     speculative: VecDeque<EmbedRequest>,
 }
 
 impl Batcher {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<EmbedRequest>) {
+        // Each run in flight sends one message here once the stage actor is done with it
+        // (answered, panicked, hung past its limit, or the actor died with it queued).
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+        let mut running = 0usize;
+        let mut open = true;
         loop {
-            if self.urgent.is_empty() && self.speculative.is_empty() {
-                match rx.recv().await {
-                    Some(r) => self.push(r),
-                    None => return,
+            let waiting = !(self.urgent.is_empty() && self.speculative.is_empty());
+            // Read each time: a renewed embedder may have other sessions.
+            let slots = embed_runs(
+                self.parallel,
+                self.registry.engines.embedder.current().as_ref(),
+            );
+            if !waiting || running >= slots {
+                if !open && !waiting && running == 0 {
+                    return;
                 }
+                tokio::select! {
+                    r = rx.recv(), if open => match r {
+                        Some(r) => self.push(r),
+                        None => open = false,
+                    },
+                    Some(()) = done_rx.recv(), if running > 0 => running -= 1,
+                }
+                continue;
             }
-            // Everything that arrived meanwhile (during the last run, or with the first request)
+            // Everything that arrived meanwhile (during the last runs, or with the first request)
             // is a candidate for this run.
             while let Ok(r) = rx.try_recv() {
                 self.push(r);
@@ -143,9 +171,12 @@ impl Batcher {
                 continue;
             }
             if let Some(finished) = self.dispatch(batch) {
-                // Dropped once the stage actor is done with the run: answered, panicked, hung
-                // past its limit, or the actor died with it queued.
-                let _ = finished.await;
+                running += 1;
+                let done = done_tx.clone();
+                tokio::spawn(async move {
+                    let _ = finished.await;
+                    let _ = done.send(());
+                });
             }
         }
     }

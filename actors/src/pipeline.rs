@@ -83,6 +83,7 @@ impl Pipeline {
             policy: config.restart.clone(),
             writer: writer.clone(),
             search_parallel: config.search_parallel,
+            embed_parallel: config.embed_parallel,
             rerank_nice: config.rerank_nice,
         };
         let (supervisor, _) =
@@ -97,6 +98,7 @@ impl Pipeline {
             Arc::clone(&registry),
             Arc::clone(&stats),
             config.embed_batch_max,
+            config.embed_parallel,
         );
         let state = Arc::new(PipelineState {
             cost: Arc::new(Mutex::new(cost)),

@@ -36,6 +36,12 @@ pub trait Embedder: Send + Sync + 'static {
     fn after_hang(&self) -> Result<AfterHang<dyn Embedder>, StageError> {
         Ok(AfterHang::Wait)
     }
+    /// Calls it serves at the same time without one waiting on another's session (its session
+    /// count). The pipeline never runs more at once: a call queued on a busy session's lock gains
+    /// nothing, and if that call hangs, the one behind it is stuck too.
+    fn parallel_runs(&self) -> usize {
+        1
+    }
 }
 
 /// Searches the memory store (hybrid, vector or BM25), confined to the request's namespace.

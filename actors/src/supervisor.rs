@@ -25,6 +25,8 @@ pub(crate) struct SupervisorArgs {
     pub writer: WriterArgs,
     /// Searches the retriever runs at the same time (`pipeline.search_parallel`).
     pub search_parallel: usize,
+    /// Embedder runs at the same time (`pipeline.embed_parallel`).
+    pub embed_parallel: usize,
     /// The reranker's thread priority (`PipelineConfig::rerank_nice`; 0: the blocking pool).
     pub rerank_nice: i32,
 }
@@ -34,6 +36,11 @@ pub(crate) enum SupervisorMsg {
     Start { kind: StageKind, after_down: bool },
     /// Stop every stage for good; replies once they have stopped.
     Shutdown(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Embedder runs at the same time: as configured, at most one per session the engine has.
+pub(crate) fn embed_runs(configured: usize, embedder: &dyn crate::stages::Embedder) -> usize {
+    configured.min(embedder.parallel_runs()).max(1)
 }
 
 pub(crate) struct SupervisorState {
@@ -68,9 +75,14 @@ impl Supervisor {
                 let Some(slot) = reg.job_slot(k) else {
                     return Ok(());
                 };
-                // A model session runs one call at a time; the store serves concurrent readers.
+                // The store serves concurrent readers; the embedder has a session per run it may
+                // start; the reranker's one run at a time takes what the budget leaves.
                 let parallel = match k {
                     StageKind::Retriever => state.args.search_parallel,
+                    StageKind::Embedder => embed_runs(
+                        state.args.embed_parallel,
+                        reg.engines.embedder.current().as_ref(),
+                    ),
                     _ => 1,
                 };
                 let args = StageArgs {

@@ -24,6 +24,14 @@ async fn settle() {
     }
 }
 
+/// One embedder run at a time: what is batched while the only run is busy is then exact.
+fn one_run() -> PipelineConfig {
+    PipelineConfig {
+        embed_parallel: 1,
+        ..PipelineConfig::default()
+    }
+}
+
 /// Submits `q0` alone and waits until the embedder is busy with it, behind `gate`.
 async fn busy_with_q0(f: &Fakes, p: &PipelineHandle, gate: &Arc<Gate>) {
     *f.embedder.gate.lock().unwrap() = Some(gate.clone());
@@ -40,9 +48,7 @@ async fn finals_waiting_for_the_embedder_together_are_embedded_in_one_run() {
     let f = Fakes::new(no_faults());
     let gate = Arc::new(Gate::default());
     let _release = OpenOnDrop(gate.clone());
-    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
-        .await
-        .unwrap();
+    let p = Pipeline::start(f.stages(false), one_run()).await.unwrap();
     let mut results = p.results();
     busy_with_q0(&f, &p, &gate).await;
     for i in 1..8 {
@@ -77,6 +83,64 @@ async fn finals_waiting_for_the_embedder_together_are_embedded_in_one_run() {
     p.shutdown().await.unwrap();
 }
 
+/// With `embed_parallel` 2 and an embedder of `sessions` sessions: holds the first run at a gate,
+/// submits a second final, then six more, and returns the run sizes in call order.
+async fn runs_beside_a_busy_one(sessions: usize) -> Vec<usize> {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    f.embedder.sessions.store(sessions, SeqCst);
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    let config = PipelineConfig {
+        embed_parallel: 2,
+        ..PipelineConfig::default()
+    };
+    let p = Pipeline::start(f.stages(false), config).await.unwrap();
+    let mut results = p.results();
+    busy_with_q0(&f, &p, &gate).await;
+    p.submit(transcript("c", "u1", "q1 second", true)).unwrap();
+    if sessions >= 2 {
+        // A slot is free: the next final does not wait for the first run.
+        assert!(
+            until(|| gate.entered.load(SeqCst) == 2, 20_000).await,
+            "the second run never started beside the first"
+        );
+    }
+    // Every slot busy: these wait, and go together.
+    for i in 2..8 {
+        p.submit(transcript(
+            "c",
+            &format!("u{i}"),
+            &format!("q{i} hello"),
+            true,
+        ))
+        .unwrap();
+    }
+    settle().await;
+    assert_eq!(
+        gate.entered.load(SeqCst),
+        sessions.min(2),
+        "runs inside the embedder while the first is held"
+    );
+    gate.open();
+    for _ in 0..8 {
+        let r = next(&mut results).await;
+        assert_eq!(r.degraded, None, "{}", r.utterance);
+    }
+    p.shutdown().await.unwrap();
+    f.embedder.sizes()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_run_starts_on_a_free_session_while_the_first_is_busy() {
+    assert_eq!(runs_beside_a_busy_one(2).await, [1, 1, 6]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_embedder_with_one_session_gets_one_run_at_a_time_whatever_embed_parallel_says() {
+    assert_eq!(runs_beside_a_busy_one(1).await, [1, 7]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_idle_embedder_takes_a_single_final_at_once() {
     quiet_injected_panics();
@@ -105,7 +169,7 @@ async fn runs_are_bounded_by_embed_batch_max() {
     let _release = OpenOnDrop(gate.clone());
     let config = PipelineConfig {
         embed_batch_max: 4,
-        ..Default::default()
+        ..one_run()
     };
     let p = Pipeline::start(f.stages(false), config).await.unwrap();
     let mut results = p.results();
@@ -137,9 +201,7 @@ async fn finals_run_before_partials_and_a_speculation_a_final_takes_over_runs_wi
     let f = Fakes::new(no_faults());
     let gate = Arc::new(Gate::default());
     let _release = OpenOnDrop(gate.clone());
-    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
-        .await
-        .unwrap();
+    let p = Pipeline::start(f.stages(false), one_run()).await.unwrap();
     let mut results = p.results();
     busy_with_q0(&f, &p, &gate).await;
     p.submit(transcript("c", "u1", "q1 taken over", false))
@@ -182,9 +244,7 @@ async fn a_final_whose_deadline_passes_while_queued_for_the_embedder_is_never_em
     let f = Fakes::new(no_faults());
     let gate = Arc::new(Gate::default());
     let _release = OpenOnDrop(gate.clone());
-    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
-        .await
-        .unwrap();
+    let p = Pipeline::start(f.stages(false), one_run()).await.unwrap();
     let mut results = p.results();
     busy_with_q0(&f, &p, &gate).await;
     p.submit(transcript("c", "u1", "q1 queued", true)).unwrap();
@@ -225,9 +285,7 @@ async fn a_panicking_run_degrades_every_request_in_it_and_the_stage_restarts() {
     let f = Fakes::new(plan);
     let gate = Arc::new(Gate::default());
     let _release = OpenOnDrop(gate.clone());
-    let p = Pipeline::start(f.stages(false), PipelineConfig::default())
-        .await
-        .unwrap();
+    let p = Pipeline::start(f.stages(false), one_run()).await.unwrap();
     let mut results = p.results();
     busy_with_q0(&f, &p, &gate).await;
     for i in 1..4 {
@@ -280,9 +338,7 @@ async fn a_finals_vector_ready_after_its_cut_off_still_goes_to_its_memory() {
         writer: writer.clone(),
         ..f.stages(false)
     };
-    let p = Pipeline::start(stages, PipelineConfig::default())
-        .await
-        .unwrap();
+    let p = Pipeline::start(stages, one_run()).await.unwrap();
     let mut results = p.results();
     let gate = Arc::new(Gate::default());
     let _release = OpenOnDrop(gate.clone());

@@ -48,7 +48,7 @@ pub struct RuntimeConfig {
     /// Threads of tokio's blocking pool (stage calls, store writes and stats), all started when
     /// `serve` or a load bench starts and kept, so the thread count stays flat; a task finding all
     /// busy waits. Must exceed what hung calls can hold: 4 x `pipeline.restart.max_abandoned_calls`
-    /// plus `pipeline.search_parallel` plus 4 (default 32).
+    /// plus `pipeline.search_parallel` plus `pipeline.embed_parallel` plus 3 (default 32).
     pub blocking_threads: usize,
     /// ONNX Runtime's CPU memory arena per session. It grows in steps (powers of two) to the
     /// largest batch seen and never gives memory back; off, tensors come from malloc and are

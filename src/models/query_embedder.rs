@@ -3,12 +3,15 @@
 //! backlog uses more than one core; each session gets at least `runtime.query_split_min` texts,
 //! because a text embedded in a larger batch costs less CPU (a batch split too finely spends the
 //! cores it was meant to save). A batch too small to split runs on one session.
-//! The first session runs on the calling thread; each other one has a thread of its own, started
-//! with it and kept until the embedder is dropped, so splitting a batch starts no thread (a thread
-//! per batch made the process's thread count move with load).
+//! Runs may overlap (`pipeline.embed_parallel`): each claims the sessions that are free, so a second
+//! run takes the session the first left idle instead of queueing on a busy one's lock. A run's
+//! first part runs on the calling thread, its other parts on the claimed sessions' own threads,
+//! started with them and kept until the embedder is dropped, so splitting a batch starts no thread
+//! (a thread per batch made the process's thread count move with load).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use voicerag_actors::{AfterHang, Embedder, StageError};
 
@@ -61,13 +64,29 @@ impl SessionThread {
 }
 
 pub struct QueryEmbedder {
-    /// The engines' own embedder, run on the calling thread.
-    first: Arc<SentenceEmbedder>,
-    /// The `runtime.query_sessions - 1` sessions loaded for this, each on its own thread.
-    others: Vec<SessionThread>,
+    /// Every session; the first is the engines' own embedder.
+    sessions: Vec<Arc<SentenceEmbedder>>,
+    /// `threads[i]` runs parts for `sessions[i + 1]`.
+    threads: Vec<SessionThread>,
+    /// Whether a run holds `sessions[i]`.
+    claimed: Vec<AtomicBool>,
     /// Fewest texts per session when a batch is split.
     split_min: usize,
     loaded_from: (RuntimeConfig, EmbedderConfig),
+}
+
+/// Sessions a run holds; released when the run ends, panics included.
+struct Claim<'a> {
+    flags: &'a [AtomicBool],
+    held: Vec<usize>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        for &i in &self.held {
+            self.flags[i].store(false, Ordering::Release);
+        }
+    }
 }
 
 impl QueryEmbedder {
@@ -77,38 +96,68 @@ impl QueryEmbedder {
         runtime: &RuntimeConfig,
         config: &EmbedderConfig,
     ) -> Result<Self, ModelError> {
-        let mut others = Vec::new();
+        let mut sessions = vec![first];
+        let mut threads = Vec::new();
         for index in 1..runtime.query_sessions.max(1) {
             let session = Arc::new(SentenceEmbedder::load(runtime, config)?);
-            others.push(SessionThread::start(session, index)?);
+            threads.push(SessionThread::start(Arc::clone(&session), index)?);
+            sessions.push(session);
         }
+        let claimed = sessions.iter().map(|_| AtomicBool::new(false)).collect();
         Ok(Self {
-            first,
-            others,
+            sessions,
+            threads,
+            claimed,
             split_min: runtime.query_split_min.max(1),
             loaded_from: (runtime.clone(), config.clone()),
         })
     }
 
     pub fn sessions(&self) -> usize {
-        1 + self.others.len()
+        self.sessions.len()
+    }
+
+    /// Claims up to `want` free sessions, lowest first.
+    fn claim(&self, want: usize) -> Claim<'_> {
+        let mut held = Vec::new();
+        for (i, flag) in self.claimed.iter().enumerate() {
+            if held.len() == want {
+                break;
+            }
+            if flag
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                held.push(i);
+            }
+        }
+        Claim {
+            flags: &self.claimed,
+            held,
+        }
     }
 
     fn embed_split(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let parts = sessions_for(texts.len(), self.sessions(), self.split_min);
-        if parts <= 1 {
-            return self.first.embed(texts);
+        let claim = self.claim(sessions_for(texts.len(), self.sessions(), self.split_min));
+        let Some((&mine, others)) = claim.held.split_first() else {
+            // Every session is held (a hung run keeps its claim until the stage renews the
+            // embedder): wait for the first one's lock.
+            return self.sessions[0].embed(texts);
+        };
+        if others.is_empty() {
+            return self.sessions[mine].embed(texts);
         }
-        let size = texts.len().div_ceil(parts);
+        let size = texts.len().div_ceil(claim.held.len());
         let mut chunks = texts.chunks(size);
-        let Some(mine) = chunks.next() else {
+        let Some(first_part) = chunks.next() else {
             return Ok(Vec::new());
         };
+        // Claimed lowest first: every other one is past the first session, so it has a thread.
         let waits: Vec<_> = chunks
-            .zip(&self.others)
-            .map(|(part, thread)| thread.send(part))
+            .zip(others)
+            .map(|(part, &i)| self.threads[i - 1].send(part))
             .collect::<Result<_, _>>()?;
-        let mut out = self.first.embed(mine)?;
+        let mut out = self.sessions[mine].embed(first_part)?;
         for wait in waits {
             match wait.recv() {
                 Ok(Ok(vectors)) => out.extend(vectors?),
@@ -130,6 +179,10 @@ fn sessions_for(texts: usize, sessions: usize, min_per_session: usize) -> usize 
 impl Embedder for QueryEmbedder {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, StageError> {
         self.embed_split(texts).map_err(StageError::from)
+    }
+
+    fn parallel_runs(&self) -> usize {
+        self.sessions()
     }
 
     /// A hung run holds a session's lock: fresh sessions, all of them (same model). The old

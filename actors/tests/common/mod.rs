@@ -127,6 +127,8 @@ pub struct FakeEmbedder {
     pub broken: AtomicBool,
     /// The texts of each call, in call order.
     pub batches: Mutex<Vec<Vec<String>>>,
+    /// Sessions it claims to have: calls it serves at once (1 unless a test sets more).
+    pub sessions: AtomicUsize,
 }
 
 impl FakeEmbedder {
@@ -138,6 +140,7 @@ impl FakeEmbedder {
             gate: Mutex::new(None),
             broken: AtomicBool::new(false),
             batches: Mutex::default(),
+            sessions: AtomicUsize::new(1),
         })
     }
     pub fn calls_for(&self, text: &str) -> usize {
@@ -150,6 +153,9 @@ impl FakeEmbedder {
 }
 
 impl Embedder for FakeEmbedder {
+    fn parallel_runs(&self) -> usize {
+        self.sessions.load(Ordering::SeqCst)
+    }
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, StageError> {
         self.counts.calls.fetch_add(1, Ordering::SeqCst);
         for t in texts {
