@@ -299,6 +299,30 @@ impl ExactVectors {
         Ok(self.scan(v, query, filter, hidden, n))
     }
 
+    /// The cosine of unit `query` with `chunk` of `ns` from the vectors in RAM: `None` when `ns`
+    /// is not loaded (or, read-only, loaded before LMDB moved on), else the chunk's cosine, or
+    /// `Some(None)` for a chunk with no live vector. A search's candidates found by words alone
+    /// need it; reading their vectors from LMDB took about 1.5 µs each.
+    pub fn cosine(
+        &self,
+        dbs: &Dbs,
+        rtxn: &RoTxn,
+        ns: &str,
+        query: &[f32],
+        chunk: u32,
+    ) -> Result<Option<Option<f32>>, StoreError> {
+        let seq = if self.writer {
+            0
+        } else {
+            lmdb::last_seq(dbs, rtxn)?
+        };
+        let spaces = self.read();
+        let Some(v) = spaces.get(ns).filter(|v| self.writer || v.seq == seq) else {
+            return Ok(None);
+        };
+        Ok(Some(v.row.get(&chunk).map(|&i| dot(query, v.data.row(i)))))
+    }
+
     /// Adds committed vectors, namespace by namespace (writer only; a namespace not loaded is
     /// left to load). One write lock for a whole committed batch: searches wait once, briefly,
     /// rather than once per memory of it.
@@ -340,14 +364,33 @@ impl ExactVectors {
         n: usize,
     ) -> Scored {
         let mut scored: Vec<(u32, f32)> = Vec::with_capacity(v.chunks.len());
-        // Block by block: each block's rows are contiguous, as the whole array's once were.
-        for (chunks, rows) in v.data.blocks_with(&v.chunks) {
-            for (&chunk, row) in chunks.iter().zip(rows) {
-                // The hidden test first: a bit test, where the filter's is a bitmap lookup.
-                if hidden.contains(chunk) || filter.is_some_and(|f| !f.contains(chunk)) {
-                    continue;
+        match filter {
+            // Hidden chunks (a small share) are scored too and then not kept, without a branch:
+            // skipping them costs a mispredicted branch each, which throws away the loads in
+            // flight of a scan bound by memory (measured at 10k vectors: +0.14 ms per search
+            // with 12% hidden, against +0 this way).
+            None => {
+                scored.resize(v.chunks.len(), (0, 0.0));
+                let mut kept = 0;
+                // Block by block: each block's rows are contiguous.
+                for (chunks, rows) in v.data.blocks_with(&v.chunks) {
+                    for (&chunk, row) in chunks.iter().zip(rows) {
+                        scored[kept] = (chunk, dot(query, row));
+                        kept += usize::from(!hidden.contains(chunk));
+                    }
                 }
-                scored.push((chunk, dot(query, row)));
+                scored.truncate(kept);
+            }
+            // A filter may leave few rows: only those are scored.
+            Some(f) => {
+                for (chunks, rows) in v.data.blocks_with(&v.chunks) {
+                    for (&chunk, row) in chunks.iter().zip(rows) {
+                        if hidden.contains(chunk) || !f.contains(chunk) {
+                            continue;
+                        }
+                        scored.push((chunk, dot(query, row)));
+                    }
+                }
             }
         }
         // Best first; equal scores by chunk id, so the order never depends on row order.

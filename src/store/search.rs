@@ -198,9 +198,13 @@ pub(crate) fn search(
 
     let index = namespace_index(dbs, &rtxn, ns)?;
     // A chunk's cosine to a unit query, from its stored vector (for chunks no vector list scored).
+    // From the vectors in RAM when the exact scan holds the namespace, else read from LMDB.
     let cosine_of = |query: Option<&[f32]>, chunk: u32| -> Result<Option<f32>, StoreError> {
         match (query, index) {
             (Some(q), Some(index)) => {
+                if let Some(cosine) = s.exact.cosine(dbs, &rtxn, ns, q, chunk)? {
+                    return Ok(cosine);
+                }
                 Ok(
                     vector::chunk_vector(dbs, &rtxn, index, s.model.dimension, chunk)?
                         .map(|v| crate::store::exact::dot(q, &v)),
