@@ -16,6 +16,7 @@ mod lmdb;
 mod memory_store;
 mod open;
 mod phonetic;
+mod recency;
 mod reindex;
 mod search;
 mod state;

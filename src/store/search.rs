@@ -14,7 +14,7 @@ use super::codec::{self, ChunkRecord, MemoryRecord};
 use super::hidden::Hidden;
 use super::lmdb::{self, Dbs};
 use super::state::StoreState;
-use super::{Fusion, RetrievalConfig, time_window};
+use super::{Fusion, RetrievalConfig, recency, time_window};
 use super::{StoreError, vector};
 use crate::fusion::{RankedList, Scored, convex_with, reciprocal_rank};
 
@@ -83,6 +83,27 @@ impl<'a> Records<'a> {
         Ok(out)
     }
 
+    /// The timestamp of the memory at `key`, read once per search.
+    fn ts_ms(&mut self, key: &[u8]) -> Result<i64, StoreError> {
+        self.record(key).map(|rec| rec.ts_ms)
+    }
+
+    fn record(&mut self, key: &[u8]) -> Result<&MemoryRecord, StoreError> {
+        if !self.memories.contains_key(key) {
+            // A chunk and its memory live and die in the same transaction: this snapshot has it.
+            let bytes = self
+                .dbs
+                .memories
+                .get(self.rtxn, key)?
+                .ok_or_else(|| codec::corrupt("memory record missing"))?;
+            let rec: MemoryRecord = codec::decode(bytes, "memory record")?;
+            self.memories.insert(key.to_vec(), rec);
+        }
+        self.memories
+            .get(key)
+            .ok_or_else(|| codec::corrupt("memory record missing"))
+    }
+
     fn hit(
         &mut self,
         found: &Found,
@@ -90,26 +111,13 @@ impl<'a> Records<'a> {
         vector_rank: Option<usize>,
         bm25_rank: Option<usize>,
     ) -> Result<Hit, StoreError> {
-        if !self.memories.contains_key(&found.key) {
-            // A chunk and its memory live and die in the same transaction: this snapshot has it.
-            let bytes = self
-                .dbs
-                .memories
-                .get(self.rtxn, &found.key)?
-                .ok_or_else(|| codec::corrupt("memory record missing"))?;
-            let rec: MemoryRecord = codec::decode(bytes, "memory record")?;
-            self.memories.insert(found.key.clone(), rec);
-        }
-        let rec = self
-            .memories
-            .get(&found.key)
-            .ok_or_else(|| codec::corrupt("memory record missing"))?;
-        let (_, id) = codec::split_memory_key(&found.key)?;
         let own_text = self
             .chunks
             .get(&found.chunk)
             .and_then(|c| c.as_ref())
             .and_then(|(_, t)| t.clone());
+        let (_, id) = codec::split_memory_key(&found.key)?;
+        let rec = self.record(&found.key)?;
         Ok(Hit {
             id: id.to_string(),
             text: own_text.unwrap_or_else(|| rec.text.clone()),
@@ -362,27 +370,25 @@ pub(crate) fn search(
                 fused.sort_by(|a, b| b.1.total_cmp(&a.1));
             }
             let half_life_ms = retrieval.recency_half_life_s as f64 * 1000.0;
-            // Without the recency prior only the top_n become hits; with it every candidate
-            // is weighed again first.
-            let keep = if half_life_ms > 0.0 {
-                fused.len()
-            } else {
-                req.top_n
-            };
-            for (c, score) in fused.into_iter().take(keep) {
+            if half_life_ms > 0.0 {
+                // Ages from the clock, not from the request's `now` (which time windows use).
+                let now = chrono::Utc::now().timestamp_millis();
+                fused = recency::reweigh(
+                    fused,
+                    req.top_n,
+                    retrieval.recency_weight,
+                    |c| records.ts_ms(&cands[c].found.key),
+                    |ts_ms| {
+                        let age = now.saturating_sub(ts_ms).max(0) as f64;
+                        0.5f64.powf(age / half_life_ms) as f32
+                    },
+                )?;
+            }
+            for (c, score) in fused.into_iter().take(req.top_n) {
                 let c = &cands[c];
                 let mut hit = records.hit(c.found, score, c.vector_rank, c.bm25_rank)?;
                 hit.similarity = c.cosine;
                 out.push(hit);
-            }
-            if half_life_ms > 0.0 {
-                let now = chrono::Utc::now().timestamp_millis();
-                for hit in &mut out {
-                    let age = now.saturating_sub(hit.ts_ms).max(0) as f64;
-                    hit.score += retrieval.recency_weight * 0.5f64.powf(age / half_life_ms) as f32;
-                }
-                out.sort_by(|a, b| b.score.total_cmp(&a.score));
-                out.truncate(req.top_n);
             }
         }
     }
