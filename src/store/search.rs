@@ -2,6 +2,7 @@
 //! with those filters inside them, name each memory once (its best chunk), fuse.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use heed::RoTxn;
 use roaring::RoaringBitmap;
@@ -20,20 +21,21 @@ use crate::fusion::{RankedList, Scored, convex_with, reciprocal_rank};
 
 /// A memory found by one list: its key, best chunk and that chunk's score.
 struct Found {
-    key: Vec<u8>,
+    key: Rc<[u8]>,
     chunk: u32,
     score: f32,
 }
 
-/// A chunk's memory key and own text; `None` when the chunk is gone or foreign.
-type ChunkSlot = Option<(Vec<u8>, Option<String>)>;
+/// A chunk's memory key (shared, not copied, by every list that finds the chunk); `None` when
+/// the chunk is gone or foreign.
+type ChunkSlot = Option<Rc<[u8]>>;
 
 /// Memory records read during one search (each at most once).
 struct Records<'a> {
     dbs: &'a Dbs,
     rtxn: &'a RoTxn<'a>,
     namespace: &'a str,
-    /// chunk -> (memory key, own text)
+    /// chunk -> memory key
     chunks: HashMap<u32, ChunkSlot>,
     memories: HashMap<Vec<u8>, MemoryRecord>,
     /// Chunks left out of this search (superseded, expired).
@@ -43,7 +45,7 @@ struct Records<'a> {
 impl<'a> Records<'a> {
     /// The memory key of a chunk, if the chunk still exists in this namespace. Reads only the
     /// small chunk record: memory records are read for the final hits alone.
-    fn memory_of(&mut self, chunk: u32) -> Result<Option<Vec<u8>>, StoreError> {
+    fn memory_of(&mut self, chunk: u32) -> Result<Option<Rc<[u8]>>, StoreError> {
         if self.hidden.contains(chunk) {
             return Ok(None);
         }
@@ -53,18 +55,15 @@ impl<'a> Records<'a> {
                     let rec = ChunkRecord::decode(bytes)?;
                     // Defence in depth: a chunk of another namespace never leaves this search.
                     let (ns, _) = codec::split_memory_key(rec.memory)?;
-                    (ns == self.namespace)
-                        .then(|| (rec.memory.to_vec(), rec.text.map(str::to_string)))
+                    // The chunk's own text is read again for the final hits only.
+                    (ns == self.namespace).then(|| Rc::from(rec.memory))
                 }
                 // Deleted (BM25 may still hold it for a moment).
                 None => None,
             };
             self.chunks.insert(chunk, found);
         }
-        Ok(self
-            .chunks
-            .get(&chunk)
-            .and_then(|c| c.as_ref().map(|(k, _)| k.clone())))
+        Ok(self.chunks.get(&chunk).and_then(Clone::clone))
     }
 
     /// Keeps each memory's first (best) chunk; drops chunks that no longer exist.
@@ -97,7 +96,7 @@ impl<'a> Records<'a> {
                 .get(self.rtxn, key)?
                 .ok_or_else(|| codec::corrupt("memory record missing"))?;
             let rec: MemoryRecord = codec::decode(bytes, "memory record")?;
-            self.memories.insert(key.to_vec(), rec);
+            self.memories.insert(key.into(), rec);
         }
         self.memories
             .get(key)
@@ -111,11 +110,10 @@ impl<'a> Records<'a> {
         vector_rank: Option<usize>,
         bm25_rank: Option<usize>,
     ) -> Result<Hit, StoreError> {
-        let own_text = self
-            .chunks
-            .get(&found.chunk)
-            .and_then(|c| c.as_ref())
-            .and_then(|(_, t)| t.clone());
+        let own_text = match self.dbs.chunks.get(self.rtxn, &found.chunk.to_be_bytes())? {
+            Some(bytes) => ChunkRecord::decode(bytes)?.text.map(str::to_string),
+            None => None,
+        };
         let (_, id) = codec::split_memory_key(&found.key)?;
         let rec = self.record(&found.key)?;
         Ok(Hit {
@@ -319,7 +317,7 @@ pub(crate) fn search(
                 });
             }
             for (i, f) in bm25_list.iter().enumerate() {
-                match slot.get(f.key.as_slice()) {
+                match slot.get(&*f.key) {
                     Some(&c) => {
                         cands[c].bm25_rank = Some(i + 1);
                         cands[c].bm25 = Some(f.score);
@@ -341,7 +339,7 @@ pub(crate) fn search(
                 }
             }
             for (i, f) in phonetic_list.iter().enumerate() {
-                match slot.get(f.key.as_slice()) {
+                match slot.get(&*f.key) {
                     Some(&c) => {
                         cands[c].phonetic_rank = Some(i + 1);
                         cands[c].phonetic = Some(f.score);
