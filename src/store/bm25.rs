@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tantivy::collector::TopDocs;
 use tantivy::query::{
-    BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
+    BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
 };
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
@@ -411,32 +411,38 @@ impl Bm25 {
         namespace: &str,
     ) -> Result<bool, StoreError> {
         let term = Term::from_field_text(self.fields.text, term);
-        if searcher.doc_freq(&term)? == 0 {
-            return Ok(false);
-        }
-        let both = BooleanQuery::new(vec![
-            (
-                Occur::Must,
-                Box::new(TermQuery::new(term, IndexRecordOption::Basic)) as Box<dyn Query>,
-            ),
-            (
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(self.fields.ns, namespace),
-                    IndexRecordOption::Basic,
-                )),
-            ),
-        ]);
-        let weight = both.weight(EnableScoring::disabled_from_searcher(searcher))?;
+        let ns = Term::from_field_text(self.fields.ns, namespace);
+        // The two postings lists walked side by side, segment by segment: what a boolean
+        // query of the two terms would do, without building its weight and scorers for each
+        // of the query's words (about 3 µs a word).
         for segment in searcher.segment_readers() {
-            let mut docs = weight.scorer(segment, 1.0)?;
+            let Some(mut docs) = segment
+                .inverted_index(self.fields.text)?
+                .read_postings(&term, IndexRecordOption::Basic)
+                .map_err(tantivy::TantivyError::from)?
+            else {
+                continue;
+            };
+            let Some(mut in_ns) = segment
+                .inverted_index(self.fields.ns)?
+                .read_postings(&ns, IndexRecordOption::Basic)
+                .map_err(tantivy::TantivyError::from)?
+            else {
+                continue;
+            };
             let alive = segment.alive_bitset();
-            let mut doc = docs.doc();
-            while doc != TERMINATED {
-                if alive.is_none_or(|a| a.is_alive(doc)) {
+            // Each list only moves forward, to the other's document when it is behind.
+            let (mut doc, mut other) = (docs.doc(), in_ns.doc());
+            while doc != TERMINATED && other != TERMINATED {
+                if doc < other {
+                    doc = docs.seek(other);
+                } else if other < doc {
+                    other = in_ns.seek(doc);
+                } else if alive.is_none_or(|a| a.is_alive(doc)) {
                     return Ok(true);
+                } else {
+                    doc = docs.advance();
                 }
-                doc = docs.advance();
             }
         }
         Ok(false)
@@ -602,5 +608,67 @@ impl Bm25 {
     /// Number of live documents (chunks) searchable now.
     pub fn num_docs(&self) -> u64 {
         self.reader.searcher().num_docs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ts_ms: i64) -> MemoryRecord {
+        MemoryRecord {
+            conversation: "c".into(),
+            speaker: "user".into(),
+            text: String::new(),
+            ts_ms,
+            chunks: Vec::new(),
+            supersedes: Vec::new(),
+            expires_at_ms: None,
+            superseded_by: None,
+        }
+    }
+
+    #[test]
+    fn a_word_is_known_only_where_a_live_chunk_of_the_namespace_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bm25 = Bm25::open(dir.path(), true).unwrap();
+        // Namespaces interleaved in one segment, so each postings list has to catch up with
+        // the other both ways.
+        let docs = [
+            (0, "a", "kettle whistle"),
+            (1, "b", "garden hose"),
+            (2, "a", "garden gnome"),
+            (3, "c", "kettle"),
+            (4, "b", "kettle spout"),
+            (5, "c", "lantern"),
+            (6, "b", "lantern"),
+        ];
+        for (chunk, ns, text) in docs {
+            bm25.add_chunk(chunk, ns, &format!("m{chunk}"), &record(0), text)
+                .unwrap();
+        }
+        bm25.commit(1).unwrap();
+        let searcher = bm25.reader.searcher();
+        let known = |word: &str, ns: &str| {
+            let term = &bm25.terms(word)[0];
+            bm25.in_namespace(&searcher, term, ns).unwrap()
+        };
+        assert!(known("kettle", "a") && known("kettle", "b") && known("kettle", "c"));
+        assert!(known("garden", "a") && known("garden", "b") && !known("garden", "c"));
+        assert!(known("lantern", "b") && known("lantern", "c") && !known("lantern", "a"));
+        assert!(!known("whistle", "b") && !known("spout", "a") && !known("gnome", "d"));
+        // A deleted chunk no longer makes its word known.
+        bm25.delete_chunk(4).unwrap();
+        bm25.commit(2).unwrap();
+        let searcher = bm25.reader.searcher();
+        assert!(
+            !bm25
+                .in_namespace(&searcher, &bm25.terms("spout")[0], "b")
+                .unwrap()
+        );
+        assert!(
+            bm25.in_namespace(&searcher, &bm25.terms("kettle")[0], "a")
+                .unwrap()
+        );
     }
 }
