@@ -427,15 +427,15 @@ mod tests {
 
     #[test]
     fn a_blocking_pool_hung_calls_could_fill_is_refused() {
-        // Defaults: 4 stages x 4 abandoned calls + 2 searches + 2 embedder runs + 3 = 23 threads.
-        assert_eq!(Config::default().blocking_threads_needed(), 23);
-        let ok = Config::load(None, env(&[("VOICERAG_RUNTIME__BLOCKING_THREADS", "23")]));
-        assert_eq!(ok.unwrap().runtime.blocking_threads, 23);
-        let err = Config::load(None, env(&[("VOICERAG_RUNTIME__BLOCKING_THREADS", "22")]))
+        // Defaults: 4 stages x 4 abandoned calls + 2 searches + 1 embedder run + 3 = 22 threads.
+        assert_eq!(Config::default().blocking_threads_needed(), 22);
+        let ok = Config::load(None, env(&[("VOICERAG_RUNTIME__BLOCKING_THREADS", "22")]));
+        assert_eq!(ok.unwrap().runtime.blocking_threads, 22);
+        let err = Config::load(None, env(&[("VOICERAG_RUNTIME__BLOCKING_THREADS", "21")]))
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("runtime.blocking_threads") && err.contains("23"),
+            err.contains("runtime.blocking_threads") && err.contains("22"),
             "{err}"
         );
         // More abandoned calls allowed: more threads needed.
