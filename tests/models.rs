@@ -16,13 +16,29 @@ fn root(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-fn embedder_with(max_length: usize, batch_size: usize) -> SentenceEmbedder {
-    let config = EmbedderConfig {
+fn tiny_embedder_config(max_length: usize, batch_size: usize) -> EmbedderConfig {
+    EmbedderConfig {
         model_dir: TINY_EMBEDDER.into(),
         max_length,
         batch_size,
-    };
-    SentenceEmbedder::load(&RuntimeConfig::default(), &config).expect("tiny embedder loads")
+    }
+}
+
+fn embedder_with(max_length: usize, batch_size: usize) -> SentenceEmbedder {
+    SentenceEmbedder::load(
+        &RuntimeConfig::default(),
+        &tiny_embedder_config(max_length, batch_size),
+    )
+    .expect("tiny embedder loads")
+}
+
+/// Two query sessions that split any batch of two texts or more.
+fn two_split_sessions() -> RuntimeConfig {
+    RuntimeConfig {
+        query_sessions: 2,
+        query_split_min: 1,
+        ..RuntimeConfig::default()
+    }
 }
 
 fn cross_encoder_with(max_length: usize, batch_size: usize) -> CrossEncoder {
@@ -528,11 +544,7 @@ fn chunking_keeps_non_ascii_text_intact() {
 fn bulk_embedding_gives_the_same_vectors_whatever_the_number_of_sessions() {
     use voicerag::actors::Memory;
     use voicerag::ingest::{BULK_PART, BulkEmbedder};
-    let config = EmbedderConfig {
-        model_dir: TINY_EMBEDDER.into(),
-        max_length: 256,
-        batch_size: 32,
-    };
+    let config = tiny_embedder_config(256, 32);
     let memories: Vec<Memory> = (0..(2 * BULK_PART + 7))
         .map(|i| Memory {
             id: format!("m{i}"),
@@ -586,17 +598,9 @@ fn a_query_batch_split_over_sessions_keeps_order_and_vectors() {
     use std::sync::Arc;
     use voicerag::actors::AfterHang;
     use voicerag::models::QueryEmbedder;
-    let config = EmbedderConfig {
-        model_dir: TINY_EMBEDDER.into(),
-        max_length: 128,
-        batch_size: 32,
-    };
+    let config = tiny_embedder_config(128, 32);
     // One text per session at least: the five texts below are split over both sessions.
-    let runtime = RuntimeConfig {
-        query_sessions: 2,
-        query_split_min: 1,
-        ..RuntimeConfig::default()
-    };
+    let runtime = two_split_sessions();
     let first = Arc::new(SentenceEmbedder::load(&runtime, &config).unwrap());
     let split = QueryEmbedder::load(first.clone(), &runtime, &config).unwrap();
     assert_eq!(split.sessions(), 2);
@@ -627,11 +631,7 @@ fn a_query_batch_split_over_sessions_keeps_order_and_vectors() {
 
 #[test]
 fn without_the_cpu_arena_embeddings_are_the_same() {
-    let config = EmbedderConfig {
-        model_dir: TINY_EMBEDDER.into(),
-        max_length: 128,
-        batch_size: 32,
-    };
+    let config = tiny_embedder_config(128, 32);
     let arena = SentenceEmbedder::load(&RuntimeConfig::default(), &config).unwrap();
     let no_arena = RuntimeConfig {
         cpu_arena: false,
@@ -658,16 +658,8 @@ fn without_the_cpu_arena_embeddings_are_the_same() {
 fn overlapping_runs_each_take_a_free_session_and_keep_their_vectors() {
     use std::sync::Arc;
     use voicerag::models::QueryEmbedder;
-    let config = EmbedderConfig {
-        model_dir: TINY_EMBEDDER.into(),
-        max_length: 128,
-        batch_size: 32,
-    };
-    let runtime = RuntimeConfig {
-        query_sessions: 2,
-        query_split_min: 1,
-        ..RuntimeConfig::default()
-    };
+    let config = tiny_embedder_config(128, 32);
+    let runtime = two_split_sessions();
     let first = Arc::new(SentenceEmbedder::load(&runtime, &config).unwrap());
     let embedder = Arc::new(QueryEmbedder::load(first.clone(), &runtime, &config).unwrap());
     let texts = [

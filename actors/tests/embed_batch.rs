@@ -32,6 +32,19 @@ fn one_run() -> PipelineConfig {
     }
 }
 
+/// Submits finals `u{i}` ("q{i} hello") of conversation "c" for each `i` in `ids`.
+fn submit_finals(p: &PipelineHandle, ids: std::ops::Range<usize>) {
+    for i in ids {
+        p.submit(transcript(
+            "c",
+            &format!("u{i}"),
+            &format!("q{i} hello"),
+            true,
+        ))
+        .unwrap();
+    }
+}
+
 /// Submits `q0` alone and waits until the embedder is busy with it, behind `gate`.
 async fn busy_with_q0(f: &Fakes, p: &PipelineHandle, gate: &Arc<Gate>) {
     *f.embedder.gate.lock().unwrap() = Some(gate.clone());
@@ -51,15 +64,7 @@ async fn finals_waiting_for_the_embedder_together_are_embedded_in_one_run() {
     let p = Pipeline::start(f.stages(false), one_run()).await.unwrap();
     let mut results = p.results();
     busy_with_q0(&f, &p, &gate).await;
-    for i in 1..8 {
-        p.submit(transcript(
-            "c",
-            &format!("u{i}"),
-            &format!("q{i} hello"),
-            true,
-        ))
-        .unwrap();
-    }
+    submit_finals(&p, 1..8);
     settle().await;
     gate.open();
     let mut answered = Vec::new();
@@ -107,15 +112,7 @@ async fn runs_beside_a_busy_one(sessions: usize) -> Vec<usize> {
         );
     }
     // Every slot busy: these wait, and go together.
-    for i in 2..8 {
-        p.submit(transcript(
-            "c",
-            &format!("u{i}"),
-            &format!("q{i} hello"),
-            true,
-        ))
-        .unwrap();
-    }
+    submit_finals(&p, 2..8);
     settle().await;
     assert_eq!(
         gate.entered.load(SeqCst),
@@ -174,15 +171,7 @@ async fn runs_are_bounded_by_embed_batch_max() {
     let p = Pipeline::start(f.stages(false), config).await.unwrap();
     let mut results = p.results();
     busy_with_q0(&f, &p, &gate).await;
-    for i in 1..20 {
-        p.submit(transcript(
-            "c",
-            &format!("u{i}"),
-            &format!("q{i} hello"),
-            true,
-        ))
-        .unwrap();
-    }
+    submit_finals(&p, 1..20);
     settle().await;
     gate.open();
     for _ in 0..20 {
@@ -288,15 +277,7 @@ async fn a_panicking_run_degrades_every_request_in_it_and_the_stage_restarts() {
     let p = Pipeline::start(f.stages(false), one_run()).await.unwrap();
     let mut results = p.results();
     busy_with_q0(&f, &p, &gate).await;
-    for i in 1..4 {
-        p.submit(transcript(
-            "c",
-            &format!("u{i}"),
-            &format!("q{i} hello"),
-            true,
-        ))
-        .unwrap();
-    }
+    submit_finals(&p, 1..4);
     settle().await;
     gate.open();
     let mut got = Vec::new();

@@ -416,17 +416,8 @@ impl Bm25 {
         // query of the two terms would do, without building its weight and scorers for each
         // of the query's words (about 3 µs a word).
         for segment in searcher.segment_readers() {
-            let Some(mut docs) = segment
-                .inverted_index(self.fields.text)?
-                .read_postings(&term, IndexRecordOption::Basic)
-                .map_err(tantivy::TantivyError::from)?
-            else {
-                continue;
-            };
-            let Some(mut in_ns) = segment
-                .inverted_index(self.fields.ns)?
-                .read_postings(&ns, IndexRecordOption::Basic)
-                .map_err(tantivy::TantivyError::from)?
+            let (Some(mut docs), Some(mut in_ns)) =
+                (postings(segment, &term)?, postings(segment, &ns)?)
             else {
                 continue;
             };
@@ -609,6 +600,17 @@ impl Bm25 {
     pub fn num_docs(&self) -> u64 {
         self.reader.searcher().num_docs()
     }
+}
+
+/// The documents of `segment` that hold `term` (in the term's own field), if any.
+fn postings(
+    segment: &tantivy::SegmentReader,
+    term: &Term,
+) -> Result<Option<tantivy::postings::SegmentPostings>, StoreError> {
+    Ok(segment
+        .inverted_index(term.field())?
+        .read_postings(term, IndexRecordOption::Basic)
+        .map_err(tantivy::TantivyError::from)?)
 }
 
 #[cfg(test)]
