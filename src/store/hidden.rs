@@ -34,7 +34,7 @@ pub(crate) struct Hidden {
 }
 
 impl Hidden {
-    fn new(set: RoaringBitmap) -> Self {
+    pub(super) fn new(set: RoaringBitmap) -> Self {
         let (Some(lo), Some(hi)) = (set.min(), set.max()) else {
             return Self::default();
         };
