@@ -18,18 +18,15 @@ def test_many_results_finishing_together_all_arrive():
     asyncio.run(run())
 
 
-def test_each_event_loop_gets_its_own_results():
+def on_three_loops(run) -> dict[str, object]:
+    """Runs ``run()`` on three event loops at once, each in a thread of its own: what each
+    returned (or raised), by loop name."""
     outcomes: dict[str, object] = {}
 
     def in_thread(name: str) -> None:
-        async def run():
-            for _ in range(20):
-                await asyncio.wait_for(asyncio.gather(*(_native._bench_roundtrip() for _ in range(20))), 60)
-            return "done"
-
         try:
             outcomes[name] = asyncio.run(run())
-        except BaseException as e:  # reported below, in the test's thread
+        except BaseException as e:  # reported by the caller, in the test's thread
             outcomes[name] = e
 
     threads = [threading.Thread(target=in_thread, args=(f"loop{i}",)) for i in range(3)]
@@ -37,10 +34,18 @@ def test_each_event_loop_gets_its_own_results():
         t.start()
     for t in threads:
         t.join(120)
-    assert outcomes == {f"loop{i}": "done" for i in range(3)}
+    return outcomes
+
+
+def test_each_event_loop_gets_its_own_results():
+    async def run():
+        for _ in range(20):
+            await asyncio.wait_for(asyncio.gather(*(_native._bench_roundtrip() for _ in range(20))), 60)
+        return "done"
+
+    assert on_three_loops(run) == {f"loop{i}": "done" for i in range(3)}
     # A new loop on a thread whose previous loop is closed works too.
-    in_thread("again")
-    assert outcomes["again"] == "done"
+    assert asyncio.run(run()) == "done"
 
 
 def test_a_cancelled_await_is_left_alone():
@@ -110,25 +115,13 @@ def test_loop_polled_futures_that_wait_are_woken_and_all_arrive():
 
 
 def test_a_loop_polled_future_on_other_loops_and_the_fallback_loop():
-    outcomes: dict[str, object] = {}
+    async def run():
+        return await asyncio.wait_for(
+            asyncio.gather(*(_native._loop_polled_for_tests(i, 2) for i in range(20))), 60
+        )
 
-    def in_thread(name: str) -> None:
-        async def run():
-            return await asyncio.wait_for(
-                asyncio.gather(*(_native._loop_polled_for_tests(i, 2) for i in range(20))), 60
-            )
+    assert on_three_loops(run) == {f"loop{i}": list(range(20)) for i in range(3)}
 
-        try:
-            outcomes[name] = asyncio.run(run())
-        except BaseException as e:
-            outcomes[name] = e
-
-    threads = [threading.Thread(target=in_thread, args=(f"loop{i}",)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert outcomes == {f"loop{i}": list(range(20)) for i in range(3)}
     async def one():
         return await _native._loop_polled_for_tests(5, 2)
 
