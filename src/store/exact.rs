@@ -418,9 +418,10 @@ impl ExactVectors {
 
     /// [`Self::scan`] of every row (no filter) in two passes: the int8 rows rank all of them,
     /// then the float rows rescore the [`shortlist_len`] best, so the result holds the exact
-    /// cosines. Quantisation moves a cosine by about 0.002 at most (unit vectors of 384
-    /// dimensions), far less than the gap between the n-th and the shortlist's last row
-    /// unless hundreds of rows tie around the n-th: the result is the exact scan's.
+    /// cosines. Quantisation moves a unit 384-dim cosine by half a step per component: about
+    /// 0.002 in practice (the errors' signs vary), 0.03 at worst. The result differs from the
+    /// float scan's only if a row of the true top n ranks below the shortlist by its int8
+    /// cosine, which takes hundreds of rows within that error of the n-th.
     fn scan_quantised(&self, v: &NsVectors, query: &[f32], hidden: &Hidden, n: usize) -> Scored {
         let (q, _) = quantise(query);
         // (row, approximate cosine up to the query's own scale), hidden rows scored and then
