@@ -1101,3 +1101,38 @@ fn concurrent_writers_and_readers_share_one_store() {
     assert_eq!(store.len().unwrap(), 200);
     assert_eq!(store.stats().unwrap().bm25_docs, 200);
 }
+
+/// A restart in the same process waits for the store's closed signal, not for its last `Arc`:
+/// the strong count reaches 0 as the drop starts, before the background threads are joined
+/// (the BM25 committer's last commit among them) and the writer lock is released.
+#[test]
+fn once_the_closed_signal_is_set_the_data_directory_opens_again() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..5 {
+        let store = Arc::new(open(dir.path()));
+        // Uncommitted BM25 work: the committer's final commit happens inside the drop.
+        store
+            .add(vec![simple(
+                "u",
+                &format!("m{round}"),
+                "a memory for the last commit",
+            )])
+            .unwrap();
+        let closed = store.closed_signal();
+        assert!(!closed.is_closed());
+        let weak = Arc::downgrade(&store);
+        let dropper = std::thread::spawn(move || drop(store));
+        let until = Instant::now() + Duration::from_secs(30);
+        while !closed.is_closed() {
+            assert!(Instant::now() < until, "round {round}: never closed");
+            std::thread::yield_now();
+        }
+        assert_eq!(weak.strong_count(), 0);
+        // Opens at once: a signal set before the lock is released would make this `Locked`.
+        let again = open(dir.path());
+        assert_eq!(again.stats().unwrap().memories, round as u64 + 1);
+        drop(again);
+        dropper.join().unwrap();
+    }
+}

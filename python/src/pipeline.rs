@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -18,7 +18,7 @@ use voicerag::actors::{
 use voicerag::bus::{Forget, ForgetScope, MemorySink};
 use voicerag::config::Config;
 use voicerag::engines::{Engines, StoreAccess, StoreWriter};
-use voicerag::store::MemoryStore;
+use voicerag::store::StoreClosed;
 
 use crate::bridge::{ToPython, Wrap, runtime, spawn, spawn_on_loop};
 use crate::errors::{ConfigError, PipelineClosedError, VoiceragError, guard, pipeline_error};
@@ -34,9 +34,10 @@ struct Running {
     store: Mutex<Option<Arc<StoreWriter>>>,
     finals: Arc<FinalWaiters>,
     closed: AtomicBool,
-    /// The store itself, to see it closed: the last stage or request to let go of it may be a
-    /// task still finishing on another thread when the pipeline's shutdown returns.
-    store_open: Weak<MemoryStore>,
+    /// Whether the store is closed: the last stage or request to let go of it may be a task
+    /// still finishing on another thread when the pipeline's shutdown returns, and the store's
+    /// drop then joins its threads before it releases the data directory.
+    store_closed: StoreClosed,
     /// How long `shutdown()` waits for the store to close (`pipeline.shutdown_timeout_ms`).
     close_timeout: Duration,
 }
@@ -55,9 +56,9 @@ impl ToPython for Pipeline {
 
 /// Waits until the last holder of the store has let it go (its threads joined, its lock file
 /// released), so the data directory can be opened again as soon as `shutdown()` returns.
-async fn wait_closed(store: &Weak<MemoryStore>, timeout: Duration) -> PyResult<()> {
+async fn wait_closed(store: &StoreClosed, timeout: Duration) -> PyResult<()> {
     let until = Instant::now() + timeout;
-    while store.strong_count() > 0 {
+    while !store.is_closed() {
         if Instant::now() >= until {
             return Err(VoiceragError::new_err(format!(
                 "shutdown: the memory store is still in use after {} ms; its data directory \
@@ -172,7 +173,7 @@ impl Pipeline {
             .map_err(|e| VoiceragError::new_err(format!("loading the engines failed: {e}")))?
             .map_err(|e| VoiceragError::new_err(e.to_string()))?;
             let writer = engines.store_writer();
-            let store_open = Arc::downgrade(&engines.store);
+            let store_closed = engines.store.closed_signal();
             let close_timeout = config.pipeline.shutdown_timeout();
             let handle = engines
                 .start(&config, writer.clone())
@@ -184,7 +185,7 @@ impl Pipeline {
                     store: Mutex::new(Some(writer)),
                     finals: Arc::default(),
                     closed: AtomicBool::new(false),
-                    store_open,
+                    store_closed,
                     close_timeout,
                 }),
             })
@@ -391,7 +392,7 @@ impl Pipeline {
             lock(&inner.store).take();
             lock(&inner.handle).take();
             drop(handle);
-            wait_closed(&inner.store_open, inner.close_timeout).await?;
+            wait_closed(&inner.store_closed, inner.close_timeout).await?;
             outcome.map_err(pipeline_error)
         })
     }

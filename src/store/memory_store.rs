@@ -12,6 +12,7 @@ use voicerag_actors::messages::{Hit, Memory, Retrieved, SearchRequest};
 use voicerag_actors::{AfterHang, Retriever, StageError};
 
 use super::background;
+use super::closed::{SetOnDrop, StoreClosed};
 use super::codec::{self, MemoryRecord, Op};
 use super::delete;
 use super::lmdb::{self, StoredModel, UnitChunk};
@@ -66,6 +67,8 @@ pub struct MemoryStore {
     shared: Arc<StoreState>,
     threads: Vec<JoinHandle<()>>,
     lock: Option<File>,
+    /// Last: dropped after everything above (see [`StoreClosed`]).
+    closed: SetOnDrop,
 }
 
 impl MemoryStore {
@@ -85,6 +88,7 @@ impl MemoryStore {
             shared,
             threads,
             lock,
+            closed: SetOnDrop::default(),
         })
     }
 
@@ -118,6 +122,7 @@ impl MemoryStore {
                 shared: Arc::new(shared),
                 threads: Vec::new(),
                 lock,
+                closed: SetOnDrop::default(),
             });
         }
         // BM25 lags LMDB. A live writer catches it up within its commit cadence; with no
@@ -135,7 +140,14 @@ impl MemoryStore {
             shared: Arc::new(shared),
             threads: Vec::new(),
             lock,
+            closed: SetOnDrop::default(),
         })
+    }
+
+    /// Set once this store is dropped with everything it opened, so its data directory can be
+    /// opened again (the writer lock released, LMDB and tantivy closed).
+    pub fn closed_signal(&self) -> StoreClosed {
+        self.closed.signal()
     }
 
     /// The model whose vectors this store holds.

@@ -7,6 +7,7 @@
 mod analysis;
 mod background;
 mod bm25;
+mod closed;
 mod codec;
 mod delete;
 mod error;
@@ -24,6 +25,7 @@ mod superseded;
 mod time_window;
 mod vector;
 
+pub use closed::StoreClosed;
 pub use error::StoreError;
 pub use memory_store::{MemoryStore, StoreStats};
 pub use reindex::ReindexReport;
