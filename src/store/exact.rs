@@ -770,8 +770,7 @@ mod tests {
     }
 
     fn unit(v: Vec<f32>) -> Vec<f32> {
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / norm).collect()
+        super::super::vector::normalized(&v).expect("a test vector has a direction")
     }
 
     #[test]
