@@ -76,6 +76,12 @@ pub struct LoadReport {
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub latency_max_ms: f64,
+    /// The service's own wall time per stage, from the answers' `timings_ms`: where the context
+    /// latency goes (embed includes the wait for the embedder, search the wait for the retriever).
+    pub embed_ms_p50: f64,
+    pub embed_ms_p99: f64,
+    pub search_ms_p50: f64,
+    pub search_ms_p99: f64,
     /// CPU time of this process (service and load generator) from the first transcript sent to
     /// the last answer received, in ms.
     pub cpu_ms: f64,
@@ -90,7 +96,8 @@ impl std::fmt::Display for LoadReport {
             "bench nats: {} replica(s), {} partition(s); {} conversations in {} namespace(s) x 1 \
              transcript/{} ms for {:.1} s: sent {}, answered {}, lost {}, duplicates {}, foreign \
              hits {} of {}, shed {}, degraded {} {:?}, deadline missed {}; {:.1} answers/s; context \
-             latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; CPU {:.0} ms, {:.2} ms per answer",
+             latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (embed p50 {:.2}, p99 {:.2}; search p50 \
+             {:.2}, p99 {:.2}); CPU {:.0} ms, {:.2} ms per answer",
             self.replicas,
             self.partitions,
             self.conversations,
@@ -111,6 +118,10 @@ impl std::fmt::Display for LoadReport {
             self.latency_p50_ms,
             self.latency_p99_ms,
             self.latency_max_ms,
+            self.embed_ms_p50,
+            self.embed_ms_p99,
+            self.search_ms_p50,
+            self.search_ms_p99,
             self.cpu_ms,
             self.cpu_ms_per_answer
         )
@@ -200,6 +211,8 @@ pub async fn run_load(
     };
     let mut latencies =
         hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?;
+    let mut embed_times = latencies.clone();
+    let mut search_times = latencies.clone();
     let mut answered_keys = HashSet::new();
     let mut senders_done = false;
     let mut sent = 0u64;
@@ -246,6 +259,10 @@ pub async fn run_load(
                 answered_keys.insert(key.to_string());
                 report.answered += 1;
                 latencies.saturating_record(received.duration_since(at).as_micros().max(1) as u64);
+                let stage_us =
+                    |stage: &str| (v["timings_ms"][stage].as_f64().unwrap_or(0.0) * 1000.0) as u64;
+                embed_times.saturating_record(stage_us("embed").max(1));
+                search_times.saturating_record(stage_us("search").max(1));
             }
             None if answered_keys.contains(key) => report.duplicates += 1,
             None => continue,
@@ -272,6 +289,10 @@ pub async fn run_load(
     report.latency_p50_ms = percentile_ms(&latencies, 0.5);
     report.latency_p99_ms = percentile_ms(&latencies, 0.99);
     report.latency_max_ms = latencies.max() as f64 / 1000.0;
+    report.embed_ms_p50 = percentile_ms(&embed_times, 0.5);
+    report.embed_ms_p99 = percentile_ms(&embed_times, 0.99);
+    report.search_ms_p50 = percentile_ms(&search_times, 0.5);
+    report.search_ms_p99 = percentile_ms(&search_times, 0.99);
     Ok(report)
 }
 
