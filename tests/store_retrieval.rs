@@ -346,3 +346,32 @@ fn the_recency_prior_puts_the_newer_of_two_equal_memories_first_and_is_off_by_de
     };
     assert_eq!(first(recent), "new");
 }
+
+#[test]
+fn the_recency_prior_ages_memories_from_the_requests_now() {
+    // A replay (`--now`, an eval) a year back: by the wall clock both memories are a year old
+    // and the prior could not tell them apart.
+    let now = chrono::Utc::now().timestamp_millis() - 365 * 24 * 3600 * 1000;
+    let text = "the gift for Marta is an espresso machine";
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(
+        dir.path(),
+        fast_config(),
+        RetrievalConfig {
+            recency_half_life_s: 3600,
+            ..RetrievalConfig::default()
+        },
+    );
+    store
+        .add(vec![
+            mem("u", "c1", "old", "user", now - 30 * 24 * 3600 * 1000, text),
+            mem("u", "c1", "new", "agent", now - 60 * 1000, text),
+        ])
+        .unwrap();
+    store.flush().unwrap();
+    let mut req = request("u", "what is the gift for Marta", SearchMode::Hybrid, 2);
+    req.filter.time.now_ms = Some(now);
+    let hits = store.search(&req).unwrap();
+    assert_eq!(hits[0].id, "new");
+    assert!(hits[0].score > hits[1].score);
+}

@@ -369,8 +369,9 @@ pub(crate) fn search(
             }
             let half_life_ms = retrieval.recency_half_life_s as f64 * 1000.0;
             if half_life_ms > 0.0 {
-                // Ages from the clock, not from the request's `now` (which time windows use).
-                let now = chrono::Utc::now().timestamp_millis();
+                // Ages from the request's `now`, as time windows read it: a replay (`--now`)
+                // ranks as it would have then.
+                let now = now_ms;
                 fused = recency::reweigh(
                     fused,
                     req.top_n,
