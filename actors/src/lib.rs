@@ -39,8 +39,10 @@
 //! `degraded` is `None` or a comma-separated list of: `shed` (overloaded, answered at once),
 //! `embedder down|failed|timeout` (BM25-only search), `retriever down|failed|timeout` (no hits),
 //! `reranker down` (hybrid order), `internal` (a bug in the pipeline, logged). `rerank` is `Off` (no
-//! reranker), `Full`, `Partial(n)`, `Skipped("budget"|"timeout"|"down"|"no candidates"|"partial"|
+//! reranker), `Full`, `Partial(n)`, `Skipped("budget"|"timeout"|"busy"|"down"|"no candidates"|"partial"|
 //! "shed"|"empty")` or `Failed(error)`; skipped and failed results keep the hybrid order.
+//! "timeout": the run began and was still going at the deadline; "busy": it never began, waiting
+//! behind other reranks.
 //!
 //! # Timing
 //!

@@ -200,7 +200,8 @@ pub enum RerankOutcome {
     Full,
     /// The top n candidates were reranked; the rest keep hybrid order below them.
     Partial(usize),
-    /// Not run ("budget", "timeout", "down", ...): hybrid order.
+    /// Not run, or not finished ("budget", "timeout": began and overran, "busy": never began,
+    /// "down", ...): hybrid order.
     Skipped(String),
     /// The run failed: hybrid order.
     Failed(String),

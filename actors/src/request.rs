@@ -237,7 +237,12 @@ pub(crate) async fn rerank(
     let cost = Arc::clone(&state.cost);
     let token = child_of(cancel);
     let run_token = token.clone();
+    // Whether the run began before the deadline: a timeout then means it overran ("timeout"), and
+    // otherwise that it waited behind other reranks the whole time ("busy").
+    let began = Arc::new(AtomicBool::new(false));
+    let run_began = Arc::clone(&began);
     let work = move || -> Result<RerankRun, StageError> {
+        run_began.store(true, Ordering::SeqCst);
         // Read when the run starts: after a hang it may have been renewed.
         let Some(reranker) = registry.engines.reranker.as_ref().map(|c| c.current()) else {
             return Err(StageError::new("no reranker"));
@@ -321,7 +326,14 @@ pub(crate) async fn rerank(
             took,
         ),
         // Late scores are discarded: the reply channel is gone and the run was told to stop.
-        Call::TimedOut => (hits, RerankOutcome::Skipped("timeout".into()), None, took),
+        Call::TimedOut => {
+            let why = if began.load(Ordering::SeqCst) {
+                "timeout"
+            } else {
+                "busy"
+            };
+            (hits, RerankOutcome::Skipped(why.into()), None, took)
+        }
     }
 }
 

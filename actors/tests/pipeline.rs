@@ -74,6 +74,45 @@ async fn hung_reranker_result_leaves_by_the_deadline_in_hybrid_order_and_the_run
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_rerank_still_waiting_behind_another_at_its_deadline_is_skipped_as_busy() {
+    quiet_injected_panics();
+    let f = Fakes::new(no_faults());
+    let gate = Arc::new(Gate::default());
+    let _release = OpenOnDrop(gate.clone());
+    *f.reranker.gate.lock().unwrap() = Some(gate.clone());
+    let config = PipelineConfig {
+        rerank_initial_ns_per_token: 1,
+        rerank_calibration_ms: 0,
+        ..Default::default()
+    };
+    let p = Pipeline::start(f.stages(true), config).await.unwrap();
+    let mut results = p.results();
+    p.submit(transcript("c1", "u1", "q1 hello", true)).unwrap();
+    assert!(
+        until(|| gate.entered.load(SeqCst) == 1, 20_000).await,
+        "reranker never started"
+    );
+    p.submit(transcript("c2", "u1", "q2 hello", true)).unwrap();
+    assert!(
+        until(|| f.retriever.counts.calls.load(SeqCst) == 2, 20_000).await,
+        "the second final was never searched"
+    );
+    advance_ms(100).await;
+    let mut outcomes = std::collections::BTreeMap::new();
+    for _ in 0..2 {
+        let r = next(&mut results).await;
+        assert!(r.deadline_met(), "{} late", r.conversation);
+        assert_eq!(r.degraded, None);
+        outcomes.insert(r.conversation.clone(), r.rerank);
+    }
+    // The first overran its deadline; the second never began.
+    assert_eq!(outcomes["c1"], RerankOutcome::Skipped("timeout".into()));
+    assert_eq!(outcomes["c2"], RerankOutcome::Skipped("busy".into()));
+    assert_eq!(gate.entered.load(SeqCst), 1);
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn reranker_reranks_what_fits_then_learns_its_real_cost() {
     quiet_injected_panics();
     let f = Fakes::new(no_faults());

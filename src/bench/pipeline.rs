@@ -137,6 +137,9 @@ struct RunStats {
     skipped: usize,
     /// Skipped because the run was still going at the deadline (a subset of `skipped`).
     timeouts: usize,
+    /// Skipped because the run had not begun by the deadline, waiting behind other reranks (a
+    /// subset of `skipped`; counted as timeouts before the two were told apart).
+    busy: usize,
     /// Skips by reason ("budget", "timeout", "no candidates", ...).
     skip_reasons: std::collections::BTreeMap<String, usize>,
     failed: usize,
@@ -159,6 +162,7 @@ impl RunStats {
             RerankOutcome::Skipped(ref why) => {
                 self.skipped += 1;
                 self.timeouts += usize::from(why == "timeout");
+                self.busy += usize::from(why == "busy");
                 *self.skip_reasons.entry(why.clone()).or_default() += 1;
             }
             RerankOutcome::Failed(_) => self.failed += 1,
@@ -177,8 +181,8 @@ impl RunStats {
         let (r50, r99) = (p(&mut self.rerank, 0.5), p(&mut self.rerank, 0.99));
         let s99 = p(&mut self.slack, 0.99);
         println!(
-            "{label:<36} total p50 {t50:>7.2} p99 {t99:>7.2} ms | rerank p50 {r50:>6.2} p99 {r99:>6.2} ms | overhead p50 {o50:.3} p99 {o99:.3} ms | late p99 {s99:.2} ms | deadline met {}/{n} | rerank full {} partial {} skipped {} (timeout {}) failed {}",
-            self.met, self.full, self.partial, self.skipped, self.timeouts, self.failed
+            "{label:<36} total p50 {t50:>7.2} p99 {t99:>7.2} ms | rerank p50 {r50:>6.2} p99 {r99:>6.2} ms | overhead p50 {o50:.3} p99 {o99:.3} ms | late p99 {s99:.2} ms | deadline met {}/{n} | rerank full {} partial {} skipped {} (timeout {}, busy {}) failed {}",
+            self.met, self.full, self.partial, self.skipped, self.timeouts, self.busy, self.failed
         );
         if !self.skip_reasons.is_empty() {
             println!("{:<36} skipped by reason: {:?}", "", self.skip_reasons);
@@ -187,7 +191,7 @@ impl RunStats {
             "{}",
             serde_json::json!({"run": label, "n": n, "total_p50_ms": t50, "total_p99_ms": t99, "rerank_p50_ms": r50, "rerank_p99_ms": r99,
                 "overhead_p50_ms": o50, "overhead_p99_ms": o99, "late_p99_ms": s99, "deadline_met": self.met,
-                "rerank_full": self.full, "rerank_partial": self.partial, "rerank_skipped": self.skipped, "rerank_timeouts": self.timeouts, "rerank_skip_reasons": self.skip_reasons, "rerank_failed": self.failed})
+                "rerank_full": self.full, "rerank_partial": self.partial, "rerank_skipped": self.skipped, "rerank_timeouts": self.timeouts, "rerank_busy": self.busy, "rerank_skip_reasons": self.skip_reasons, "rerank_failed": self.failed})
         );
     }
 }
