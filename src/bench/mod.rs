@@ -6,6 +6,7 @@
 //! - [`nats`]: load over NATS on loopback; also the load generator the NATS tests use.
 //! - [`soak`]: conversations with partials, finals and agent replies for minutes, in process or
 //!   over NATS: latency against the budget, degradation, RSS and threads at start and end.
+//! - [`answer_log`]: what the soak keeps of its answers, in memory that does not grow with them.
 //! - [`usage`]: RSS split (anonymous, files, malloc in use and free) and threads by name.
 //! - [`stats`]: percentiles, shared by the benchmarks and the demo.
 //!
@@ -15,6 +16,7 @@
 use rand::Rng;
 use rand::rngs::StdRng;
 
+pub mod answer_log;
 pub mod models;
 pub mod nats;
 pub mod pipeline;

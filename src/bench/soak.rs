@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use voicerag_actors::{AgentReply, ContextResult, Memory, PipelineHandle, Transcript, memory_id};
 
-use super::stats::percentile;
+use super::answer_log::AnswerLog;
 use super::usage::{Usage, process_usage, threads_by_name};
 use super::{synthetic_memory, synthetic_utterance};
 use crate::bus::BusConnection;
@@ -730,9 +730,7 @@ async fn soak(
             }
         })
     };
-    let mut totals = Vec::new();
-    let mut embeds = Vec::new();
-    let mut answered = HashSet::new();
+    let mut log = AnswerLog::new(&run)?;
     let load = async {
         let senders = (0..args.conversations).map(|c| {
             let conversation = format!("{run}-c{c}");
@@ -815,15 +813,13 @@ async fn soak(
                 }
                 let was_pending = pending.lock().map(|mut p| p.remove(&a.key)).unwrap_or(false);
                 if !was_pending {
-                    if answered.contains(&a.key) {
+                    if log.was_answered(&a.key) {
                         report.duplicates += 1;
                     }
                     continue;
                 }
-                answered.insert(a.key.clone());
+                log.answer(&a.key, a.total_ms, a.embed_ms);
                 report.answered += 1;
-                totals.push(a.total_ms);
-                embeds.push(a.embed_ms);
                 if let Some(reason) = a.degraded {
                     report.degraded += 1;
                     *report.degraded_reasons.entry(reason).or_default() += 1;
@@ -876,13 +872,11 @@ async fn soak(
     report.lost = report.sent.saturating_sub(report.answered);
     report.replies = replies.load(std::sync::atomic::Ordering::Relaxed);
     report.degraded_share = report.degraded as f64 / report.answered.max(1) as f64;
-    totals.sort_by(f64::total_cmp);
-    embeds.sort_by(f64::total_cmp);
-    report.total_ms_p50 = percentile(&totals, 0.5);
-    report.total_ms_p99 = percentile(&totals, 0.99);
-    report.total_ms_max = totals.last().copied().unwrap_or(0.0);
-    report.embed_ms_p50 = percentile(&embeds, 0.5);
-    report.embed_ms_p99 = percentile(&embeds, 0.99);
+    report.total_ms_p50 = log.total_ms(0.5);
+    report.total_ms_p99 = log.total_ms(0.99);
+    report.total_ms_max = log.total_ms_max();
+    report.embed_ms_p50 = log.embed_ms(0.5);
+    report.embed_ms_p99 = log.embed_ms(0.99);
     Ok(report)
 }
 
