@@ -27,12 +27,13 @@ async fn advance_ms(n: u64) {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn hung_reranker_result_leaves_by_the_deadline_in_hybrid_order_and_the_run_is_cancelled() {
+/// A pipeline whose reranker holds every run at a gate until the gate opens (when the returned
+/// guard drops), with the configured cost estimate rather than a calibrated one.
+async fn start_with_held_reranker() -> (Fakes, Arc<Gate>, OpenOnDrop, PipelineHandle) {
     quiet_injected_panics();
     let f = Fakes::new(no_faults());
     let gate = Arc::new(Gate::default());
-    let _release = OpenOnDrop(gate.clone());
+    let release = OpenOnDrop(gate.clone());
     *f.reranker.gate.lock().unwrap() = Some(gate.clone());
     let config = PipelineConfig {
         rerank_initial_ns_per_token: 1,
@@ -41,6 +42,12 @@ async fn hung_reranker_result_leaves_by_the_deadline_in_hybrid_order_and_the_run
         ..Default::default()
     };
     let p = Pipeline::start(f.stages(true), config).await.unwrap();
+    (f, gate, release, p)
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_reranker_result_leaves_by_the_deadline_in_hybrid_order_and_the_run_is_cancelled() {
+    let (f, gate, _release, p) = start_with_held_reranker().await;
     let mut results = p.results();
     let t = transcript("c", "u1", "q1 hello", true);
     let deadline = t.received_at + Duration::from_millis(100);
@@ -75,17 +82,7 @@ async fn hung_reranker_result_leaves_by_the_deadline_in_hybrid_order_and_the_run
 
 #[tokio::test(start_paused = true)]
 async fn a_rerank_still_waiting_behind_another_at_its_deadline_is_skipped_as_busy() {
-    quiet_injected_panics();
-    let f = Fakes::new(no_faults());
-    let gate = Arc::new(Gate::default());
-    let _release = OpenOnDrop(gate.clone());
-    *f.reranker.gate.lock().unwrap() = Some(gate.clone());
-    let config = PipelineConfig {
-        rerank_initial_ns_per_token: 1,
-        rerank_calibration_ms: 0,
-        ..Default::default()
-    };
-    let p = Pipeline::start(f.stages(true), config).await.unwrap();
+    let (f, gate, _release, p) = start_with_held_reranker().await;
     let mut results = p.results();
     p.submit(transcript("c1", "u1", "q1 hello", true)).unwrap();
     assert!(

@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use roaring::RoaringBitmap;
 use std::collections::HashSet;
 
-use super::stats::percentile_ms;
+use super::stats::{latency_histogram, percentile_ms};
 
 /// Latencies as histograms; answered keys `{run}-c{conversation}/u{n}` as one bitmap of `n` per
 /// conversation (any other key in a plain set).
@@ -22,14 +22,12 @@ pub struct AnswerLog {
 impl AnswerLog {
     /// For the keys of soak `run`.
     pub fn new(run: &str) -> anyhow::Result<Self> {
-        // Microseconds, 1 µs to 10 minutes, 3 significant digits.
-        let histogram = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3);
         Ok(Self {
             prefix: format!("{run}-c"),
             answered: Vec::new(),
             other: HashSet::new(),
-            totals: histogram()?,
-            embeds: histogram()?,
+            totals: latency_histogram()?,
+            embeds: latency_histogram()?,
         })
     }
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use voicerag_actors::{Memory, memory_id};
 
-use super::stats::percentile_ms;
+use super::stats::{latency_histogram, percentile_ms};
 use super::synthetic_memory;
 use super::usage::process_cpu_ms;
 use crate::bus::server::LocalNatsServer;
@@ -209,10 +209,9 @@ pub async fn run_load(
         interval_ms: spec.interval.as_millis() as u64,
         ..Default::default()
     };
-    let mut latencies =
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?;
-    let mut embed_times = latencies.clone();
-    let mut search_times = latencies.clone();
+    let mut latencies = latency_histogram().context("histogram")?;
+    let mut embed_times = latency_histogram().context("histogram")?;
+    let mut search_times = latency_histogram().context("histogram")?;
     let mut answered_keys = HashSet::new();
     let mut senders_done = false;
     let mut sent = 0u64;

@@ -11,6 +11,11 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// A histogram of latencies in microseconds: 1 µs to 10 minutes, 3 significant digits.
+pub fn latency_histogram() -> Result<Histogram<u64>, hdrhistogram::CreationError> {
+    Histogram::new_with_bounds(1, 600_000_000, 3)
+}
+
 /// A quantile of a histogram recorded in microseconds, in milliseconds.
 pub fn percentile_ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0

@@ -549,9 +549,12 @@ struct I8Query {
 
 impl I8Query {
     fn new(query: &[f32]) -> Self {
-        let (q, _) = quantise(query);
+        Self::from_bytes(quantise(query).0)
+    }
+
+    fn from_bytes(q: Vec<i8>) -> Self {
         Self {
-            sum: q.iter().map(|&x| i32::from(x)).sum(),
+            sum: byte_sum(&q),
             q,
             vnni: has_vnni(),
         }
@@ -564,13 +567,17 @@ impl I8Query {
             let sum = if row.len() >= self.q.len() {
                 self.sum
             } else {
-                self.q[..row.len()].iter().map(|&x| i32::from(x)).sum()
+                byte_sum(&self.q[..row.len()])
             };
             // SAFETY: `vnni` is set only where the CPU has the kernel's features.
             return unsafe { dot_i8_vnni(&self.q, row, sum) };
         }
         dot_i8(&self.q, row)
     }
+}
+
+fn byte_sum(q: &[i8]) -> i32 {
+    q.iter().map(|&x| i32::from(x)).sum()
 }
 
 /// Whether the CPU has AVX-512 VNNI (multiply-add of bytes into 32-bit sums): the int8 pass
@@ -979,9 +986,7 @@ mod tests {
                     (0..dim).map(|_| rng.random_range(-127..=127)).collect()
                 };
                 let row = bytes(&mut rng);
-                let mut query = I8Query::new(&[]);
-                query.q = bytes(&mut rng);
-                query.sum = query.q.iter().map(|&x| i32::from(x)).sum();
+                let query = I8Query::from_bytes(bytes(&mut rng));
                 assert_eq!(query.dot(&row), dot_i8_plain(&query.q, &row), "dim {dim}");
                 // A shorter row (never from the store) is scored over its own length.
                 assert_eq!(
@@ -989,11 +994,7 @@ mod tests {
                     dot_i8_plain(&query.q, &row[..dim / 2])
                 );
             }
-            let extreme = I8Query {
-                q: vec![-127; dim],
-                sum: -127 * dim as i32,
-                vnni: has_vnni(),
-            };
+            let extreme = I8Query::from_bytes(vec![-127; dim]);
             assert_eq!(extreme.dot(&vec![-127; dim]), 127 * 127 * dim as i32);
             assert_eq!(extreme.dot(&vec![127; dim]), -127 * 127 * dim as i32);
         }

@@ -371,14 +371,13 @@ pub(crate) fn search(
             if half_life_ms > 0.0 {
                 // Ages from the request's `now`, as time windows read it: a replay (`--now`)
                 // ranks as it would have then.
-                let now = now_ms;
                 fused = recency::reweigh(
                     fused,
                     req.top_n,
                     retrieval.recency_weight,
                     |c| records.ts_ms(&cands[c].found.key),
                     |ts_ms| {
-                        let age = now.saturating_sub(ts_ms).max(0) as f64;
+                        let age = now_ms.saturating_sub(ts_ms).max(0) as f64;
                         0.5f64.powf(age / half_life_ms) as f32
                     },
                 )?;
